@@ -1,0 +1,77 @@
+"""The backend registry: built-in backends plus any registered under the ``nutshell.backends``
+entry-point group.
+
+>>> import backends
+>>> backends.names()
+['cupy', 'onnx', 'torch']
+>>> b = backends.load("torch")          # raises BackendUnavailable naming the extra to install
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from backends.base import Backend
+from backends.errors import BackendUnavailable
+
+__all__ = ["Backend", "BackendUnavailable", "names", "load", "available", "BUILTIN"]
+
+ENTRY_POINT_GROUP = "nutshell.backends"
+
+# name -> ("module:Class", extra that installs what it needs)
+BUILTIN: dict[str, tuple[str, str]] = {
+    "cupy": ("backends.cupy_impl:CupyBackend", "cupy"),
+    "onnx": ("backends.onnx_impl:OnnxBackend", "onnx"),
+    "torch": ("backends.torch_impl:TorchBackend", "torch"),
+}
+
+
+def _entry_points() -> dict:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILTIN}
+
+
+def names() -> list[str]:
+    """Every registered backend name, built-in first, then entry points, each sorted."""
+    return sorted(BUILTIN) + sorted(_entry_points())
+
+
+def _resolve(name: str) -> type[Backend]:
+    if name in BUILTIN:
+        target, extra = BUILTIN[name]
+        module, _, cls = target.partition(":")
+        try:
+            return getattr(importlib.import_module(module), cls)
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"backend '{name}' needs a package that is not installed ({exc.name or exc}); "
+                f"pip install 'nutshell[{extra}]'") from None
+    eps = _entry_points()
+    if name not in eps:
+        raise BackendUnavailable(f"no backend named '{name}'; registered: {', '.join(names())}")
+    try:
+        return eps[name].load()
+    except Exception as exc:  # noqa: BLE001 - a broken plug-in must not stop the others
+        raise BackendUnavailable(f"backend '{name}' failed to load: {type(exc).__name__}: {exc}") from None
+
+
+def load(name: str, device: str | None = None) -> Backend:
+    """An instance of backend ``name`` on ``device`` (None: the best this machine has)."""
+    cls = _resolve(name)
+    try:
+        return cls(device=device)
+    except BackendUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a CUDA driver error at start-up
+        raise BackendUnavailable(f"backend '{name}' could not start: {type(exc).__name__}: {exc}") from None
+
+
+def available(requested: list[str] | None = None, device: str | None = None) -> tuple[dict, dict]:
+    """(loaded backends by name, reasons by name for those that could not load)."""
+    loaded, missing = {}, {}
+    for name in requested or names():
+        try:
+            loaded[name] = load(name, device)
+        except BackendUnavailable as exc:
+            missing[name] = str(exc)
+    return loaded, missing

@@ -1,0 +1,126 @@
+"""The backend contract.
+
+A backend subclasses :class:`Backend` and implements four hooks on validated input:
+
+* ``_forward(concept, inputs, attrs) -> {output: ndarray}``
+* ``_vjp(concept, inputs, cotangents, attrs) -> {input: ndarray}`` (differentiable inputs only)
+* ``_op(concept, attrs) -> callable`` on native arrays, plus ``to_native``/``to_numpy``/``synchronize``
+* ``unsupported(concept, dtype) -> str | None``: why a concept × dtype is not offered
+
+``inputs`` reaching a hook are C-contiguous NumPy arrays of one float dtype (labels int64),
+optional inputs that were not given are absent, and ``attrs`` hold every attribute with the
+spec's defaults filled in (pooling ``stride`` resolved from ``kernel``). Output cotangents are
+complete: an output the caller left out arrives as zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+import spec as spec_mod
+from backends import validate
+from backends.errors import BackendFailure, NutshellError, UnsupportedConcept
+
+
+class Backend:
+    """One implementation of every concept of the spec, behind one uniform API."""
+
+    name: str = "?"
+    device: str = "cpu"
+
+    def __init__(self, device: str | None = None, spec: spec_mod.Spec | None = None):
+        self.spec = spec if spec is not None else spec_mod.load()
+
+    # --- what it offers ----------------------------------------------------------------------
+
+    @property
+    def concepts(self) -> frozenset[str]:
+        """Concept ids this backend implements in at least one dtype."""
+        return frozenset(c for c in self.spec.concepts if any(
+            self.unsupported(c, dt) is None for dt in ("float32", "float64")))
+
+    def unsupported(self, concept: str, dtype: str) -> str | None:
+        """None when ``concept`` runs in ``dtype`` here, else the reason it does not."""
+        return None
+
+    # --- the public calls --------------------------------------------------------------------
+
+    def run(self, concept: str, inputs: Mapping[str, Any], attrs: Mapping[str, Any] | None = None
+            ) -> dict[str, np.ndarray]:
+        """Forward: NumPy in, dict of NumPy out."""
+        c = self.spec.concept(concept)
+        arrays, full, dtype = validate.check(c, inputs, attrs)
+        self._require(concept, dtype)
+        return self._guard(concept, lambda: self._forward(concept, arrays, full))
+
+    def vjp(self, concept: str, inputs: Mapping[str, Any], cotangents: Mapping[str, Any],
+            attrs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Vector-Jacobian product: one gradient per differentiable input that was given."""
+        c = self.spec.concept(concept)
+        arrays, full, dtype = validate.check(c, inputs, attrs)
+        self._require(concept, dtype)
+        out_shapes = self.output_shapes(concept, arrays, full)
+        cots = validate.check_cotangents(c, cotangents, out_shapes, dtype)
+        return self._guard(concept, lambda: self._vjp(concept, arrays, cots, full))
+
+    def op(self, concept: str, attrs: Mapping[str, Any] | None = None, *, dtype: str = "float32"
+           ) -> Callable[..., Any]:
+        """Benchmark level: a callable taking native arrays (by input name), returning native outputs."""
+        c = self.spec.concept(concept)
+        full = validate._check_attrs(c, attrs or {})
+        self._require(concept, dtype)
+        return self._op(concept, full)
+
+    # --- benchmark-level hooks (native arrays) -----------------------------------------------
+
+    def to_native(self, a: np.ndarray) -> Any:
+        return a
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        return np.asarray(t)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work; a no-op on the CPU."""
+
+    # --- hooks a backend implements ----------------------------------------------------------
+
+    def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:
+        raise UnsupportedConcept(f"backend '{self.name}' does not implement it", concept=concept)
+
+    def _vjp(self, concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
+             attrs: dict[str, Any]) -> dict[str, np.ndarray]:
+        raise UnsupportedConcept(f"backend '{self.name}' has no vjp for it", concept=concept)
+
+    def _op(self, concept: str, attrs: dict[str, Any]) -> Callable[..., Any]:
+        def call(**native):
+            return self._forward(concept, {k: self.to_numpy(v) for k, v in native.items()}, attrs)
+        return call
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def output_shapes(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict) -> dict[str, tuple]:
+        """Output shapes from the spec's shape arithmetic (backend-neutral)."""
+        from backends.signatures import output_shapes
+        return output_shapes(concept, {k: v.shape for k, v in inputs.items()}, attrs)
+
+    def _require(self, concept: str, dtype: str) -> None:
+        why = self.unsupported(concept, dtype)
+        if why is not None:
+            raise UnsupportedConcept(f"backend '{self.name}' does not offer it in {dtype}: {why}",
+                                     concept=concept)
+
+    def _guard(self, concept: str, fn: Callable[[], dict]) -> dict[str, np.ndarray]:
+        """Run a hook; a library exception becomes a NutshellError instead of escaping raw."""
+        try:
+            return fn()
+        except NutshellError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the contract forbids raw library exceptions
+            raise BackendFailure(f"backend '{self.name}' failed: {type(exc).__name__}: {exc}",
+                                 concept=concept) from exc
+
+    def __repr__(self) -> str:
+        return f"<nutshell backend {self.name} on {self.device}>"

@@ -1,0 +1,37 @@
+"""Output shapes of every concept, from input shapes and attrs (backend-neutral arithmetic)."""
+
+from __future__ import annotations
+
+from backends import shapes
+
+
+def output_shapes(concept: str, s: dict[str, tuple], attrs: dict) -> dict[str, tuple]:
+    """{output name: shape} for validated input shapes ``s`` and full ``attrs``."""
+    if concept in ("sigmoid", "relu", "tanh", "softmax", "log_softmax", "lrn"):
+        return {"y": tuple(s["x"])}
+    if concept in ("dense", "layer", "softmax_regression"):
+        return {"y" if concept != "softmax_regression" else "p": (s["x"][0], s["w"][1])}
+    if concept == "logistic_regression":
+        return {"p": (s["x"][0],)}
+    if concept == "maxout":
+        return {"y": (s["x"][0], s["w"][1] // attrs["pieces"])}
+    if concept in ("binary_cross_entropy", "cross_entropy"):
+        return {"loss": ()}
+    if concept in ("conv2d", "convolve2d", "conv2d_fft"):
+        return {"y": shapes.conv2d_out_shape(s["x"], s["w"], attrs["stride"], attrs["pads"], attrs["dilation"])}
+    if concept in ("max_pool2d", "avg_pool2d"):
+        dil = attrs.get("dilation", [1, 1])
+        return {"y": shapes.pool2d_out_shape(s["x"], attrs["kernel"], attrs["stride"], attrs["pads"], dil,
+                                             attrs["ceil_mode"])}
+    if concept == "global_avg_pool2d":
+        return {"y": (*s["x"][:2], 1, 1)}
+    if concept == "lstm_cell":
+        return {"h": tuple(s["h"]), "c": tuple(s["c"])}
+    if concept == "lstm":
+        t, n, hid = s["x"][0], s["x"][1], s["w_hh"][1]
+        return {"y": (t, n, hid), "h": (n, hid), "c": (n, hid)}
+    if concept == "inception":
+        n, _, h, w = s["x"]
+        o = s["w1"][0] + s["w3"][0] + s["w5"][0] + s["wp"][0]
+        return {"y": (n, o, h, w)}
+    raise KeyError(concept)

@@ -1,0 +1,278 @@
+"""Input validation shared by every backend, driven by the spec's signatures.
+
+``check(concept, inputs, attrs)`` runs before any numerical work. It returns the inputs as
+C-contiguous NumPy arrays (non-contiguous and negatively strided views are copied) and the
+attrs with every default filled in, or raises the contract's error naming concept and argument.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from backends import shapes
+from backends.errors import AttrError, DTypeError, ShapeError
+
+if TYPE_CHECKING:
+    from spec import AttrSpec, Concept, InputSpec
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check(concept: Concept, inputs: Mapping[str, Any], attrs: Mapping[str, Any] | None):
+    """Validate and normalise one call. Returns (arrays, attrs, dtype name)."""
+    if not isinstance(inputs, Mapping):
+        raise ShapeError("inputs must be a dict of arrays", concept=concept.id, argument="inputs")
+    arrays = _check_inputs(concept, inputs)
+    dtype = _common_float_dtype(concept, arrays)
+    full = _check_attrs(concept, attrs or {})
+    rule = SHAPE_RULES.get(concept.id)
+    if rule is not None:
+        rule(concept.id, {k: v.shape for k, v in arrays.items()}, full)
+    if "labels" in arrays:
+        _check_labels(concept.id, arrays)
+    return arrays, full, dtype
+
+
+def check_cotangents(concept: Concept, cotangents: Mapping[str, Any], out_shapes: Mapping[str, tuple],
+                     dtype: str) -> dict[str, np.ndarray]:
+    """Validate output cotangents: one per output, each of the output's shape and dtype."""
+    if not isinstance(cotangents, Mapping):
+        raise ShapeError("cotangents must be a dict of arrays", concept=concept.id, argument="cotangents")
+    extra = set(cotangents) - set(concept.outputs)
+    if extra:
+        raise ShapeError(f"unknown outputs {sorted(extra)}; outputs are {list(concept.outputs)}",
+                         concept=concept.id, argument=sorted(extra)[0])
+    out = {}
+    for name in concept.outputs:
+        shape = tuple(out_shapes[name])
+        if name not in cotangents or cotangents[name] is None:
+            out[name] = np.zeros(shape, dtype=dtype)
+            continue
+        g = _as_array(concept.id, name, cotangents[name])
+        if g.dtype != np.dtype(dtype):
+            raise DTypeError(f"cotangent has dtype {g.dtype}, the inputs are {dtype}",
+                             concept=concept.id, argument=name)
+        if g.shape != shape:
+            raise ShapeError(f"cotangent has shape {g.shape}, the output has {shape}",
+                             concept=concept.id, argument=name)
+        out[name] = np.ascontiguousarray(g)
+    return out
+
+
+def _as_array(cid: str, name: str, value: Any) -> np.ndarray:
+    try:
+        a = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - anything array-like may fail in its own way
+        raise DTypeError(f"cannot be read as an array ({exc})", concept=cid, argument=name) from None
+    if a.dtype == object:
+        raise DTypeError("is not a numeric array", concept=cid, argument=name)
+    return a
+
+
+def _check_inputs(concept: Concept, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    known = {i.name for i in concept.inputs}
+    extra = sorted(set(inputs) - known)
+    if extra:
+        raise ShapeError(f"unexpected input; inputs are {sorted(known)}", concept=concept.id, argument=extra[0])
+    arrays = {}
+    for spec_in in concept.inputs:
+        value = inputs.get(spec_in.name)
+        if value is None:
+            if spec_in.optional:
+                continue
+            raise ShapeError("required input is missing", concept=concept.id, argument=spec_in.name)
+        arrays[spec_in.name] = _check_one(concept.id, spec_in, _as_array(concept.id, spec_in.name, value))
+    return arrays
+
+
+def _check_one(cid: str, s: InputSpec, a: np.ndarray) -> np.ndarray:
+    if s.dtype == "int64":
+        if not np.issubdtype(a.dtype, np.integer):
+            raise DTypeError(f"must hold integer class indices, got {a.dtype}", concept=cid, argument=s.name)
+        a = a.astype(np.int64, copy=False)
+    elif a.dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"must be float32 or float64, got {a.dtype}", concept=cid, argument=s.name)
+    if s.rank is not None and a.ndim != s.rank:
+        raise ShapeError(f"must have rank {s.rank} {s.shape}, got shape {a.shape}", concept=cid, argument=s.name)
+    if a.ndim < s.min_rank:
+        raise ShapeError(f"must have rank ≥ {s.min_rank}, got shape {a.shape}", concept=cid, argument=s.name)
+    return np.ascontiguousarray(a)
+
+
+def _common_float_dtype(concept: Concept, arrays: dict[str, np.ndarray]) -> str:
+    floats = {k: a.dtype for k, a in arrays.items() if concept.input(k).dtype == "float"}
+    kinds = sorted({str(d) for d in floats.values()})
+    if len(kinds) > 1:
+        odd = next(k for k, d in floats.items() if str(d) != kinds[0])
+        raise DTypeError(f"mixed float dtypes {kinds}; give every input the same dtype",
+                         concept=concept.id, argument=odd)
+    return kinds[0] if kinds else "float32"
+
+
+def _check_attrs(concept: Concept, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(attrs, Mapping):
+        raise AttrError("attrs must be a dict", concept=concept.id, argument="attrs")
+    known = {a.name for a in concept.attrs}
+    extra = sorted(set(attrs) - known)
+    if extra:
+        raise AttrError(f"unknown attribute; attributes are {sorted(known)}", concept=concept.id, argument=extra[0])
+    full: dict[str, Any] = {}
+    for a in concept.attrs:
+        if a.name in attrs and attrs[a.name] is not None:
+            full[a.name] = _check_attr(concept.id, a, attrs[a.name])
+        elif a.required:
+            raise AttrError("required attribute is missing", concept=concept.id, argument=a.name)
+        elif a.default_from is None:
+            full[a.name] = a.default
+    for a in concept.attrs:
+        if a.name not in full:
+            full[a.name] = list(full[a.default_from])
+    return full
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_attr(cid: str, a: AttrSpec, v: Any) -> Any:
+    bad = AttrError
+    if a.type == "int":
+        if not _is_int(v):
+            raise bad(f"must be an integer, got {v!r}", concept=cid, argument=a.name)
+        v = int(v)
+    elif a.type == "ints":
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or not all(_is_int(e) for e in v):
+            raise bad(f"must be a list of {a.length} integers, got {v!r}", concept=cid, argument=a.name)
+        if len(v) != a.length:
+            raise bad(f"must have {a.length} entries, got {len(v)}", concept=cid, argument=a.name)
+        v = [int(e) for e in v]
+    elif a.type == "float":
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not np.isfinite(v):
+            raise bad(f"must be a finite number, got {v!r}", concept=cid, argument=a.name)
+        v = float(v)
+    elif a.type == "bool":
+        if not isinstance(v, (bool, np.bool_)):
+            raise bad(f"must be true or false, got {v!r}", concept=cid, argument=a.name)
+        v = bool(v)
+    elif a.type == "string":
+        if v not in a.choices:
+            raise bad(f"must be one of {list(a.choices)}, got {v!r}", concept=cid, argument=a.name)
+    if a.minimum is not None:
+        vals = v if isinstance(v, list) else [v]
+        if any(e < a.minimum for e in vals):
+            raise bad(f"must be ≥ {a.minimum:g}, got {v!r}", concept=cid, argument=a.name)
+    return v
+
+
+def _check_labels(cid: str, arrays: dict[str, np.ndarray]) -> None:
+    labels, k = arrays["labels"], arrays["logits"].shape[-1]
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise ShapeError(f"class indices must lie in [0, {k}), got [{labels.min()}, {labels.max()}]",
+                         concept=cid, argument="labels")
+
+
+# --- shape relations, one small function per family -------------------------------------------
+
+def _need(cond: bool, cid: str, arg: str, msg: str, cls=ShapeError) -> None:
+    if not cond:
+        raise cls(msg, concept=cid, argument=arg)
+
+
+def _same_batch(cid: str, s: dict, names: tuple[str, ...]) -> None:
+    n = s[names[0]][0]
+    for name in names[1:]:
+        _need(s[name][0] == n, cid, name, f"batch size {s[name][0]} differs from {names[0]}'s {n}")
+
+
+def _dense(cid: str, s: dict, attrs: dict) -> None:
+    n_in, n_out = s["w"][0], s["w"][-1] if len(s["w"]) > 1 else 1
+    _need(s["x"][1] == n_in, cid, "w", f"w has {n_in} rows but x has {s['x'][1]} features")
+    if "b" in s:
+        want = () if len(s["w"]) == 1 else (n_out,)
+        _need(tuple(s["b"]) == want, cid, "b", f"b must have shape {want}, got {s['b']}")
+
+
+def _maxout(cid: str, s: dict, attrs: dict) -> None:
+    _dense(cid, s, attrs)
+    k = attrs["pieces"]
+    _need(s["w"][1] % k == 0, cid, "w", f"w has {s['w'][1]} columns, not a multiple of pieces={k}")
+
+
+def _conv(cid: str, s: dict, attrs: dict) -> None:
+    (n, c, h, w), (o, cg, kh, kw) = s["x"], s["w"]
+    g = attrs["groups"]
+    _need(c % g == 0 and o % g == 0, cid, "groups",
+          f"groups={g} must divide input channels {c} and output channels {o}", AttrError)
+    _need(cg * g == c, cid, "w", f"w has {cg} input channels per group, x needs {c // g}")
+    if "b" in s:
+        _need(tuple(s["b"]) == (o,), cid, "b", f"b must have shape ({o},), got {s['b']}")
+    out = shapes.conv2d_out_shape(s["x"], s["w"], attrs["stride"], attrs["pads"], attrs["dilation"])
+    _need(min(out[2:]) >= 1, cid, "w",
+          f"the dilated kernel {kh}x{kw} is larger than the padded input {h}x{w}")
+
+
+def _pool(cid: str, s: dict, attrs: dict) -> None:
+    kernel, pads = attrs["kernel"], attrs["pads"]
+    dilation = attrs.get("dilation", [1, 1])
+    for axis in (0, 1):
+        k_eff = dilation[axis] * (kernel[axis] - 1) + 1
+        _need(pads[axis] < k_eff and pads[axis + 2] < k_eff, cid, "pads",
+              f"pads {pads} must be smaller than the kernel {kernel}", AttrError)
+    out = shapes.pool2d_out_shape(s["x"], kernel, attrs["stride"], pads, dilation, attrs["ceil_mode"])
+    _need(min(out[2:]) >= 1, cid, "kernel",
+          f"the kernel {kernel} is larger than the padded input {tuple(s['x'][2:])}")
+
+
+def _axis(cid: str, s: dict, attrs: dict) -> None:
+    r = len(s["x"])
+    _need(-r <= attrs["axis"] < r, cid, "axis", f"axis {attrs['axis']} is outside rank {r}", AttrError)
+
+
+def _bce(cid: str, s: dict, attrs: dict) -> None:
+    _need(s["targets"] == s["logits"], cid, "targets", f"targets {s['targets']} must match logits {s['logits']}")
+
+
+def _ce(cid: str, s: dict, attrs: dict) -> None:
+    _need(s["labels"][0] == s["logits"][0], cid, "labels", "one label per row of logits")
+
+
+def _lstm_common(cid: str, s: dict, n_in: int, n: int) -> None:
+    h = s["w_hh"][1]
+    checks = {"w_ih": (4 * h, n_in), "w_hh": (4 * h, h), "b": (4 * h,), "h" if "h" in s else "h0": (n, h),
+              "c" if "c" in s else "c0": (n, h)}
+    for name, want in checks.items():
+        _need(tuple(s[name]) == want, cid, name, f"must have shape {want} (H={h}), got {s[name]}")
+
+
+def _lstm_cell(cid: str, s: dict, attrs: dict) -> None:
+    _lstm_common(cid, s, s["x"][1], s["x"][0])
+
+
+def _lstm(cid: str, s: dict, attrs: dict) -> None:
+    _lstm_common(cid, s, s["x"][2], s["x"][1])
+
+
+def _inception(cid: str, s: dict, attrs: dict) -> None:
+    c = s["x"][1]
+    branches = {"w1": (c, 1), "w3r": (c, 1), "w3": (s["w3r"][0], 3), "w5r": (c, 1), "w5": (s["w5r"][0], 5),
+                "wp": (c, 1)}
+    for name, (cin, k) in branches.items():
+        want = (s[name][0], cin, k, k)
+        _need(tuple(s[name]) == want, cid, name, f"must have shape (O, {cin}, {k}, {k}), got {s[name]}")
+        bname = "b" + name[1:]
+        _need(tuple(s[bname]) == (s[name][0],), cid, bname, f"must have shape ({s[name][0]},), got {s[bname]}")
+
+
+SHAPE_RULES: dict[str, Callable[[str, dict, dict], None]] = {
+    "dense": _dense, "layer": _dense, "logistic_regression": _dense, "softmax_regression": _dense,
+    "maxout": _maxout,
+    "conv2d": _conv, "convolve2d": _conv, "conv2d_fft": _conv,
+    "max_pool2d": _pool, "avg_pool2d": _pool,
+    "softmax": _axis, "log_softmax": _axis,
+    "binary_cross_entropy": _bce, "cross_entropy": _ce,
+    "lstm_cell": _lstm_cell, "lstm": _lstm, "inception": _inception,
+}
