@@ -59,8 +59,13 @@ def check_cotangents(concept: Concept, cotangents: Mapping[str, Any], out_shapes
         if g.shape != shape:
             raise ShapeError(f"cotangent has shape {g.shape}, the output has {shape}",
                              concept=concept.id, argument=name)
-        out[name] = np.ascontiguousarray(g)
+        out[name] = _contiguous(g)
     return out
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous array with the same shape (np.ascontiguousarray would turn 0-d into 1-d)."""
+    return a if a.flags.c_contiguous else a.copy(order="C")
 
 
 def _as_array(cid: str, name: str, value: Any) -> np.ndarray:
@@ -100,7 +105,7 @@ def _check_one(cid: str, s: InputSpec, a: np.ndarray) -> np.ndarray:
         raise ShapeError(f"must have rank {s.rank} {s.shape}, got shape {a.shape}", concept=cid, argument=s.name)
     if a.ndim < s.min_rank:
         raise ShapeError(f"must have rank ≥ {s.min_rank}, got shape {a.shape}", concept=cid, argument=s.name)
-    return np.ascontiguousarray(a)
+    return _contiguous(a)
 
 
 def _common_float_dtype(concept: Concept, arrays: dict[str, np.ndarray]) -> str:
@@ -241,11 +246,11 @@ def _ce(cid: str, s: dict, attrs: dict) -> None:
 
 
 def _lstm_common(cid: str, s: dict, n_in: int, n: int) -> None:
-    h = s["w_hh"][1]
-    checks = {"w_ih": (4 * h, n_in), "w_hh": (4 * h, h), "b": (4 * h,), "h" if "h" in s else "h0": (n, h),
-              "c" if "c" in s else "c0": (n, h)}
-    for name, want in checks.items():
-        _need(tuple(s[name]) == want, cid, name, f"must have shape {want} (H={h}), got {s[name]}")
+    hid = s["w_hh"][1]
+    state = ("h", "c") if "h" in s else ("h0", "c0")
+    wants = {"w_hh": (4 * hid, hid), "w_ih": (4 * hid, n_in), "b": (4 * hid,), state[0]: (n, hid), state[1]: (n, hid)}
+    for name, want in wants.items():
+        _need(tuple(s[name]) == want, cid, name, f"must have shape {want} (H = {hid}), got {s[name]}")
 
 
 def _lstm_cell(cid: str, s: dict, attrs: dict) -> None:

@@ -1,2 +1,200 @@
-def pytest_addoption(parser):
-    pass
+"""The pytest plugin behind ``pytest conformance --backend NAME``.
+
+It collects one test item per backend × concept × check × vector × dtype from the spec, with ids
+like ``conv2d[torch-figure3-float32]`` (forward), ``conv2d[torch-figure3-float32-vjp]``,
+``conv2d[torch-basic-float64-fd]``, ``conv2d[torch-error-zero_stride]`` and
+``conv2d[cross-basic-float32]``, and records every outcome in ``reports/results.json`` as it goes.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+
+import backends
+import spec as spec_mod
+from conformance import checks
+from conformance.results import ResultsWriter, summary_table
+
+DTYPES = ("float32", "float64")
+_STATE = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("nutshell", "nutshell conformance")
+    group.addoption("--backend", action="append", default=None,
+                    help="backend to check (repeatable); default: every registered backend that loads")
+    group.addoption("--nutshell-device", default=None, help="device for every backend: cpu or cuda")
+    group.addoption("--results", default="reports/results.json", help="where results.json goes")
+    group.addoption("--spec", default=None, help="spec file (default: the repository's spec/concepts.yaml)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_STATE] = {"backends": None, "writer": None, "unavailable": {}}
+    config.addinivalue_line("markers", "nutshell: a conformance check generated from the spec")
+
+
+def _state(config: pytest.Config) -> dict:
+    st = config.stash[_STATE]
+    if st["backends"] is None:
+        requested = config.getoption("--backend")
+        loaded, missing = backends.available(requested, config.getoption("--nutshell-device"))
+        st["backends"], st["unavailable"] = loaded, missing
+        st["explicit"] = bool(requested)
+        st["spec"] = spec_mod.load(config.getoption("--spec"))
+    return st
+
+
+def _writer(config: pytest.Config) -> ResultsWriter:
+    st = _state(config)
+    if st["writer"] is None:
+        header = {"spec_version": st["spec"].version,
+                  "backends": {n: {"device": b.device} for n, b in st["backends"].items()},
+                  "unavailable": st["unavailable"]}
+        st["writer"] = ResultsWriter(Path(config.getoption("--results")), header)
+    return st["writer"]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    if file_path.suffix == ".nutshell":
+        return SpecFile.from_parent(parent, path=file_path)
+    return None
+
+
+class SpecFile(pytest.File):
+    """Turns the spec into items."""
+
+    def collect(self):
+        st = _state(self.config)
+        s = st["spec"]
+        for name, why in st["unavailable"].items():
+            yield BackendItem.from_parent(self, name=f"backend[{name}]", why=why, explicit=st["explicit"])
+        for concept in s.concepts.values():
+            for bname in st["backends"]:
+                yield from self._per_backend(bname, concept)
+            for vec in concept.vectors:
+                if vec.kind == "generated":
+                    yield CheckItem.from_parent(self, name=f"{concept.id}[cross-{vec.name}-float32]", backend="cross",
+                                                concept=concept, check="cross", vec=vec, dtype="float32")
+
+    def _per_backend(self, bname: str, concept):
+        for vec in concept.vectors:
+            for dtype in DTYPES:
+                base = f"{concept.id}[{bname}-{vec.name}-{dtype}"
+                yield CheckItem.from_parent(self, name=base + "]", backend=bname, concept=concept, check="forward",
+                                            vec=vec, dtype=dtype)
+                if vec.grad:
+                    yield CheckItem.from_parent(self, name=base + "-vjp]", backend=bname, concept=concept,
+                                                check="vjp", vec=vec, dtype=dtype)
+            if vec.kind == "generated":
+                yield CheckItem.from_parent(self, name=f"{concept.id}[{bname}-{vec.name}-float64-fd]", backend=bname,
+                                            concept=concept, check="fd", vec=vec, dtype="float64")
+        for ev in concept.errors:
+            yield CheckItem.from_parent(self, name=f"{concept.id}[{bname}-error-{ev.name}]", backend=bname,
+                                        concept=concept, check="error", vec=ev, dtype=None)
+
+
+class BackendItem(pytest.Item):
+    """A backend that could not be loaded: reported, never fatal for the others."""
+
+    def __init__(self, *, why: str, explicit: bool, **kw):
+        super().__init__(**kw)
+        self.why, self.explicit = why, explicit
+
+    def runtest(self) -> None:
+        if self.explicit:
+            raise backends.BackendUnavailable(self.why)
+        pytest.skip(f"unavailable: {self.why}")
+
+
+class CheckItem(pytest.Item):
+    """One check of one backend (or, for 'cross', of all of them)."""
+
+    def __init__(self, *, backend: str, concept, check: str, vec, dtype: str | None, **kw):
+        super().__init__(**kw)
+        self.backend, self.concept, self.check, self.vec, self.dtype = backend, concept, check, vec, dtype
+        self.record: dict = {}
+        self.add_marker(pytest.mark.nutshell)
+
+    def runtest(self) -> None:
+        st = _state(self.config)
+        tol = st["spec"].tolerance
+        started = time.perf_counter()
+        try:
+            rec = self._run(st, tol)
+            self.record = {"outcome": "pass", "usage": rec.usage, "details": rec.details}
+        except checks.Unsupported as exc:
+            self.record = {"outcome": "unsupported", "message": str(exc)}
+            pytest.skip(f"unsupported: {exc}")
+        except checks.CheckFailed as exc:
+            self.record = {"outcome": "fail", "message": str(exc), **exc.record}
+            raise
+        except Exception as exc:
+            self.record = {"outcome": "error", "message": f"{type(exc).__name__}: {exc}"}
+            raise
+        finally:
+            self.record["seconds"] = round(time.perf_counter() - started, 6)
+
+    def _run(self, st: dict, tol: dict) -> checks.Record:
+        if self.check == "cross":
+            return checks.cross(st["backends"], self.concept, self.vec, self.dtype, tol)
+        b = st["backends"][self.backend]
+        if self.check == "forward":
+            return checks.forward(b, self.concept, self.vec, self.dtype, tol)
+        if self.check == "vjp":
+            return checks.vjp(b, self.concept, self.vec, self.dtype, tol)
+        if self.check == "fd":
+            return checks.finite_difference(b, self.concept, self.vec, tol)
+        return checks.error(b, self.concept, self.vec)
+
+    def rerun_command(self) -> str:
+        """A command that reruns exactly this check from the current directory."""
+        try:
+            where = self.path.relative_to(Path.cwd())
+        except ValueError:
+            where = self.path
+        opt = "" if self.backend == "cross" else f" --backend {self.backend}"
+        return f"pytest {shlex.quote(f'{where}::{self.name}')}{opt}"
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, checks.CheckFailed):
+            return f"{self.name}: {excinfo.value}\n  rerun: {self.rerun_command()}"
+        return f"{self.name}: the backend raised\n{super().repr_failure(excinfo, style)}\n  rerun: {self.rerun_command()}"
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not isinstance(item, CheckItem) or report.when != "call":
+        return
+    rec = dict(item.record) or {"outcome": "error", "message": "no record"}
+    rec.update(id=item.name, nodeid=item.nodeid, backend=item.backend, concept=item.concept.id, check=item.check,
+               vector=item.vec.name, dtype=item.dtype)
+    if rec["outcome"] in ("fail", "error"):
+        rec["rerun"] = item.rerun_command()
+    _writer(item.config).add(rec)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    st = session.config.stash.get(_STATE, None)
+    if st and st.get("writer") is not None:
+        st["writer"].flush(final=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    st = config.stash.get(_STATE, None)
+    if not st or st.get("writer") is None:
+        return
+    from conformance.results import summarize
+
+    w = st["writer"]
+    terminalreporter.section("nutshell conformance summary")
+    terminalreporter.write_line(summary_table(summarize(w.records), st["unavailable"]))
+    terminalreporter.write_line(f"results: {w.path}")

@@ -63,6 +63,8 @@ class Vector:
     expected: dict | None = None   # hand vectors: outputs worked out by pencil
     grad: bool = True              # whether the vector carries a vjp golden
     note: str = ""
+    cotangent: dict | None = None  # hand vectors: the literal output cotangents
+    scale: dict | None = None      # generated vectors: value range per input, ±scale
 
     def load(self) -> dict[str, np.ndarray]:
         """The arrays of this vector's .npz, after checking its sha256."""
@@ -182,7 +184,8 @@ def _attr(d: dict) -> AttrSpec:
 
 
 def _vector(d: dict) -> Vector:
-    keys = ("name", "kind", "file", "sha256", "inputs", "shapes", "seed", "expected", "grad", "note")
+    keys = ("name", "kind", "file", "sha256", "inputs", "shapes", "seed", "expected", "grad", "note", "cotangent",
+            "scale")
     kw = {k: d[k] for k in keys if k in d}
     return Vector(attrs=d.get("attrs", {}), **kw)
 

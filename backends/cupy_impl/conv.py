@@ -1,0 +1,218 @@
+"""Convolution three ways: im2col + matrix product, the flipped kernel, and the FFT.
+
+conv2d (cross-correlation), with G groups, Cg = C/G input and Og = O/G output channels each,
+K = Cg·kh·kw and L = oH·oW:
+
+    col = im2col(x)                                  # (n, G, K, L)
+    y   = w.reshape(G, Og, K) @ col + b              # (n, G, Og, L): one matmul batched over groups
+    gw  = Σ_n gy @ colᵀ,   gcol = wᵀ @ gy,   gx = col2im(gcol),   gb = Σ_{n,i,j} gy
+
+The batch is processed in chunks (:func:`.im2col.chunks`) so that the working memory of one call
+(padded input, columns and, backward, their gradients) stays under the backend's budget.
+
+convolve2d is conv2d with the kernel flipped on both spatial axes; conv2d_fft computes conv2d
+through the convolution theorem (see :func:`conv2d_fft`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backends.cupy_impl.im2col import Window, chunks, col2im, im2col, pad
+from backends.cupy_impl.xp import array_module
+
+Arrays = dict[str, Any]
+
+
+def window(x_shape: tuple, w_shape: tuple, attrs: dict) -> Window:
+    """The sweep of the (O, Cg, kh, kw) kernel over the (H, W) plane of x."""
+    return Window.make(x_shape[2:], w_shape[2:], attrs["stride"], attrs["pads"], attrs["dilation"])
+
+
+def _sample_bytes(x: Any, win: Window, copies: int) -> int:
+    """Working memory per sample: the padded plane plus ``copies`` column-sized arrays."""
+    hp, wp = win.padded
+    c = x.shape[1]
+    return x.itemsize * c * (hp * wp + copies * win.taps * win.out_size)
+
+
+def conv2d_forward(x: Any, w: Any, b: Any | None, attrs: dict, budget: int) -> Any:
+    """y (N, O, oH, oW) = im2col + one group-batched matmul per chunk, written into y in place."""
+    xp = array_module(x)
+    win, g = window(x.shape, w.shape, attrs), attrs["groups"]
+    n, o = x.shape[0], w.shape[0]
+    wg = w.reshape(g, o // g, -1)                                      # (G, Og, K)
+    y = xp.empty((n, o, win.oh, win.ow), dtype=x.dtype)
+    for sl in chunks(n, _sample_bytes(x, win, 1), budget):
+        col = im2col(x[sl], win).reshape(sl.stop - sl.start, g, wg.shape[2], win.out_size)  # (n, G, K, L)
+        xp.matmul(wg, col, out=y[sl].reshape(col.shape[0], g, o // g, win.out_size))         # (n, G, Og, L)
+    if b is not None:
+        y += b.reshape(1, o, 1, 1)
+    return y
+
+
+def conv2d_backward(x: Any, w: Any, gy: Any, attrs: dict, budget: int) -> tuple[Any, Any]:
+    """(gx, gw): per chunk, columns again, gw += gy·colᵀ and gx = col2im(wᵀ·gy) (gather form)."""
+    xp = array_module(x)
+    win, g = window(x.shape, w.shape, attrs), attrs["groups"]
+    n, c, o = x.shape[0], x.shape[1], w.shape[0]
+    wg = w.reshape(g, o // g, -1)                                      # (G, Og, K)
+    gy_g = gy.reshape(n, g, o // g, win.out_size)                      # (N, G, Og, L)
+    gw = xp.zeros_like(wg)
+    gx = xp.empty_like(x)
+    for sl in chunks(n, _sample_bytes(x, win, 2), budget):
+        col = im2col(x[sl], win).reshape(sl.stop - sl.start, g, wg.shape[2], win.out_size)  # (n, G, K, L)
+        gw += (gy_g[sl] @ col.transpose(0, 1, 3, 2)).sum(axis=0)                             # (G, Og, K)
+        del col
+        gcol = wg.transpose(0, 2, 1) @ gy_g[sl]                                              # (n, G, K, L)
+        gx[sl] = col2im(gcol.reshape(-1, c, win.kh, win.kw, win.oh, win.ow), win)
+    return gx, gw.reshape(w.shape)
+
+
+def _conv(inputs: Arrays, attrs: dict, budget: int, flip: bool) -> Arrays:
+    w = inputs["w"][:, :, ::-1, ::-1] if flip else inputs["w"]
+    return {"y": conv2d_forward(inputs["x"], w, inputs.get("b"), attrs, budget)}
+
+
+def _conv_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int, flip: bool) -> Arrays:
+    w = inputs["w"][:, :, ::-1, ::-1] if flip else inputs["w"]
+    gy = cots["y"]
+    gx, gw = conv2d_backward(inputs["x"], w, gy, attrs, budget)
+    grads = {"x": gx, "w": gw[:, :, ::-1, ::-1] if flip else gw}
+    if "b" in inputs:
+        grads["b"] = gy.sum(axis=(0, 2, 3))
+    return grads
+
+
+def conv2d(inputs: Arrays, attrs: dict, budget: int) -> Arrays:
+    """Cross-correlation: the kernel is not flipped."""
+    return _conv(inputs, attrs, budget, flip=False)
+
+
+def conv2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int) -> Arrays:
+    return _conv_vjp(inputs, cots, attrs, budget, flip=False)
+
+
+def convolve2d(inputs: Arrays, attrs: dict, budget: int) -> Arrays:
+    """True convolution: conv2d of the kernel flipped on both spatial axes, w[:, :, ::−1, ::−1]."""
+    return _conv(inputs, attrs, budget, flip=True)
+
+
+def convolve2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int) -> Arrays:
+    """conv2d's gradients for the flipped kernel; gw is flipped back."""
+    return _conv_vjp(inputs, cots, attrs, budget, flip=True)
+
+
+# --- the FFT path ---------------------------------------------------------------------------
+
+def fast_len(n: int) -> int:
+    """The smallest 2^a·3^b·5^c ≥ n: a transform length the FFT handles quickly."""
+    best = 1 << max(n - 1, 0).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _spread(a: Any, step: tuple[int, int]) -> Any:
+    """Zeros between the entries of the last two axes: out[..., i·s0, j·s1] = a[..., i, j].
+
+    A dilated kernel is the kernel spread by the dilation; a strided output's gradient, spread
+    by the stride, is the gradient of the stride-1 output it was subsampled from.
+    """
+    xp = array_module(a)
+    h, w = a.shape[-2:]
+    out = xp.zeros((*a.shape[:-2], step[0] * (h - 1) + 1, step[1] * (w - 1) + 1), dtype=a.dtype)
+    out[..., ::step[0], ::step[1]] = a
+    return out
+
+
+def full_conv(a: Any, b: Any) -> Any:
+    """Linear 2-D convolution with a channel contraction, through the FFT.
+
+    a (G, A, K, ha, wa), b (G, K, B, hb, wb) → c (G, A, B, ha + hb − 1, wa + wb − 1),
+    c[g, i, j] = Σ_k a[g, i, k] ⊛ b[g, k, j], ⊛ the full linear convolution. Both are zero-padded
+    to P ≥ ha + hb − 1 (and Q ≥ wa + wb − 1) before the transform, so the circular convolution
+    that the product of transforms computes never wraps around and equals the linear one.
+    """
+    xp = array_module(a)
+    lh, lw = a.shape[-2] + b.shape[-2] - 1, a.shape[-1] + b.shape[-1] - 1
+    size = (fast_len(lh), fast_len(lw))
+    fa = xp.fft.rfft2(a, s=size).transpose(0, 3, 4, 1, 2)     # (G, P, Q', A, K)
+    fb = xp.fft.rfft2(b, s=size).transpose(0, 3, 4, 1, 2)     # (G, P, Q', K, B)
+    fc = (fa @ fb).transpose(0, 3, 4, 1, 2)                   # (G, A, B, P, Q')
+    return xp.fft.irfft2(fc, s=size)[..., :lh, :lw]                   # complex64 → float32, in dtype
+
+
+def _fft_parts(inputs: Arrays, attrs: dict) -> tuple[Window, Any, Any]:
+    """The window, the padded input by group (G, N, Cg, Hp, Wp) and the dilated kernel (G, Og, Cg, ke_h, ke_w)."""
+    x, w, g = inputs["x"], inputs["w"], attrs["groups"]
+    win = window(x.shape, w.shape, attrs)
+    xpad = pad(x, win)
+    xg = xpad.reshape(x.shape[0], g, -1, *xpad.shape[2:]).transpose(1, 0, 2, 3, 4)
+    wd = _spread(w, (win.dh, win.dw))
+    return win, xg, wd.reshape(g, -1, *wd.shape[1:])
+
+
+def _ungroup(a: Any) -> Any:
+    """(G, N, Cg, H, W) → (N, G·Cg, H, W)."""
+    return a.transpose(1, 0, 2, 3, 4).reshape(a.shape[1], -1, *a.shape[3:])
+
+
+def conv2d_fft(inputs: Arrays, attrs: dict, budget: int) -> Arrays:
+    """conv2d through the convolution theorem.
+
+    The cross-correlation is the true convolution with the flipped, dilated kernel wd:
+    y_full = xpad ⊛ flip(wd) (:func:`full_conv`), whose entry i + ke − 1 is Σ_s xpad[i + s]·wd[s];
+    the stride keeps every s-th of those: y[i] = y_full[i·s + ke − 1].
+    The whole input goes through the FFT at once: this path is not chunked.
+    """
+    win, xg, wd = _fft_parts(inputs, attrs)
+    kf = wd[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)                        # (G, Cg, Og, ke_h, ke_w)
+    full = full_conv(xg, kf)                                                # (G, N, Og, ·, ·)
+    eh, ew = wd.shape[-2] - 1, wd.shape[-1] - 1
+    y = _ungroup(full[..., eh:eh + win.sh * (win.oh - 1) + 1:win.sh, ew:ew + win.sw * (win.ow - 1) + 1:win.sw])
+    if "b" in inputs:
+        y += inputs["b"].reshape(1, -1, 1, 1)
+    return {"y": y}
+
+
+def conv2d_fft_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int) -> Arrays:
+    """The gradients through the FFT as well (not the im2col path).
+
+    With u = gy spread by the stride (the gradient of the stride-1 output):
+    gxpad = u ⊛ wd (a full convolution, cropped to the input), and the dilated kernel's gradient
+    gwd[s] = Σ_a u[a]·xpad[a + s] = (xpad ⊛ flip(u))[s + hu − 1], of which gw keeps every
+    dilation-th tap.
+    """
+    xp = array_module(inputs["x"])
+    win, xg, wd = _fft_parts(inputs, attrs)
+    g, gy = attrs["groups"], cots["y"]
+    u = _spread(gy, (win.sh, win.sw))
+    ug = u.reshape(u.shape[0], g, -1, *u.shape[2:]).transpose(1, 0, 2, 3, 4)   # (G, N, Og, hu, wu)
+    gxg = full_conv(ug, wd)                                                   # (G, N, Cg, ≤Hp, ≤Wp)
+    gxpad = xp.zeros(xg.shape, dtype=gy.dtype)
+    gxpad[..., :gxg.shape[-2], :gxg.shape[-1]] = gxg
+    gx = _ungroup(gxpad)[:, :, win.pt:win.pt + win.h, win.pl:win.pl + win.w]
+    uf = ug[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)                          # (G, Og, N, hu, wu)
+    gwd = full_conv(uf, xg)                                                   # (G, Og, Cg, ·, ·)
+    hu, wu = u.shape[-2] - 1, u.shape[-1] - 1
+    gw = gwd[..., hu:hu + wd.shape[-2]:win.dh, wu:wu + wd.shape[-1]:win.dw]
+    grads = {"x": xp.ascontiguousarray(gx), "w": gw.reshape(inputs["w"].shape)}
+    if "b" in inputs:
+        grads["b"] = gy.sum(axis=(0, 2, 3))
+    return grads
+
+
+CONCEPTS = {
+    "conv2d": (conv2d, conv2d_vjp),
+    "convolve2d": (convolve2d, convolve2d_vjp),
+    "conv2d_fft": (conv2d_fft, conv2d_fft_vjp),
+}

@@ -1,0 +1,130 @@
+"""Window extraction shared by convolution and pooling: im2col, col2im and batch chunks.
+
+For a window sweep with kernel (kh, kw), stride (sh, sw), pads [pt, pl, pb, pr] and dilation
+(dh, dw) over x (N, C, H, W), the column array is
+
+    col[n, c, p, q, i, j] = xpad[n, c, i·sh + p·dh, j·sw + q·dw]        # (N, C, kh, kw, oH, oW)
+
+where xpad is x surrounded by a constant (0 for convolution and average pooling, −inf for max
+pooling). A convolution is then one matrix product of the kernel with the columns, and the
+gradient of anything computed from ``col`` flows back to x through :func:`col2im`, its adjoint:
+
+    gx[n, c, h, w] = Σ_{p, q} gcol[n, c, p, q, i, j]   over the taps with i·sh + p·dh = h + pt
+                                                        and j·sw + q·dw = w + pl, 0 ≤ i < oH, 0 ≤ j < oW
+
+That is the *gather form*: each input pixel sums its own contributions in the fixed tap order
+(p, q), so the result is deterministic and no two writers ever race on one pixel. The NumPy path
+evaluates it for all pixels at once, one strided slice per tap (inside one tap the map
+(i, j) → pixel is one-to-one, so a slice never hits a pixel twice); on the GPU each pixel is
+one thread of a raw kernel that walks the taps (:mod:`.kernels`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from backends import shapes
+from backends.cupy_impl import kernels
+from backends.cupy_impl.xp import array_module, on_gpu
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Window:
+    """The geometry of one window sweep over (H, W); the output is (oH, oW)."""
+
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    pt: int
+    pl: int
+    pb: int
+    pr: int
+    dh: int
+    dw: int
+    h: int
+    w: int
+    oh: int
+    ow: int
+
+    @classmethod
+    def make(cls, hw: Sequence[int], kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
+             dilation: Sequence[int], ceil: bool = False) -> Window:
+        """The sweep of ``kernel`` over an (H, W) plane; output sizes by :func:`shapes.pool_out`."""
+        h, w = hw
+        oh = shapes.pool_out(h, kernel[0], stride[0], pads[0], pads[2], dilation[0], ceil)
+        ow = shapes.pool_out(w, kernel[1], stride[1], pads[1], pads[3], dilation[1], ceil)
+        return cls(*kernel, *stride, *pads, *dilation, h, w, oh, ow)
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        """(Hp, Wp): the padded plane, grown past the end padding when ceil mode needs it."""
+        hp = max(self.h + self.pt + self.pb, (self.oh - 1) * self.sh + self.dh * (self.kh - 1) + 1)
+        wp = max(self.w + self.pl + self.pr, (self.ow - 1) * self.sw + self.dw * (self.kw - 1) + 1)
+        return hp, wp
+
+    @property
+    def taps(self) -> int:
+        return self.kh * self.kw
+
+    @property
+    def out_size(self) -> int:
+        return self.oh * self.ow
+
+
+def pad(x: Any, win: Window, value: float = 0.0) -> Any:
+    """x (N, C, H, W) inside a (N, C, Hp, Wp) plane filled with ``value``."""
+    xp = array_module(x)
+    hp, wp = win.padded
+    if (hp, wp) == (win.h, win.w):
+        return x
+    out = xp.full((*x.shape[:2], hp, wp), value, dtype=x.dtype)
+    out[:, :, win.pt:win.pt + win.h, win.pl:win.pl + win.w] = x
+    return out
+
+
+def windows(xpad: Any, win: Window) -> Any:
+    """A strided view (N, C, kh, kw, oH, oW) of a padded plane; nothing is copied."""
+    xp = array_module(xpad)
+    sn, sc, sy, sx = xpad.strides
+    shape = (*xpad.shape[:2], win.kh, win.kw, win.oh, win.ow)
+    strides = (sn, sc, sy * win.dh, sx * win.dw, sy * win.sh, sx * win.sw)
+    return xp.lib.stride_tricks.as_strided(xpad, shape, strides)
+
+
+def im2col(x: Any, win: Window, value: float = 0.0) -> Any:
+    """The contiguous column array (N, C, kh, kw, oH, oW) of x (N, C, H, W)."""
+    if on_gpu(x):
+        return kernels.im2col(x, win, value)
+    xp = array_module(x)
+    return xp.ascontiguousarray(windows(pad(x, win, value), win))
+
+
+def col2im(gcol: Any, win: Window) -> Any:
+    """The adjoint of :func:`im2col` in gather form: gcol (N, C, kh, kw, oH, oW) → gx (N, C, H, W)."""
+    if on_gpu(gcol):
+        return kernels.col2im(gcol, win)
+    xp = array_module(gcol)
+    gxp = xp.zeros((*gcol.shape[:2], *win.padded), dtype=gcol.dtype)
+    i_end, j_end = win.sh * (win.oh - 1) + 1, win.sw * (win.ow - 1) + 1
+    for p in range(win.kh):
+        for q in range(win.kw):
+            y0, x0 = p * win.dh, q * win.dw
+            gxp[:, :, y0:y0 + i_end:win.sh, x0:x0 + j_end:win.sw] += gcol[:, :, p, q]
+    return xp.ascontiguousarray(gxp[:, :, win.pt:win.pt + win.h, win.pl:win.pl + win.w])
+
+
+def chunks(n: int, per_sample_bytes: int, budget_bytes: int) -> Iterator[slice]:
+    """Slices of the batch axis whose working memory (``per_sample_bytes`` each) fits the budget.
+
+    A chunk holds ⌊budget / per_sample⌋ samples, at least one: a single sample larger than the
+    budget still runs, alone.
+    """
+    step = max(1, budget_bytes // max(per_sample_bytes, 1))
+    for start in range(0, n, step):
+        yield slice(start, min(n, start + step))
+

@@ -1,0 +1,106 @@
+"""Max, average and global average pooling over im2col windows, forward and vjp.
+
+Both window poolings look at col = im2col(x) (N, C, kh·kw, oH, oW) and send their gradients back
+through col2im, so overlapping windows (kernel > stride) accumulate their contributions.
+
+max:  the windows are padded with −inf; idx = argmax over the window in row-major order keeps the
+      first maximum (and the first NaN, so a window holding NaN gives NaN); backward puts gy at
+      idx alone.
+avg:  y = Σ_window x / divisor, the divisor counting the window positions inside x, or, with
+      count_include_pad, inside the explicitly padded x; never the positions beyond it that
+      ceil mode adds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from backends.cupy_impl.im2col import Window, col2im, im2col
+from backends.cupy_impl.xp import array_module
+
+Arrays = dict[str, Any]
+
+
+def window(x_shape: tuple, attrs: dict) -> Window:
+    """The pooling sweep over the (H, W) plane of x; ceil mode may add windows past the end pad."""
+    return Window.make(x_shape[2:], attrs["kernel"], attrs["stride"], attrs["pads"],
+                       attrs.get("dilation", [1, 1]), attrs["ceil_mode"])
+
+
+def max_pool_forward(x: Any, win: Window) -> tuple[Any, Any]:
+    """(y, idx), both (N, C, oH, oW); idx is the winning tap p·kw + q of each window."""
+    xp = array_module(x)
+    col = im2col(x, win, -math.inf).reshape(*x.shape[:2], win.taps, win.oh, win.ow)   # (N, C, K, oH, oW)
+    idx = col.argmax(axis=2)
+    return xp.take_along_axis(col, idx[:, :, None], axis=2)[:, :, 0], idx
+
+
+def max_pool_backward(gy: Any, idx: Any, win: Window) -> Any:
+    """gx: each window's gy goes to its winning tap; col2im adds up overlapping windows."""
+    xp = array_module(gy)
+    taps = xp.arange(win.taps).reshape(1, 1, -1, 1, 1)
+    gcol = xp.where(taps == idx[:, :, None], gy[:, :, None], 0)                       # (N, C, K, oH, oW)
+    return col2im(gcol.reshape(*gy.shape[:2], win.kh, win.kw, win.oh, win.ow), win)
+
+
+def max_pool2d(inputs: Arrays, attrs: dict) -> Arrays:
+    x = inputs["x"]
+    return {"y": max_pool_forward(x, window(x.shape, attrs))[0]}
+
+
+def max_pool2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
+    x = inputs["x"]
+    win = window(x.shape, attrs)
+    _, idx = max_pool_forward(x, win)
+    return {"x": max_pool_backward(cots["y"], idx, win)}
+
+
+def _axis_counts(n: int, k: int, s: int, p_begin: int, p_end: int, out: int, include_pad: bool) -> np.ndarray:
+    """How many of each window's k taps land inside [0, n), or inside [−p_begin, n + p_end)."""
+    taps = (np.arange(out) * s - p_begin)[:, None] + np.arange(k)                     # (out, k)
+    lo, hi = (-p_begin, n + p_end) if include_pad else (0, n)
+    return ((taps >= lo) & (taps < hi)).sum(axis=1)
+
+
+def divisor(win: Window, include_pad: bool, like: Any) -> Any:
+    """The (oH, oW) divisors of average pooling, in the dtype and on the device of ``like``."""
+    rows = _axis_counts(win.h, win.kh, win.sh, win.pt, win.pb, win.oh, include_pad)
+    cols = _axis_counts(win.w, win.kw, win.sw, win.pl, win.pr, win.ow, include_pad)
+    return array_module(like).asarray(np.outer(rows, cols), dtype=like.dtype)
+
+
+def avg_pool2d(inputs: Arrays, attrs: dict) -> Arrays:
+    x = inputs["x"]
+    win = window(x.shape, attrs)
+    col = im2col(x, win).reshape(*x.shape[:2], win.taps, win.oh, win.ow)              # (N, C, K, oH, oW)
+    return {"y": col.sum(axis=2) / divisor(win, attrs["count_include_pad"], x)}
+
+
+def avg_pool2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
+    """Every tap of a window receives gy / divisor; overlapping windows add up in col2im."""
+    xp = array_module(inputs["x"])
+    gy = cots["y"]
+    win = window(inputs["x"].shape, attrs)
+    share = (gy / divisor(win, attrs["count_include_pad"], gy))[:, :, None, None]     # (N, C, 1, 1, oH, oW)
+    return {"x": col2im(xp.broadcast_to(share, (*gy.shape[:2], win.kh, win.kw, win.oh, win.ow)), win)}
+
+
+def global_avg_pool2d(inputs: Arrays, attrs: dict) -> Arrays:
+    """y[n, c] = mean over the whole (H, W) plane, kept as (N, C, 1, 1)."""
+    return {"y": inputs["x"].mean(axis=(2, 3), keepdims=True)}
+
+
+def global_avg_pool2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
+    xp = array_module(inputs["x"])
+    x = inputs["x"]
+    return {"x": xp.broadcast_to(cots["y"] / (x.shape[2] * x.shape[3]), x.shape).copy()}
+
+
+CONCEPTS = {
+    "max_pool2d": (max_pool2d, max_pool2d_vjp),
+    "avg_pool2d": (avg_pool2d, avg_pool2d_vjp),
+    "global_avg_pool2d": (global_avg_pool2d, global_avg_pool2d_vjp),
+}

@@ -1,0 +1,56 @@
+"""Choosing the array module once: CuPy when it imports and a CUDA device is usable, else NumPy.
+
+Every numerical function of this backend is written once against ``xp`` and finds its module
+with :func:`array_module` from the arrays it is given, so the same code runs on the GPU (CuPy
+arrays in) and on the CPU (NumPy arrays in). Importing this module does not import CuPy; the
+first call of :func:`usable_cupy` tries, once, and remembers the answer.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+from typing import Any
+
+import numpy
+
+
+@functools.cache
+def usable_cupy() -> ModuleType | None:
+    """The ``cupy`` module when it imports and sees at least one CUDA device, else None.
+
+    A CuPy wheel without a driver (or with one too old for its runtime) imports fine and then
+    raises from ``getDeviceCount``; that counts as "no device", like a missing package.
+    """
+    try:
+        import cupy
+    except Exception:  # noqa: BLE001 - ImportError, or a broken CUDA install failing at import
+        return None
+    try:
+        return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
+    except Exception:  # noqa: BLE001 - CUDARuntimeError and friends: no usable device
+        return None
+
+
+def device_count() -> int:
+    """How many CUDA devices CuPy can use here (0 without CuPy or a driver)."""
+    cp = usable_cupy()
+    return 0 if cp is None else int(cp.cuda.runtime.getDeviceCount())
+
+
+def array_module(*arrays: Any) -> ModuleType:
+    """``cupy`` if any of ``arrays`` is a CuPy array, else ``numpy``."""
+    cp = usable_cupy()
+    if cp is not None and any(isinstance(a, cp.ndarray) for a in arrays):
+        return cp
+    return numpy
+
+
+def on_gpu(a: Any) -> bool:
+    """Whether ``a`` lives on a CUDA device."""
+    return array_module(a) is not numpy
+
+
+def to_numpy(a: Any) -> numpy.ndarray:
+    """A NumPy copy of a CuPy array, or ``a`` itself (as an ndarray) when it already is one."""
+    return a.get() if on_gpu(a) else numpy.asarray(a)

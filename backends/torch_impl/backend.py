@@ -1,0 +1,146 @@
+"""The PyTorch backend: every concept as torch operations, every vjp through autograd.
+
+Forward functions live in one module per area and take their inputs and attributes by the
+spec's names, so one table maps a concept id to a function. The vjp is generic: run the
+forward with ``requires_grad`` on the differentiable inputs, then
+``torch.autograd.grad(outputs, inputs, cotangents)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from backends.base import Backend
+from backends.errors import BackendUnavailable
+from backends.torch_impl import activations, conv, dense, inception, losses, normalization, pooling, recurrent
+
+# concept id -> forward function; it returns one tensor, or a tuple in the spec's output order
+FORWARD: dict[str, Callable[..., Any]] = {
+    "sigmoid": activations.sigmoid,
+    "relu": activations.relu,
+    "tanh": activations.tanh,
+    "softmax": activations.softmax,
+    "log_softmax": activations.log_softmax,
+    "dense": dense.dense,
+    "layer": dense.layer,
+    "maxout": dense.maxout,
+    "logistic_regression": dense.logistic_regression,
+    "softmax_regression": dense.softmax_regression,
+    "binary_cross_entropy": losses.binary_cross_entropy,
+    "cross_entropy": losses.cross_entropy,
+    "conv2d": conv.conv2d,
+    "convolve2d": conv.convolve2d,
+    "conv2d_fft": conv.conv2d_fft,
+    "max_pool2d": pooling.max_pool2d,
+    "avg_pool2d": pooling.avg_pool2d,
+    "global_avg_pool2d": pooling.global_avg_pool2d,
+    "lrn": normalization.lrn,
+    "lstm_cell": recurrent.lstm_cell,
+    "lstm": recurrent.lstm,
+    "inception": inception.inception,
+}
+
+
+def _select_device(device: str | None) -> torch.device:
+    """None -> "cuda:0" when CUDA is usable, else "cpu"; "cpu", "cuda" and "cuda:N" are accepted."""
+    if device is None:
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise BackendUnavailable(f"backend 'torch': unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(f"backend 'torch': device {device!r} requested but this PyTorch build sees no "
+                                 f"CUDA device (torch {torch.__version__}, CUDA {torch.version.cuda}); "
+                                 "use device='cpu' or install a CUDA build of torch")
+    index = int(device[5:]) if device.startswith("cuda:") else 0
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise BackendUnavailable(f"backend 'torch': device {device!r} requested but only {count} CUDA device(s)")
+    return torch.device("cuda", index)
+
+
+def _conformance_mode() -> None:
+    """No TF32, deterministic kernels: results that can be compared run to run and to the spec."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class TorchBackend(Backend):
+    """Every concept of the spec on PyTorch, on the CPU or one CUDA device."""
+
+    name = "torch"
+
+    def __init__(self, device: str | None = None, spec=None):
+        super().__init__(device, spec)
+        self._device = _select_device(device)
+        self.device = str(self._device)
+        _conformance_mode()
+
+    # --- numpy <-> torch ------------------------------------------------------------------
+
+    def _tensor(self, a: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
+        t = torch.from_numpy(a if a.flags.writeable else a.copy()).to(self._device)
+        return t.requires_grad_() if requires_grad else t
+
+    def to_native(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(a, copy=True, order="C")).to(self._device)
+
+    def to_numpy(self, t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+    # --- the hooks ------------------------------------------------------------------------
+
+    def _outputs(self, concept: str, result: Any) -> dict[str, torch.Tensor]:
+        """Name the forward function's result(s) with the spec's output names."""
+        names = self.spec.concept(concept).outputs
+        values = result if isinstance(result, tuple) else (result,)
+        return dict(zip(names, values, strict=True))
+
+    def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:
+        tensors = {k: self._tensor(v) for k, v in inputs.items()}
+        with torch.no_grad():
+            out = self._outputs(concept, FORWARD[concept](**tensors, **attrs))
+        return {k: self.to_numpy(v) for k, v in out.items()}
+
+    def _vjp(self, concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
+             attrs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Σ_out cot_out · ∂out/∂input for every differentiable input given, by reverse-mode autograd."""
+        diff = [k for k in self.spec.concept(concept).differentiable if k in inputs]
+        tensors = {k: self._tensor(v, requires_grad=k in diff) for k, v in inputs.items()}
+        with torch.enable_grad():
+            out = self._outputs(concept, FORWARD[concept](**tensors, **attrs))
+            used = [k for k, v in out.items() if v.requires_grad]
+            grads = torch.autograd.grad([out[k] for k in used], [tensors[k] for k in diff],
+                                        grad_outputs=[self._tensor(cotangents[k]).reshape(out[k].shape)
+                                                      for k in used],
+                                        allow_unused=True)
+        return {k: np.zeros_like(inputs[k]) if g is None else self.to_numpy(g)
+                for k, g in zip(diff, grads, strict=True)}
+
+    def _op(self, concept: str, attrs: dict[str, Any]) -> Callable[..., dict[str, torch.Tensor]]:
+        fn = FORWARD[concept]
+
+        def call(**native: torch.Tensor) -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                return self._outputs(concept, fn(**native, **attrs))
+        return call
+
+    def unsupported(self, concept: str, dtype: str) -> str | None:
+        """Every concept runs in float32 and float64 on the CPU and on CUDA."""
+        if concept not in FORWARD:
+            return "not implemented by the torch backend"
+        return None

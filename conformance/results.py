@@ -1,0 +1,85 @@
+"""Results as the run goes: one JSON line per check appended to ``results.jsonl``, and
+``results.json`` rewritten atomically (a temporary file, then a rename) at most once a second and
+at the end, so a killed run always leaves a valid file for what finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+OUTCOMES = ("pass", "fail", "unsupported", "error")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def machine_info() -> dict:
+    return {"machine": platform.machine(), "processor": platform.processor(), "system": platform.platform(),
+            "python": platform.python_version(), "cpus": os.cpu_count(), "host": platform.node()}
+
+
+class ResultsWriter:
+    """Collects check records and keeps results.json / results.jsonl current."""
+
+    def __init__(self, path: Path, header: dict, every_s: float = 1.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lines = self.path.with_suffix(".jsonl")
+        self.lines.write_text("")
+        self.header = header | {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                "machine": machine_info()}
+        self.records: list[dict] = []
+        self.every_s, self._last = every_s, 0.0
+        self.flush(final=False)
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        with self.lines.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if time.monotonic() - self._last >= self.every_s:
+            self.flush(final=False)
+
+    def flush(self, final: bool = True) -> None:
+        self._last = time.monotonic()
+        doc = self.header | {"complete": final, "summary": summarize(self.records), "results": self.records}
+        if final:
+            doc["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        atomic_write(self.path, json.dumps(doc, indent=1, default=_jsonable))
+
+
+def _jsonable(o):
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def summarize(records: list[dict]) -> dict:
+    """Per backend: counts by outcome, the total, and the worst bound usage among passes."""
+    out: dict = defaultdict(lambda: {k: 0 for k in (*OUTCOMES, "total")} | {"worst_usage": 0.0})
+    for r in records:
+        s = out[r["backend"]]
+        s[r["outcome"]] += 1
+        s["total"] += 1
+        if r["outcome"] == "pass" and r.get("usage") is not None:
+            s["worst_usage"] = max(s["worst_usage"], r["usage"])
+    return dict(out)
+
+
+def summary_table(summary: dict, unavailable: dict | None = None) -> str:
+    """A table readable in 80 columns."""
+    rows = [f"{'backend':<10} {'passed':>7} {'failed':>7} {'unsupp.':>8} {'errors':>7} {'total':>7}  worst usage"]
+    for name in sorted(summary):
+        s = summary[name]
+        rows.append(f"{name:<10} {s['pass']:>7} {s['fail']:>7} {s['unsupported']:>8} {s['error']:>7} "
+                    f"{s['total']:>7}  {s['worst_usage']:.3g}")
+    for name, why in sorted((unavailable or {}).items()):
+        rows.append(f"{name:<10} unavailable: {why[:60]}")
+    return "\n".join(rows)
