@@ -34,7 +34,8 @@ def shuffled_linspace(shape, scale: float, rng: np.random.Generator) -> np.ndarr
     values are rounded to float32 so every tested dtype holds them exactly.
     """
     n = int(np.prod(shape))
-    values = ((np.arange(n) + 0.5) / max(n, 1) * 2.0 - 1.0) * scale
+    # (2k + 1.5 − n) / n for k = 0 … n−1: evenly spaced in (−1, 1), never 0 (2k + 1.5 ≠ n)
+    values = (2.0 * np.arange(n) + 1.5 - n) / max(n, 1) * scale
     values = values.astype(np.float32).astype(np.float64)
     return rng.permutation(values).reshape(shape)
 
@@ -115,7 +116,7 @@ def npz_bytes(data: dict[str, np.ndarray]) -> bytes:
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for key in sorted(data):
             member = io.BytesIO()
-            np.lib.format.write_array(member, np.ascontiguousarray(data[key]), allow_pickle=False)
+            np.lib.format.write_array(member, np.array(data[key], order="C"), allow_pickle=False)
             info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, member.getvalue())

@@ -24,11 +24,11 @@ def usable_cupy() -> ModuleType | None:
     """
     try:
         import cupy
-    except Exception:  # noqa: BLE001 - ImportError, or a broken CUDA install failing at import
+    except Exception:  # ImportError, or a broken CUDA install failing at import
         return None
     try:
         return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
-    except Exception:  # noqa: BLE001 - CUDARuntimeError and friends: no usable device
+    except Exception:  # CUDARuntimeError and friends: no usable device
         return None
 
 

@@ -1,0 +1,166 @@
+"""The CuPy backend: every concept from array operations, on a CUDA device or on NumPy.
+
+The device is chosen once, at construction: CuPy when it imports and sees a CUDA device
+(``device`` "cuda:N"), NumPy otherwise ("cpu (numpy)"). Inputs are moved to that module with
+:meth:`CupyBackend.to_native`; the area modules find the module from the arrays they receive, so
+one code path serves both. No deep-learning library is imported, and neither is CuPy when it is
+not installed.
+
+Memory: convolution works through the batch in chunks so that the extra memory of one call stays
+under ``mem_budget_mb`` (an attribute; default 256 MiB or the environment variable
+``NUTSHELL_CUPY_MEM_BUDGET_MB``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from backends.base import Backend
+from backends.cupy_impl import (
+    activations,
+    conv,
+    dense,
+    inception,
+    kernels,
+    losses,
+    normalization,
+    pooling,
+    recurrent,
+)
+from backends.cupy_impl.im2col import MIB
+from backends.cupy_impl.xp import device_count, to_numpy, usable_cupy
+from backends.errors import BackendUnavailable
+
+BUDGET_ENV = "NUTSHELL_CUPY_MEM_BUDGET_MB"
+DEFAULT_BUDGET_MB = 256.0
+
+# concept -> (forward(inputs, attrs), vjp(inputs, cotangents, attrs))
+PLAIN: dict[str, tuple[Callable, Callable]] = {
+    **activations.CONCEPTS, **dense.CONCEPTS, **losses.CONCEPTS, **pooling.CONCEPTS,
+    **normalization.CONCEPTS, **recurrent.CONCEPTS,
+}
+# concept -> (forward(inputs, attrs, budget), vjp(inputs, cotangents, attrs, budget)): these
+# convolve, and take the memory budget in bytes as a last argument.
+WINDOWED: dict[str, tuple[Callable, Callable]] = {**conv.CONCEPTS, **inception.CONCEPTS}
+
+
+def select_device(device: str | None) -> tuple[ModuleType, str, int | None]:
+    """(array module, device name, CUDA index or None) for a requested ``device``.
+
+    None picks "cuda:0" when a CUDA device is usable, else NumPy; "cpu" forces NumPy; "cuda" or
+    "cuda:N" without such a device raises BackendUnavailable.
+    """
+    if device in ("cpu", "cpu (numpy)") or (device is None and device_count() == 0):
+        return np, "cpu (numpy)", None
+    if device is None:
+        device = "cuda:0"
+    name, _, index = device.partition(":")
+    if name != "cuda" or not (index == "" or index.isdigit()):
+        raise BackendUnavailable(f"backend 'cupy': unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+    idx, count = int(index or 0), device_count()
+    if idx >= count:
+        raise BackendUnavailable(
+            f"backend 'cupy': device {device!r} is not usable here ({count} CUDA device(s) visible to CuPy); "
+            "pip install 'nutshell[cupy]' on a machine with an NVIDIA driver, or use device='cpu'")
+    if os.environ.get("CUPY_TF32", "0") != "0":
+        raise BackendUnavailable("backend 'cupy': CUPY_TF32 is set; unset it, float32 matmuls must stay IEEE float32")
+    return usable_cupy(), f"cuda:{idx}", idx
+
+
+def _budget_from_env() -> float:
+    raw = os.environ.get(BUDGET_ENV)
+    if raw is None:
+        return DEFAULT_BUDGET_MB
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not mb > 0:
+        raise BackendUnavailable(f"backend 'cupy': {BUDGET_ENV}={raw!r} is not a positive number of MiB")
+    return mb
+
+
+class CupyBackend(Backend):
+    """Every concept written once against ``xp``: CuPy on a CUDA device, NumPy elsewhere."""
+
+    name = "cupy"
+
+    def __init__(self, device: str | None = None, spec: Any = None):
+        super().__init__(device, spec)
+        self.xp, self.device, self._cuda_index = select_device(device)
+        self.mem_budget_mb: float = _budget_from_env()
+
+    @property
+    def budget_bytes(self) -> int:
+        """The working-memory budget of one convolution call, in bytes."""
+        return int(self.mem_budget_mb * MIB)
+
+    def unsupported(self, concept: str, dtype: str) -> str | None:
+        if concept in PLAIN or concept in WINDOWED:
+            return None
+        return f"backend '{self.name}' does not implement '{concept}'"
+
+    # --- native arrays ------------------------------------------------------------------------
+
+    def to_native(self, a: np.ndarray) -> Any:
+        return self.xp.asarray(a)
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        a = to_numpy(t)                       # a 0-d array stays 0-d (ascontiguousarray would make it 1-d)
+        return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+    def synchronize(self) -> None:
+        if self._cuda_index is not None:
+            usable_cupy().cuda.Device(self._cuda_index).synchronize()
+
+    def warmup(self) -> None:
+        """Compile the GPU kernels (and CuPy's own) before anything is timed; a no-op on NumPy."""
+        if self._cuda_index is None:
+            return
+        with self._on_device():
+            kernels.warmup()
+            for dtype in (np.float32, np.float64):
+                x, w = np.ones((1, 2, 4, 4), dtype), np.ones((2, 2, 3, 3), dtype)
+                attrs = {"stride": [1, 1], "pads": [1, 1, 1, 1], "dilation": [1, 1], "groups": 1}
+                for concept in ("conv2d", "conv2d_fft"):
+                    self._forward(concept, {"x": x, "w": w}, attrs)
+                    self._vjp(concept, {"x": x, "w": w}, {"y": x}, attrs)
+        self.synchronize()
+
+    # --- dispatch -----------------------------------------------------------------------------
+
+    def _on_device(self) -> contextlib.AbstractContextManager:
+        if self._cuda_index is None:
+            return contextlib.nullcontext()
+        return usable_cupy().cuda.Device(self._cuda_index)
+
+    def _call(self, concept: str, which: int, *args: Any) -> dict[str, Any]:
+        """Forward (which = 0) or vjp (which = 1) of ``concept`` on native arrays."""
+        if concept in WINDOWED:
+            return WINDOWED[concept][which](*args, self.budget_bytes)
+        return PLAIN[concept][which](*args)
+
+    def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:
+        with self._on_device():
+            native = {k: self.to_native(v) for k, v in inputs.items()}
+            return {k: self.to_numpy(v) for k, v in self._call(concept, 0, native, attrs).items()}
+
+    def _vjp(self, concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
+             attrs: dict[str, Any]) -> dict[str, np.ndarray]:
+        with self._on_device():
+            native = {k: self.to_native(v) for k, v in inputs.items()}
+            cots = {k: self.to_native(v) for k, v in cotangents.items()}
+            return {k: self.to_numpy(v) for k, v in self._call(concept, 1, native, cots, attrs).items()}
+
+    def _op(self, concept: str, attrs: dict[str, Any]) -> Callable[..., dict[str, Any]]:
+        """A callable on native arrays (by input name) returning native outputs: no host copies."""
+        def call(**native: Any) -> dict[str, Any]:
+            with self._on_device():
+                return self._call(concept, 0, native, attrs)
+        return call

@@ -1,0 +1,92 @@
+"""The GoogLeNet inception module, composed from this backend's own conv, ReLU and max pool.
+
+Four branches read the same x and are concatenated on channels, in this order:
+
+    1×1:        relu(conv(x, w1))
+    3×3:        relu(conv(relu(conv(x, w3r)), w3, pad 1))
+    5×5:        relu(conv(relu(conv(x, w5r)), w5, pad 2))
+    pool:       relu(conv(max_pool 3×3 stride 1 pad 1 (x), wp))
+
+Backward splits gy by branch, walks each chain of (conv, ReLU) stages in reverse with the same
+ops' vjps, sends the pool branch's gradient through the max pool, and adds the four gradients of x.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from backends.cupy_impl.activations import relu, relu_vjp
+from backends.cupy_impl.conv import conv2d_backward, conv2d_forward
+from backends.cupy_impl.im2col import Window
+from backends.cupy_impl.pooling import max_pool_backward, max_pool_forward
+from backends.cupy_impl.xp import array_module
+
+Arrays = dict[str, Any]
+
+# (weight, bias, padding) of each stage, branch by branch; the last branch starts with the pool.
+CHAINS = (
+    (("w1", "b1", 0),),
+    (("w3r", "b3r", 0), ("w3", "b3", 1)),
+    (("w5r", "b5r", 0), ("w5", "b5", 2)),
+    (("wp", "bp", 0),),
+)
+
+
+def _conv_attrs(pad: int) -> dict:
+    return {"stride": [1, 1], "pads": [pad] * 4, "dilation": [1, 1], "groups": 1}
+
+
+def _pool_window(x: Any) -> Window:
+    return Window.make(x.shape[2:], (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+
+
+def _chain(h: Any, stages: tuple, inputs: Arrays, budget: int) -> tuple[Any, list]:
+    """Run (conv, ReLU) stages from h; the tape keeps each stage's input and pre-activation."""
+    tape = []
+    for w, b, pad in stages:
+        a = conv2d_forward(h, inputs[w], inputs[b], _conv_attrs(pad), budget)
+        tape.append((h, a))
+        h = relu(a)
+    return h, tape
+
+
+def _chain_vjp(g: Any, stages: tuple, tape: list, inputs: Arrays, budget: int, grads: Arrays) -> Any:
+    """Walk the stages back from the branch output's gradient g; returns the gradient of its input."""
+    for (w, b, pad), (h, a) in reversed(list(zip(stages, tape, strict=True))):
+        ga = relu_vjp(a, g)
+        g, grads[w] = conv2d_backward(h, inputs[w], ga, _conv_attrs(pad), budget)
+        grads[b] = ga.sum(axis=(0, 2, 3))
+    return g
+
+
+def _branches(inputs: Arrays, budget: int) -> tuple[list, list, Any]:
+    """The four branch outputs, their tapes, and the pool's argmax indices."""
+    x = inputs["x"]
+    pooled, idx = max_pool_forward(x, _pool_window(x))
+    outs, tapes = [], []
+    for stages, start in zip(CHAINS, (x, x, x, pooled), strict=True):
+        out, tape = _chain(start, stages, inputs, budget)
+        outs.append(out)
+        tapes.append(tape)
+    return outs, tapes, idx
+
+
+def inception(inputs: Arrays, attrs: dict, budget: int) -> Arrays:
+    outs, _, _ = _branches(inputs, budget)
+    return {"y": array_module(inputs["x"]).concatenate(outs, axis=1)}
+
+
+def inception_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int) -> Arrays:
+    xp = array_module(inputs["x"])
+    outs, tapes, idx = _branches(inputs, budget)
+    edges = list(itertools.accumulate(o.shape[1] for o in outs[:-1]))       # channel offsets of branches 2-4
+    grads: Arrays = {}
+    gxs = [_chain_vjp(g, stages, tape, inputs, budget, grads)
+           for g, stages, tape in zip(xp.split(cots["y"], edges, axis=1), CHAINS, tapes, strict=True)]
+    gxs[-1] = max_pool_backward(gxs[-1], idx, _pool_window(inputs["x"]))
+    grads["x"] = gxs[0] + gxs[1] + gxs[2] + gxs[3]
+    return grads
+
+
+CONCEPTS = {"inception": (inception, inception_vjp)}
