@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from backends.base import Backend
 from backends.errors import BackendUnavailable
 
-__all__ = ["Backend", "BackendUnavailable", "names", "load", "available", "BUILTIN"]
+__all__ = ["BUILTIN", "Backend", "BackendUnavailable", "available", "load", "names"]
 
 ENTRY_POINT_GROUP = "nutshell.backends"
 
@@ -51,7 +51,7 @@ def _resolve(name: str) -> type[Backend]:
         raise BackendUnavailable(f"no backend named '{name}'; registered: {', '.join(names())}")
     try:
         return eps[name].load()
-    except Exception as exc:  # noqa: BLE001 - a broken plug-in must not stop the others
+    except Exception as exc:
         raise BackendUnavailable(f"backend '{name}' failed to load: {type(exc).__name__}: {exc}") from None
 
 
@@ -62,7 +62,7 @@ def load(name: str, device: str | None = None) -> Backend:
         return cls(device=device)
     except BackendUnavailable:
         raise
-    except Exception as exc:  # noqa: BLE001 - e.g. a CUDA driver error at start-up
+    except Exception as exc:
         raise BackendUnavailable(f"backend '{name}' could not start: {type(exc).__name__}: {exc}") from None
 
 

@@ -118,7 +118,7 @@ class Backend:
             return fn()
         except NutshellError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the contract forbids raw library exceptions
+        except Exception as exc:
             raise BackendFailure(f"backend '{self.name}' failed: {type(exc).__name__}: {exc}",
                                  concept=concept) from exc
 

@@ -71,7 +71,7 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
 def _as_array(cid: str, name: str, value: Any) -> np.ndarray:
     try:
         a = np.asarray(value)
-    except Exception as exc:  # noqa: BLE001 - anything array-like may fail in its own way
+    except Exception as exc:
         raise DTypeError(f"cannot be read as an array ({exc})", concept=cid, argument=name) from None
     if a.dtype == object:
         raise DTypeError("is not a numeric array", concept=cid, argument=name)
@@ -208,7 +208,7 @@ def _maxout(cid: str, s: dict, attrs: dict) -> None:
 
 
 def _conv(cid: str, s: dict, attrs: dict) -> None:
-    (n, c, h, w), (o, cg, kh, kw) = s["x"], s["w"]
+    (_, c, h, w), (o, cg, kh, kw) = s["x"], s["w"]
     g = attrs["groups"]
     _need(c % g == 0 and o % g == 0, cid, "groups",
           f"groups={g} must divide input channels {c} and output channels {o}", AttrError)

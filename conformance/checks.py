@@ -147,15 +147,16 @@ def error(backend: Backend, concept: spec_mod.Concept, ev: spec_mod.ErrorVector)
         backend.run(concept.id, inputs, ev.attrs)
     except UnsupportedConcept as exc:
         raise Unsupported(str(exc)) from None
-    except NutshellError as exc:
+    except NutshellError as exc:  # the expected path: check the class and the argument named
         ok = isinstance(exc, want) and getattr(exc, "concept", None) == concept.id and \
             getattr(exc, "argument", None) == ev.argument
         rec = {"usage": 0.0, "details": {"raised": type(exc).__name__, "message": str(exc)}}
         if not ok:
+            named = getattr(exc, "argument", None)
             raise CheckFailed(f"expected {ev.raises} naming argument '{ev.argument}', got "
-                              f"{type(exc).__name__} (argument {getattr(exc, 'argument', None)!r}): {exc}", rec)
+                              f"{type(exc).__name__} (argument {named!r}): {exc}", rec) from None
         return Record(details=rec["details"])
-    except Exception as exc:  # noqa: BLE001 - a raw library exception is itself the failure
+    except Exception as exc:
         raise CheckFailed(f"expected {ev.raises}, a raw {type(exc).__name__} escaped: {exc}",
                           {"usage": 0.0, "details": {"raised": type(exc).__name__}}) from exc
     raise CheckFailed(f"expected {ev.raises} naming '{ev.argument}', nothing was raised",
@@ -168,8 +169,8 @@ def cross(backends: dict[str, Backend], concept: spec_mod.Concept, vec: spec_mod
 
     Records each backend's bound usage and the pairwise largest absolute differences.
     """
-    from spec import reference
     from backends import validate
+    from spec import reference
 
     fresh = spec_mod.Vector(**{**vec.__dict__, "seed": (vec.seed or 0) + 5000})
     inputs = generate.vector_inputs(concept, fresh)

@@ -30,6 +30,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--nutshell-device", default=None, help="device for every backend: cpu or cuda")
     group.addoption("--results", default="reports/results.json", help="where results.json goes")
     group.addoption("--spec", default=None, help="spec file (default: the repository's spec/concepts.yaml)")
+    group.addoption("--no-nutshell-summary", action="store_true", help="leave the summary table to the caller")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -162,7 +163,8 @@ class CheckItem(pytest.Item):
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, checks.CheckFailed):
             return f"{self.name}: {excinfo.value}\n  rerun: {self.rerun_command()}"
-        return f"{self.name}: the backend raised\n{super().repr_failure(excinfo, style)}\n  rerun: {self.rerun_command()}"
+        raised = super().repr_failure(excinfo, style)
+        return f"{self.name}: the backend raised\n{raised}\n  rerun: {self.rerun_command()}"
 
     def reportinfo(self):
         return self.path, None, self.name
@@ -184,13 +186,17 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     st = session.config.stash.get(_STATE, None)
-    if st and st.get("writer") is not None:
+    if not st:
+        return
+    if st.get("writer") is not None:
         st["writer"].flush(final=True)
+    if st.get("explicit") and st["unavailable"] and session.exitstatus in (0, 5):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a requested backend that cannot load is a failure
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     st = config.stash.get(_STATE, None)
-    if not st or st.get("writer") is None:
+    if not st or st.get("writer") is None or config.getoption("--no-nutshell-summary"):
         return
     from conformance.results import summarize
 

@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     REPORTS.mkdir(exist_ok=True)
     suite = Path(conformance.__file__).parent / "spec.nutshell"
-    argv = [str(suite), "-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--tb=line",
+    argv = [str(suite), "-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--tb=line", "--no-nutshell-summary",
             f"--junitxml={REPORTS / 'junit.xml'}", f"--results={REPORTS / 'results.json'}"]
     for b in args.backend or []:
         argv += ["--backend", b]

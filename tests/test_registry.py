@@ -13,7 +13,7 @@ def test_builtins_are_registered():
 
 
 def test_unknown_backend_names_the_registered_ones():
-    with pytest.raises(BackendUnavailable, match="registered: .*torch"):
+    with pytest.raises(BackendUnavailable, match=r"registered: .*torch"):
         backends.load("nonexistent")
 
 

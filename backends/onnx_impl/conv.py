@@ -45,14 +45,14 @@ def conv(g: Graph, x: str, w: str, b: str | None, attrs: dict) -> str:
 def conv_input_grad(g: Graph, w: str, gy: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
     """gx = ConvTranspose(gy, w), the output_padding restoring the exact input size."""
     extra = [(n + attrs["pads"][a] + attrs["pads"][a + 2] - attrs["dilation"][a] * (k - 1) - 1) % attrs["stride"][a]
-             for a, (n, k) in enumerate(zip(x_shape[2:], w_shape[2:]))]
+             for a, (n, k) in enumerate(zip(x_shape[2:], w_shape[2:], strict=True))]
     return g.op("ConvTranspose", gy, w, output_padding=extra, **_conv_attrs(attrs))
 
 
 def conv_weight_grad(g: Graph, x: str, gy: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
     """gw as a Conv of x (batch C/G, channels (G, N)) with the kernel gyᵀ (O, N, oH, oW)."""
-    n, c, h, wd = x_shape
-    o, cg, kh, kw = w_shape
+    n, _, h, wd = x_shape
+    _, cg, kh, kw = w_shape
     groups = attrs["groups"]
     xg = reshape(g, x, [n, groups, cg, h, wd])                               # (N, G, C/G, H, W)
     xg = reshape(g, transpose(g, xg, [2, 1, 0, 3, 4]), [cg, groups * n, h, wd])  # (C/G, G·N, H, W)
@@ -114,7 +114,7 @@ def _fft_geometry(x_shape: tuple, w_shape: tuple, attrs: dict) -> tuple[list[int
     """(dilated kernel size, transform size) per spatial axis. The transform covers the full
     linear convolution of the padded input, n + p_b + p_e + ke − 1, rounded up to a power of two:
     ONNX Runtime's DFT is radix-2 there, and slow (and in float64 only ~1e−8 accurate) elsewhere."""
-    ke = [d * (k - 1) + 1 for d, k in zip(attrs["dilation"], w_shape[2:])]
+    ke = [d * (k - 1) + 1 for d, k in zip(attrs["dilation"], w_shape[2:], strict=True)]
     size = [_pow2(n + attrs["pads"][a] + attrs["pads"][a + 2] + ke[a] - 1) for a, n in enumerate(x_shape[2:])]
     return ke, size
 
@@ -122,7 +122,7 @@ def _fft_geometry(x_shape: tuple, w_shape: tuple, attrs: dict) -> tuple[list[int
 def _spectrum(g: Graph, a: str, shape: tuple, begin: list[int], size: list[int]) -> str:
     """2-D DFT of the real (A, B, h, w) tensor placed at ``begin`` in a zero (P, Q) plane:
     (A, B, P, Q, 2), ONNX's trailing (re, im) axis."""
-    end = [p - n - b for p, n, b in zip(size, shape[2:], begin)]
+    end = [p - n - b for p, n, b in zip(size, shape[2:], begin, strict=True)]
     a = unsqueeze(g, pad(g, a, [0, 0, *begin], [0, 0, *end]), [4])          # (A, B, P, Q, 1)
     for axis in (2, 3):
         a = g.op("DFT", a, axis=axis, onesided=0)
@@ -156,7 +156,7 @@ def _complex_sum(g: Graph, equation: str, a: str, b: str, conj_a: bool = False, 
 def _fft_operands(g: Graph, x: str, w: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> tuple[str, str]:
     """X = DFT2(xpad) as (N, G, C/G, P, Q, 2) and V = DFT2(flipped, dilated w) as
     (G, O/G, C/G, P, Q, 2)."""
-    n, c = x_shape[:2]
+    n = x_shape[0]
     o, cg = w_shape[:2]
     groups = attrs["groups"]
     ke, size = _fft_geometry(x_shape, w_shape, attrs)
@@ -180,8 +180,8 @@ def _fft_conv2d(g: Graph, v: dict, attrs: dict) -> dict:
     xf, vf = _fft_operands(g, v["x"], v["w"], xs, ws, attrs)
     zf = reshape(g, _complex_sum(g, "ngchw,gochw->ngohw", xf, vf), [xs[0], ws[0], *size, 2])  # (N, O, P, Q, 2)
     z = _real_inverse(g, zf)                                                # (N, O, P, Q)
-    y = slice_(g, z, [k - 1 for k in ke], [k - 1 + s * (m - 1) + 1 for k, s, m in zip(ke, attrs["stride"], out[2:])],
-               [2, 3], attrs["stride"])
+    last = [k - 1 + s * (m - 1) for k, s, m in zip(ke, attrs["stride"], out[2:], strict=True)]
+    y = slice_(g, z, [k - 1 for k in ke], [e + 1 for e in last], [2, 3], attrs["stride"])  # (N, O, oH, oW)
     if "b" in v:
         y = g.op("Add", y, unsqueeze(g, v["b"], [1, 2]))                   # b as (O, 1, 1)
     return {"y": y}
@@ -195,13 +195,13 @@ def _fft_conv2d_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     because P ≥ Hp + ke − 1. Then gw = flip(gv) sampled every d, gx = gxpad without the pads."""
     xs, ws = g.shapes["x"], g.shapes["w"]
     n, c, h, w = xs
-    o, cg, kh, kw = ws
+    o, cg = ws[:2]
     groups = attrs["groups"]
     ke, size = _fft_geometry(xs, ws, attrs)
     out = shapes.conv2d_out_shape(xs, ws, attrs["stride"], attrs["pads"], attrs["dilation"])
     xf, vf = _fft_operands(g, v["x"], v["w"], xs, ws, attrs)
     gz = dilate_hw(g, cot["y"], out, attrs["stride"])                       # (N, O, s·(oH−1)+1, ...)
-    spread = (n, o, *[s * (m - 1) + 1 for s, m in zip(attrs["stride"], out[2:])])
+    spread = (n, o, *[s * (m - 1) + 1 for s, m in zip(attrs["stride"], out[2:], strict=True)])
     gzf = reshape(g, _spectrum(g, gz, spread, [k - 1 for k in ke], size), [n, groups, o // groups, *size, 2])
     gxf = _complex_sum(g, "ngohw,gochw->ngchw", gzf, vf, conj_b=True)        # (N, G, C/G, P, Q, 2)
     gxpad = _real_inverse(g, reshape(g, gxf, [n, c, *size, 2]))             # (N, C, P, Q)

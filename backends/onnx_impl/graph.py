@@ -124,10 +124,10 @@ def flip_hw(g: Graph, w: str) -> str:
 def crop_hw(g: Graph, x: str, length: tuple[int, int], begin: tuple[int, int], size: tuple[int, int]) -> str:
     """x[:, :, begin:begin+size] on the two spatial axes of current ``length``, zero-filled where
     the window runs past the end (a pooling gradient in ceil mode can be shorter than the input)."""
-    short = [max(0, b + s - n) for n, b, s in zip(length, begin, size)]
+    short = [max(0, b + s - n) for n, b, s in zip(length, begin, size, strict=True)]
     if any(short):
         x = pad(g, x, [0, 0, 0, 0], [0, 0, *short])
-    return slice_(g, x, list(begin), [b + s for b, s in zip(begin, size)], [2, 3])
+    return slice_(g, x, list(begin), [b + s for b, s in zip(begin, size, strict=True)], [2, 3])
 
 
 # --- model checks and sessions ------------------------------------------------------------------
@@ -135,7 +135,7 @@ def crop_hw(g: Graph, x: str, length: tuple[int, int], begin: tuple[int, int], s
 def check(model: onnx.ModelProto) -> onnx.ModelProto:
     """Full ONNX checker, then strict shape inference; returns the model with inferred shapes."""
     onnx.checker.check_model(model, full_check=True)
-    return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
 
 
 def session(model: onnx.ModelProto, providers: list) -> ort.InferenceSession:

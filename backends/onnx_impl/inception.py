@@ -61,7 +61,7 @@ def _inception_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     sizes = [g.shapes[chain[-1][1]][0] for chain in CHAINS.values()]
     parts = g.op("Split", cot["y"], g.ints(sizes), axis=1, outputs=4)
     grads, gx = {}, []
-    for chain, gy in zip(CHAINS.values(), parts):
+    for chain, gy in zip(CHAINS.values(), parts, strict=True):
         for src, w, b, pad in reversed(chain):
             gz = relu_grad(g, vals["z" + w], gy)
             step = conv_grad(g, vals[src], v[w], gz, _shape(g, src), g.shapes[w], _conv_attrs(pad), True)

@@ -92,7 +92,7 @@ def _avg_pool2d(g: Graph, v: dict, attrs: dict) -> dict:
 def _avg_pool2d_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     """gx[r] = Σ over the windows w holding r of gy[w] / D[w]: ConvTranspose of gy / D with a
     ones kernel, group = C, in padded coordinates, then cropped to the input."""
-    n, c, h, w = g.shapes["x"]
+    c, h, w = g.shapes["x"][1:]
     (kh, kw), (sh, sw) = attrs["kernel"], attrs["stride"]
     share = g.op("Div", cot["y"], g.const(divisor_map(g.shapes["x"], attrs).astype(g.dtype)))  # (N, C, oH, oW)
     ones = g.const(np.ones((c, 1, kh, kw), g.dtype))

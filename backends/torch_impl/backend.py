@@ -125,8 +125,7 @@ class TorchBackend(Backend):
             out = self._outputs(concept, FORWARD[concept](**tensors, **attrs))
             used = [k for k, v in out.items() if v.requires_grad]
             grads = torch.autograd.grad([out[k] for k in used], [tensors[k] for k in diff],
-                                        grad_outputs=[self._tensor(cotangents[k]).reshape(out[k].shape)
-                                                      for k in used],
+                                        grad_outputs=[self._tensor(cotangents[k]) for k in used],
                                         allow_unused=True)
         return {k: np.zeros_like(inputs[k]) if g is None else self.to_numpy(g)
                 for k, g in zip(diff, grads, strict=True)}

@@ -46,9 +46,13 @@ def max_pool2d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], pa
     return nnf.max_pool2d(xp, tuple(kernel), tuple(stride), 0, tuple(dilation))
 
 
-def _counts(out: int, k: int, s: int, lo: int, hi: int) -> list[int]:
-    """Per window along one axis, how many of its k positions fall in [lo, hi)."""
-    return [min(i * s + k, hi) - max(i * s, lo) for i in range(out)]
+def _counts(out: int, k: int, s: int, lo: int, hi: int, like: torch.Tensor) -> torch.Tensor:
+    """Per window along one axis, how many of its k positions fall in [lo, hi): min(i·s + k, hi) − max(i·s, lo).
+
+    Built on the device in the input's dtype (small integers, exact), so no host copy is made.
+    """
+    start = torch.arange(out, dtype=like.dtype, device=like.device) * s     # (out,)
+    return (start + k).clamp(max=hi) - start.clamp(min=lo)
 
 
 def avg_pool2d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int] = (0, 0, 0, 0),
@@ -65,8 +69,7 @@ def avg_pool2d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], pa
     for axis in (0, 1):
         n, begin, end = x.shape[2 + axis], pads[axis], pads[axis + 2]
         lo, hi = (0, n + begin + end) if count_include_pad else (begin, n + begin)
-        per_axis.append(torch.tensor(_counts(out[axis], kernel[axis], stride[axis], lo, hi),
-                                     dtype=x.dtype, device=x.device))
+        per_axis.append(_counts(out[axis], kernel[axis], stride[axis], lo, hi, x))
     return total / (per_axis[0][:, None] * per_axis[1][None, :])   # (N, C, oH, oW) / (oH, oW)
 
 

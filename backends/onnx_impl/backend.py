@@ -1,0 +1,238 @@
+"""The ONNX backend: every concept, and every vjp, as an ONNX graph run by ONNX Runtime.
+
+A call looks up a session under (concept, direction, attrs, input shapes, dtype) in a bounded
+LRU cache; on a miss the area module (activations.py, conv.py, ...) builds the graph, which
+passes the full ONNX checker and strict shape inference before a session is made. Forward graphs
+take the concept's inputs and give its outputs; vjp graphs also take ``cot.<output>`` and give
+``grad.<input>``, recomputing the forward values they need. Nothing here imports torch or cupy.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from backends import validate
+from backends.base import Backend
+from backends.errors import BackendUnavailable
+from backends.onnx_impl import activations, conv, dense, graph, inception, losses, normalization, pooling, recurrent
+from backends.signatures import output_shapes
+
+GRAPHS: dict[str, tuple[Callable, Callable]] = {
+    **activations.GRAPHS, **dense.GRAPHS, **losses.GRAPHS, **conv.GRAPHS, **pooling.GRAPHS,
+    **normalization.GRAPHS, **recurrent.GRAPHS, **inception.GRAPHS,
+}
+
+# Where ONNX Runtime (CPU provider) has no kernel for an operator a concept needs. The CUDA
+# provider has more float64 kernels, but that is unverified here, so the list holds everywhere.
+_NO_FLOAT64 = {
+    "conv2d": "ONNX Runtime has no float64 Conv or ConvTranspose kernel",
+    "convolve2d": "ONNX Runtime has no float64 Conv or ConvTranspose kernel",
+    "inception": "ONNX Runtime has no float64 Conv or ConvTranspose kernel",
+    "avg_pool2d": "ONNX Runtime has no float64 AveragePool or ConvTranspose kernel",
+    "global_avg_pool2d": "ONNX Runtime has no float64 GlobalAveragePool kernel",
+}
+UNSUPPORTED: dict[tuple[str, str], str] = {(c, "float64"): why for c, why in _NO_FLOAT64.items()}
+
+CACHE_SIZE = 256
+
+
+class Compiled:
+    """One ONNX Runtime session and the names of its outputs; ``keys`` are the names the
+    contract returns them under (``grad.x`` -> ``x``)."""
+
+    __slots__ = ("device_id", "keys", "names", "session")
+
+    def __init__(self, session: ort.InferenceSession, names: list[str], device_id: int = 0):
+        self.session, self.names, self.device_id = session, names, device_id
+        self.keys = [n.removeprefix("grad.") for n in names]
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self.names, feeds)
+
+    def bound(self, native: dict[str, ort.OrtValue]) -> list[ort.OrtValue]:
+        """Run with I/O binding: inputs and outputs stay on the GPU."""
+        io = self.session.io_binding()
+        for k, a in native.items():
+            io.bind_ortvalue_input(k, a)
+        for name in self.names:
+            io.bind_output(name, "cuda", self.device_id)
+        self.session.run_with_iobinding(io)
+        return io.get_outputs()
+
+
+class SessionCache:
+    """A least-recently-used map from a graph key to its runner, holding at most ``size``."""
+
+    def __init__(self, size: int = CACHE_SIZE):
+        self.size = size
+        self._entries: OrderedDict[tuple, Compiled] = OrderedDict()
+        self.builds = 0
+
+    def get(self, key: tuple, build: Callable[[], Compiled]) -> Compiled:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = build()
+            self.builds += 1
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _freeze(attrs: dict) -> tuple:
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items())
+
+
+def _cuda_works(index: int) -> bool:
+    """Whether a session really runs on CUDA device ``index`` (onnxruntime-gpu and a GPU)."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    g = graph.Graph("float32", "probe")
+    g.output("y", g.input("x", [1]), [1])
+    try:
+        sess = graph.session(g.model(), [("CUDAExecutionProvider", {"device_id": index})])
+    except Exception:
+        return False
+    return sess.get_providers()[0] == "CUDAExecutionProvider"
+
+
+def _select_device(device: str | None) -> tuple[str, list]:
+    """(device name, ONNX Runtime providers) for a requested device."""
+    if device is None:
+        device = "cuda:0" if _cuda_works(0) else "cpu"
+    if device == "cpu":
+        return "cpu", ["CPUExecutionProvider"]
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or not (index or "0").isdigit():
+        raise BackendUnavailable(f"backend 'onnx' has no device {device!r}; use 'cpu' or 'cuda[:N]'")
+    if not _cuda_works(int(index or 0)):
+        raise BackendUnavailable(f"backend 'onnx' cannot use {device}: it needs onnxruntime-gpu and a CUDA GPU; "
+                                 "pip install 'nutshell[onnx-gpu]'")
+    return f"cuda:{int(index or 0)}", [("CUDAExecutionProvider", {"device_id": int(index or 0)}),
+                                       "CPUExecutionProvider"]
+
+
+class OnnxBackend(Backend):
+    """Every concept of the spec as an ONNX graph run by ONNX Runtime."""
+
+    name = "onnx"
+
+    def __init__(self, device: str | None = None, spec=None, cache_size: int = CACHE_SIZE):
+        super().__init__(device, spec)
+        self.device, self._providers = _select_device(device)
+        self._device_id = int(self.device.partition(":")[2] or 0)
+        self.sessions = SessionCache(cache_size)
+        self._outputs = {c.id: c.outputs for c in self.spec.concepts.values()}
+
+    def unsupported(self, concept: str, dtype: str) -> str | None:
+        return UNSUPPORTED.get((concept, dtype))
+
+    # --- graphs ---------------------------------------------------------------------------------
+
+    def build(self, concept: str, attrs: dict, shapes: dict[str, tuple], dtype: str, direction: str
+              ) -> onnx.ModelProto:
+        """The checked forward or vjp graph of ``concept`` for full ``attrs`` and input ``shapes``."""
+        c = self.spec.concept(concept)
+        g = graph.Graph(dtype, f"{concept}_{direction}")
+        v = {k: g.input(k, s, None if c.input(k).dtype == "float" else c.input(k).dtype) for k, s in shapes.items()}
+        forward, vjp = GRAPHS[concept]
+        outs = output_shapes(concept, shapes, attrs)
+        if direction == "forward":
+            for name, value in forward(g, v, attrs).items():
+                g.output(name, value, outs[name])
+        else:
+            cot = {name: g.input(f"cot.{name}", outs[name]) for name in c.outputs}
+            grads = vjp(g, v, cot, attrs)
+            for name in c.differentiable:
+                if name in v:
+                    g.output(f"grad.{name}", grads[name], shapes[name])
+        return graph.check(g.model())
+
+    def save_graph(self, concept: str, attrs: dict | None, shapes: dict[str, tuple], dtype: str = "float32",
+                   direction: str = "forward", path: str | Path = "graph.onnx") -> Path:
+        """Write the forward or vjp graph of ``concept`` to an .onnx file (for a viewer such as Netron)."""
+        full = validate._check_attrs(self.spec.concept(concept), attrs or {})
+        path = Path(path)
+        onnx.save(self.build(concept, full, {k: tuple(s) for k, s in shapes.items()}, dtype, direction), path)
+        return path
+
+    def _compiled(self, concept: str, direction: str, akey: tuple, attrs: dict, shapes: tuple, dtype: str
+                  ) -> Compiled:
+        """The cached session of one graph, built on the first call with this key."""
+        def build() -> Compiled:
+            model = self.build(concept, attrs, dict(shapes), dtype, direction)
+            return Compiled(graph.session(model, self._providers), [o.name for o in model.graph.output],
+                            self._device_id)
+        return self.sessions.get((concept, direction, akey, shapes, dtype), build)
+
+    # --- the hooks of the contract ----------------------------------------------------------------
+
+    def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:
+        run = self._compiled(concept, "forward", _freeze(attrs), attrs, _shapes(inputs), _dtype(inputs))
+        return dict(zip(run.keys, run(inputs), strict=True))
+
+    def _vjp(self, concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
+             attrs: dict[str, Any]) -> dict[str, np.ndarray]:
+        run = self._compiled(concept, "vjp", _freeze(attrs), attrs, _shapes(inputs), _dtype(inputs))
+        feeds = dict(inputs)
+        feeds.update({f"cot.{k}": v for k, v in cotangents.items()})
+        return dict(zip(run.keys, run(feeds), strict=True))
+
+    def _op(self, concept: str, attrs: dict[str, Any]) -> Callable[..., dict]:
+        """A callable on native arrays (numpy on the CPU, OrtValue on CUDA). It remembers the
+        session of the last shapes, so a repeated call costs a tuple compare and the run."""
+        akey, last = _freeze(attrs), [None, None]
+        on_cuda = self.device.startswith("cuda")
+
+        def call(**native: Any) -> dict:
+            sig = tuple((k, *_describe(a)) for k, a in native.items())
+            if sig != last[0]:
+                dtype = next(d for _, _, d in sig if d != "int64")
+                run = self._compiled(concept, "forward", akey, attrs, tuple((k, s) for k, s, _ in sig), dtype)
+                last[:] = sig, run.bound if on_cuda else run
+            return dict(zip(self._outputs[concept], last[1](native), strict=True))
+        return call
+
+    # --- benchmark level ----------------------------------------------------------------------------
+
+    def to_native(self, a: np.ndarray) -> Any:
+        a = np.ascontiguousarray(a)
+        if self.device.startswith("cuda"):
+            return ort.OrtValue.ortvalue_from_numpy(a, "cuda", self._device_id)
+        return a
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        return t.numpy() if isinstance(t, ort.OrtValue) else np.asarray(t)
+
+    def synchronize(self) -> None:
+        """Nothing to wait for: ONNX Runtime returns from a run (I/O-bound runs on CUDA included)
+        only after its device work has finished."""
+
+
+def _shapes(inputs: dict[str, np.ndarray]) -> tuple:
+    return tuple((k, a.shape) for k, a in inputs.items())
+
+
+def _dtype(inputs: dict[str, np.ndarray]) -> str:
+    return next(str(a.dtype) for a in inputs.values() if a.dtype.kind == "f")
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64"}
+
+
+def _describe(a: Any) -> tuple[tuple, str]:
+    """(shape, dtype name) of a numpy array or an OrtValue."""
+    if isinstance(a, ort.OrtValue):
+        return tuple(a.shape()), _ORT_TYPES[a.data_type()]
+    return a.shape, a.dtype.name
