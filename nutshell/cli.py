@@ -101,6 +101,36 @@ def cmd_pending(args: argparse.Namespace) -> int:
     return 2
 
 
+# Commands that live in their own module: each defines add_arguments(parser) and run(args) -> int.
+COMMANDS = {
+    "bench": ("nutshell.bench", "time every concept and model on every backend"),
+    "report": ("nutshell.report", "one comparison report from results of several machines"),
+    "compare": ("nutshell.compare", "regressions between two results files"),
+    "train": ("nutshell.train", "train a model on its dataset"),
+    "export": ("nutshell.export", "write a spec model as an ONNX file"),
+    "check": ("nutshell.check", "run an ONNX model on every backend and compare"),
+    "new-backend": ("nutshell.scaffold", "scaffold an out-of-tree backend package"),
+}
+
+
+def _add_module_commands(sub) -> None:
+    import importlib
+
+    for name, (module, help_text) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            xp = sub.add_parser(name, help=f"{help_text} (not implemented yet)")
+            xp.add_argument("rest", nargs="*")
+            xp.set_defaults(fn=cmd_pending)
+            continue
+        xp = sub.add_parser(name, help=help_text, description=mod.__doc__)
+        mod.add_arguments(xp)
+        xp.set_defaults(fn=mod.run)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nutshell", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -122,10 +152,7 @@ def parser() -> argparse.ArgumentParser:
     gp.add_argument("--concept", action="append")
     gp.add_argument("--check", action="store_true", help="only check that regeneration is byte-identical")
     sp.set_defaults(fn=cmd_spec)
-    for name in ("bench", "report", "compare", "train", "export", "check", "new-backend"):
-        xp = sub.add_parser(name, help="(not implemented yet)")
-        xp.add_argument("rest", nargs="*")
-        xp.set_defaults(fn=cmd_pending)
+    _add_module_commands(sub)
     return p
 
 

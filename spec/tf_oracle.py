@@ -27,6 +27,7 @@ import numpy as np
 
 from backends import shapes
 from backends.errors import BackendUnavailable
+from spec import load
 
 Tensors = dict[str, Any]       # name -> tf.Tensor
 Op = Callable[[Tensors, dict], Tensors]
@@ -60,8 +61,6 @@ def vjp(concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.nd
 
     A missing cotangent counts as zeros.
     """
-    from spec import load
-
     tf = tensorflow()
     t = {k: tf.constant(v) for k, v in inputs.items()}
     wrt = [k for k in load().concept(concept).differentiable if k in t]

@@ -334,10 +334,16 @@ def test_max_pool_tie_gradient_goes_to_the_first_element():
     assert g[0, 0].tolist() == [[3.0, 0.0], [0.0, 0.0]]
 
 
-def test_max_pool_overlapping_windows_accumulate():
+def test_max_pool_overlapping_windows_accumulate_and_the_sum_is_bounded():
+    """Windows [0, 5], [5, 1], [1, 0]: the 5 collects two cotangents. In float32 1 + 2⁻³⁰ rounds
+    to 1, which the bound of that sum must cover; a single cotangent passes through exactly."""
     x = np.array([[[[0.0, 5.0, 1.0, 0.0]]]])
-    g = back("max_pool2d", {"x": x}, {"y": np.array([[[[1.0, 2.0, 4.0]]]])}, {"kernel": [1, 2], "stride": [1, 1]})
-    assert g["x"].v[0, 0, 0].tolist() == [0.0, 3.0, 4.0, 0.0]
+    gy = np.array([[[[1.0, 2.0**-30, 4.0]]]])
+    g = back("max_pool2d", {"x": x}, {"y": gy}, {"kernel": [1, 2], "stride": [1, 1]})["x"]
+    assert g.v[0, 0, 0].tolist() == [0.0, 1.0 + 2.0**-30, 4.0, 0.0]
+    assert g.e[0, 0, 0, 2] == 0.0
+    float32_sum = float(np.float32(1.0) + np.float32(2.0**-30))
+    assert abs(float32_sum - g.v[0, 0, 0, 1]) <= 2 * U32 * g.e[0, 0, 0, 1]
 
 
 def test_maxout_tie_goes_to_the_first_piece():

@@ -3,8 +3,8 @@
 A call looks up a session under (concept, direction, attrs, input shapes, dtype) in a bounded
 LRU cache; on a miss the area module (activations.py, conv.py, ...) builds the graph, which
 passes the full ONNX checker and strict shape inference before a session is made. Forward graphs
-take the concept's inputs and give its outputs; vjp graphs also take ``cot.<output>`` and give
-``grad.<input>``, recomputing the forward values they need. Nothing here imports torch or cupy.
+take the concept's inputs and give ``out.<output>``; vjp graphs also take ``cot.<output>`` and
+give ``grad.<input>``, recomputing the forward values they need. Nothing here imports torch or cupy.
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ CACHE_SIZE = 256
 
 class Compiled:
     """One ONNX Runtime session and the names of its outputs; ``keys`` are the names the
-    contract returns them under (``grad.x`` -> ``x``)."""
+    contract returns them under (``out.y`` -> ``y``, ``grad.x`` -> ``x``)."""
 
     __slots__ = ("device_id", "keys", "names", "session")
 
     def __init__(self, session: ort.InferenceSession, names: list[str], device_id: int = 0):
         self.session, self.names, self.device_id = session, names, device_id
-        self.keys = [n.removeprefix("grad.") for n in names]
+        self.keys = [n.partition(".")[2] for n in names]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self.names, feeds)
@@ -150,7 +150,7 @@ class OnnxBackend(Backend):
         outs = output_shapes(concept, shapes, attrs)
         if direction == "forward":
             for name, value in forward(g, v, attrs).items():
-                g.output(name, value, outs[name])
+                g.output(f"out.{name}", value, outs[name])
         else:
             cot = {name: g.input(f"cot.{name}", outs[name]) for name in c.outputs}
             grads = vjp(g, v, cot, attrs)
