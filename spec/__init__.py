@@ -211,8 +211,8 @@ def _concept(d: dict) -> Concept:
     )
 
 
-def parse(text: str, path: Path) -> Spec:
-    """Parse and validate spec text; every problem is a SpecError naming file, concept, field."""
+def parse_document(text: str, path: Path) -> dict:
+    """Parse a spec file (concepts, models, claims or bench) and validate it against the schema."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -220,6 +220,26 @@ def parse(text: str, path: Path) -> Spec:
     _validate(doc, path)
     if doc["schema_version"] != SCHEMA_VERSION:
         raise SpecError(f"{path}: schema_version {doc['schema_version']} is not {SCHEMA_VERSION}")
+    return doc
+
+
+def load_document(path: str | Path) -> dict:
+    """A companion spec file (e.g. spec/models.yaml), validated, whose spec_version must be the
+    concepts file's."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec file {p} does not exist")
+    doc = parse_document(p.read_text(), p)
+    if doc["spec_version"] != load().version:
+        raise SpecError(f"{p}: spec_version {doc['spec_version']} differs from concepts.yaml's {load().version}")
+    return doc
+
+
+def parse(text: str, path: Path) -> Spec:
+    """Parse and validate spec text; every problem is a SpecError naming file, concept, field."""
+    doc = parse_document(text, path)
+    if "concepts" not in doc:
+        raise SpecError(f"{path}: field concepts: a concepts file needs 'concepts'")
     concepts: dict[str, Concept] = {}
     for i, d in enumerate(doc["concepts"]):
         if d["id"] in concepts:

@@ -29,11 +29,12 @@ def window(x_shape: tuple, w_shape: tuple, attrs: dict) -> Window:
     return Window.make(x_shape[2:], w_shape[2:], attrs["stride"], attrs["pads"], attrs["dilation"])
 
 
-def _sample_bytes(x: Any, win: Window, copies: int) -> int:
-    """Working memory per sample: the padded plane plus ``copies`` column-sized arrays."""
+def _sample_bytes(x: Any, w: Any, win: Window) -> int:
+    """Working memory per sample, forward or backward: the columns (or their gradient), two
+    padded planes (the padded input, or the padded gradient and its crop) and a share of gw."""
     hp, wp = win.padded
-    c = x.shape[1]
-    return x.itemsize * c * (hp * wp + copies * win.taps * win.out_size)
+    c, cols = x.shape[1], x.shape[1] * win.taps * win.out_size
+    return x.itemsize * (cols + 2 * c * hp * wp + w.size)
 
 
 def conv2d_forward(x: Any, w: Any, b: Any | None, attrs: dict, budget: int) -> Any:
@@ -43,9 +44,10 @@ def conv2d_forward(x: Any, w: Any, b: Any | None, attrs: dict, budget: int) -> A
     n, o = x.shape[0], w.shape[0]
     wg = w.reshape(g, o // g, -1)                                      # (G, Og, K)
     y = xp.empty((n, o, win.oh, win.ow), dtype=x.dtype)
-    for sl in chunks(n, _sample_bytes(x, win, 1), budget):
+    for sl in chunks(n, _sample_bytes(x, w, win), budget):
         col = im2col(x[sl], win).reshape(sl.stop - sl.start, g, wg.shape[2], win.out_size)  # (n, G, K, L)
         xp.matmul(wg, col, out=y[sl].reshape(col.shape[0], g, o // g, win.out_size))         # (n, G, Og, L)
+        del col                                   # before the next chunk's columns are allocated
     if b is not None:
         y += b.reshape(1, o, 1, 1)
     return y
@@ -60,12 +62,13 @@ def conv2d_backward(x: Any, w: Any, gy: Any, attrs: dict, budget: int) -> tuple[
     gy_g = gy.reshape(n, g, o // g, win.out_size)                      # (N, G, Og, L)
     gw = xp.zeros_like(wg)
     gx = xp.empty_like(x)
-    for sl in chunks(n, _sample_bytes(x, win, 2), budget):
+    for sl in chunks(n, _sample_bytes(x, w, win), budget):
         col = im2col(x[sl], win).reshape(sl.stop - sl.start, g, wg.shape[2], win.out_size)  # (n, G, K, L)
         gw += (gy_g[sl] @ col.transpose(0, 1, 3, 2)).sum(axis=0)                             # (G, Og, K)
         del col
         gcol = wg.transpose(0, 2, 1) @ gy_g[sl]                                              # (n, G, K, L)
         gx[sl] = col2im(gcol.reshape(-1, c, win.kh, win.kw, win.oh, win.ow), win)
+        del gcol
     return gx, gw.reshape(w.shape)
 
 
