@@ -8,6 +8,7 @@ like ``conv2d[torch-figure3-float32]`` (forward), ``conv2d[torch-figure3-float32
 
 from __future__ import annotations
 
+import importlib
 import shlex
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from conformance import checks
 from conformance.results import ResultsWriter, summary_table
 
 DTYPES = ("float32", "float64")
+# Modules that add items beyond the op-level concepts; each defines items(spec_file, state).
+PROVIDERS = ("conformance.model_checks", "conformance.claims")
 _STATE = pytest.StashKey[dict]()
 
 
@@ -80,6 +83,14 @@ class SpecFile(pytest.File):
                 if vec.kind == "generated":
                     yield CheckItem.from_parent(self, name=f"{concept.id}[cross-{vec.name}-float32]", backend="cross",
                                                 concept=concept, check="cross", vec=vec, dtype="float32")
+        for provider in PROVIDERS:
+            try:
+                module = importlib.import_module(provider)
+            except ModuleNotFoundError as exc:
+                if exc.name != provider:
+                    raise
+                continue
+            yield from module.items(self, st)
 
     def _per_backend(self, bname: str, concept):
         for vec in concept.vectors:
@@ -112,11 +123,16 @@ class BackendItem(pytest.Item):
 
 
 class CheckItem(pytest.Item):
-    """One check of one backend (or, for 'cross', of all of them)."""
+    """One check of one backend (or, for 'cross', of all of them).
 
-    def __init__(self, *, backend: str, concept, check: str, vec, dtype: str | None, **kw):
+    ``concept`` and ``vec`` need only an ``id`` / a ``name`` (models and claims pass their own
+    records); ``fn``, when given, runs the check: ``fn(state) -> checks.Record``.
+    """
+
+    def __init__(self, *, backend: str, concept, check: str, vec, dtype: str | None, fn=None, **kw):
         super().__init__(**kw)
         self.backend, self.concept, self.check, self.vec, self.dtype = backend, concept, check, vec, dtype
+        self.fn = fn
         self.record: dict = {}
         self.add_marker(pytest.mark.nutshell)
 
@@ -140,6 +156,8 @@ class CheckItem(pytest.Item):
             self.record["seconds"] = round(time.perf_counter() - started, 6)
 
     def _run(self, st: dict, tol: dict) -> checks.Record:
+        if self.fn is not None:
+            return self.fn(st)
         if self.check == "cross":
             return checks.cross(st["backends"], self.concept, self.vec, self.dtype, tol)
         b = st["backends"][self.backend]

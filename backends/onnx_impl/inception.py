@@ -24,49 +24,47 @@ def _conv_attrs(pad: int) -> dict:
     return {"stride": [1, 1], "pads": [pad] * 4, "dilation": [1, 1], "groups": 1}
 
 
-# (input, weight, bias, pad) of each conv, in the order the forward applies them
-CHAINS = {
-    "1": [("x", "w1", "b1", 0)],
-    "3": [("x", "w3r", "b3r", 0), ("r3", "w3", "b3", 1)],
-    "5": [("x", "w5r", "b5r", 0), ("r5", "w5", "b5", 2)],
-    "p": [("pool", "wp", "bp", 0)],
-}
+# the branches: (input, weight, bias, pad) of each conv in forward order; "a<w>" is relu(conv(·, w))
+BRANCHES = (
+    (("x", "w1", "b1", 0),),
+    (("x", "w3r", "b3r", 0), ("aw3r", "w3", "b3", 1)),
+    (("x", "w5r", "b5r", 0), ("aw5r", "w5", "b5", 2)),
+    (("pool", "wp", "bp", 0),),
+)
 
 
 def _forward(g: Graph, v: dict) -> dict:
-    """Every intermediate value by name: z (pre-ReLU) and a (post-ReLU) of each conv, the pool."""
+    """Every value by name: "z<w>" before and "a<w>" after the ReLU of each conv, and the pool."""
     vals = {"x": v["x"], "pool": max_pool(g, v["x"], g.shapes["x"], POOL)}
-    for chain in CHAINS.values():
-        for src, w, b, pad in chain:
+    for branch in BRANCHES:
+        for src, w, b, pad in branch:
             vals["z" + w] = conv(g, vals[src], v[w], v[b], _conv_attrs(pad))
             vals["a" + w] = g.op("Relu", vals["z" + w])
-    vals["r3"], vals["r5"] = vals["aw3r"], vals["aw5r"]
     return vals
 
 
 def _shape(g: Graph, name: str) -> tuple:
-    """Shape of an input or intermediate (every branch keeps H and W)."""
-    n, _, h, w = g.shapes["x"]
-    channels = {"r3": g.shapes["w3r"][0], "r5": g.shapes["w5r"][0]}
-    return g.shapes[name] if name in g.shapes else (n, channels.get(name, g.shapes["x"][1]), h, w)
+    """Shape of a conv's input: x, the pool (x's shape) or a reduce conv's output."""
+    n, c, h, w = g.shapes["x"]
+    return (n, g.shapes[name[1:]][0], h, w) if name.startswith("a") else (n, c, h, w)
 
 
 def _inception(g: Graph, v: dict, attrs: dict) -> dict:
     vals = _forward(g, v)
-    return {"y": g.op("Concat", *(vals["a" + chain[-1][1]] for chain in CHAINS.values()), axis=1)}
+    return {"y": g.op("Concat", *(vals["a" + branch[-1][1]] for branch in BRANCHES), axis=1)}
 
 
 def _inception_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     vals = _forward(g, v)
-    sizes = [g.shapes[chain[-1][1]][0] for chain in CHAINS.values()]
+    sizes = [g.shapes[branch[-1][1]][0] for branch in BRANCHES]
     parts = g.op("Split", cot["y"], g.ints(sizes), axis=1, outputs=4)
     grads, gx = {}, []
-    for chain, gy in zip(CHAINS.values(), parts, strict=True):
-        for src, w, b, pad in reversed(chain):
+    for branch, gy in zip(BRANCHES, parts, strict=True):
+        for src, w, b, pad in reversed(branch):
             gz = relu_grad(g, vals["z" + w], gy)
             step = conv_grad(g, vals[src], v[w], gz, _shape(g, src), g.shapes[w], _conv_attrs(pad), True)
             grads[w], grads[b], gy = step["w"], step["b"], step["x"]
-        gx.append(gy if chain[0][0] == "x" else max_pool_grad(g, v["x"], gy, g.shapes["x"], POOL))
+        gx.append(gy if branch[0][0] == "x" else max_pool_grad(g, v["x"], gy, g.shapes["x"], POOL))
     grads["x"] = g.op("Sum", *gx)
     return grads
 
