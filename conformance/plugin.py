@@ -18,7 +18,7 @@ import pytest
 import backends
 import spec as spec_mod
 from conformance import checks
-from conformance.results import ResultsWriter, summary_table
+from conformance.results import EventWriter, ResultsWriter, summary_table
 
 DTYPES = ("float32", "float64")
 # Modules that add items beyond the op-level concepts; each defines items(spec_file, state).
@@ -34,6 +34,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--results", default="reports/results.json", help="where results.json goes")
     group.addoption("--spec", default=None, help="spec file (default: the repository's spec/concepts.yaml)")
     group.addoption("--no-nutshell-summary", action="store_true", help="leave the summary table to the caller")
+    group.addoption("--nutshell-group", default=None,
+                    help="worker mode: only this backend's checks, or 'cross' for the checks spanning backends")
+    group.addoption("--events", default=None,
+                    help="worker mode: append start events and records to this JSON-lines file instead of results.json")
+    group.addoption("--skip-ids", default=None, help="file of check ids (one per line) to leave out")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,6 +50,9 @@ def _state(config: pytest.Config) -> dict:
     st = config.stash[_STATE]
     if st["backends"] is None:
         requested = config.getoption("--backend")
+        group = config.getoption("--nutshell-group")
+        if group not in (None, "cross"):
+            requested = [group]
         loaded, missing = backends.available(requested, config.getoption("--nutshell-device"))
         st["backends"], st["unavailable"] = loaded, missing
         st["explicit"] = bool(requested)
@@ -52,14 +60,46 @@ def _state(config: pytest.Config) -> dict:
     return st
 
 
-def _writer(config: pytest.Config) -> ResultsWriter:
+def _writer(config: pytest.Config) -> ResultsWriter | EventWriter:
     st = _state(config)
     if st["writer"] is None:
         header = {"spec_version": st["spec"].version,
                   "backends": {n: {"device": b.device} for n, b in st["backends"].items()},
                   "unavailable": st["unavailable"]}
-        st["writer"] = ResultsWriter(Path(config.getoption("--results")), header)
+        events = config.getoption("--events")
+        st["writer"] = EventWriter(Path(events), header) if events else \
+            ResultsWriter(Path(config.getoption("--results")), header)
     return st["writer"]
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """Worker mode: keep one group's checks and leave out the ids already done."""
+    group, skip_file = config.getoption("--nutshell-group"), config.getoption("--skip-ids")
+    if group is None and skip_file is None:
+        return
+    skip = set(Path(skip_file).read_text().split("\n")) if skip_file and Path(skip_file).is_file() else set()
+    st = _state(config)
+
+    def wanted(item) -> bool:
+        if item.name in skip:
+            return False
+        if group is None or not isinstance(item, (CheckItem, BackendItem)):
+            return True
+        owner = item.backend
+        in_backend = owner in st["backends"] or owner in st["unavailable"]
+        return owner == group if group != "cross" else not in_backend
+
+    keep = [i for i in items if wanted(i)]
+    dropped = [i for i in items if not wanted(i)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if isinstance(item, CheckItem) and item.config.getoption("--events"):
+        _writer(item.config).start(item.name)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -115,6 +155,7 @@ class BackendItem(pytest.Item):
     def __init__(self, *, why: str, explicit: bool, **kw):
         super().__init__(**kw)
         self.why, self.explicit = why, explicit
+        self.backend = self.name[len("backend["):-1]
 
     def runtest(self) -> None:
         if self.explicit:

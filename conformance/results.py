@@ -29,14 +29,14 @@ def machine_info() -> dict:
 class ResultsWriter:
     """Collects check records and keeps results.json / results.jsonl current."""
 
-    def __init__(self, path: Path, header: dict, every_s: float = 1.0):
+    def __init__(self, path: Path, header: dict, every_s: float = 1.0, records: list[dict] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lines = self.path.with_suffix(".jsonl")
-        self.lines.write_text("")
+        self.lines.write_text("".join(json.dumps(r) + "\n" for r in records or []))
         self.header = header | {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                 "machine": machine_info()}
-        self.records: list[dict] = []
+        self.records: list[dict] = list(records or [])
         self.every_s, self._last = every_s, 0.0
         self.flush(final=False)
 
@@ -53,6 +53,33 @@ class ResultsWriter:
         if final:
             doc["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         atomic_write(self.path, json.dumps(doc, indent=1, default=_jsonable))
+
+
+class EventWriter:
+    """Worker mode: a JSON line when each check starts and one with its record when it ends,
+    flushed at once, so the parent can tell which check a crash or a hang interrupted."""
+
+    def __init__(self, path: Path, header: dict):
+        self.path = Path(path)
+        self.records: list[dict] = []
+        self._f = self.path.open("a", buffering=1)
+        self._write({"event": "header", **header})
+
+    def _write(self, obj: dict) -> None:
+        self._f.write(json.dumps(obj, default=_jsonable) + "\n")
+        self._f.flush()
+
+    def start(self, check_id: str) -> None:
+        self._write({"event": "start", "id": check_id, "t": time.time()})
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        self._write({"event": "record", **record})
+
+    def flush(self, final: bool = True) -> None:
+        self._f.flush()
+        if final:
+            self._f.close()
 
 
 def _jsonable(o):
@@ -83,3 +110,24 @@ def summary_table(summary: dict, unavailable: dict | None = None) -> str:
     for name, why in sorted((unavailable or {}).items()):
         rows.append(f"{name:<10} unavailable: {why[:60]}")
     return "\n".join(rows)
+
+
+def write_junit(records: list[dict], path: Path) -> None:
+    """A JUnit XML file of the records (one testsuite per backend), written atomically."""
+    from xml.etree import ElementTree as ET
+
+    root = ET.Element("testsuites", name="nutshell")
+    by_backend: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_backend[r["backend"]].append(r)
+    for backend, recs in sorted(by_backend.items()):
+        counts = summarize(recs)[backend]
+        suite = ET.SubElement(root, "testsuite", name=backend, tests=str(len(recs)), failures=str(counts["fail"]),
+                              errors=str(counts["error"]), skipped=str(counts["unsupported"]))
+        for r in recs:
+            case = ET.SubElement(suite, "testcase", classname=f"{backend}.{r['concept']}", name=r["id"],
+                                 time=str(r.get("seconds", 0)))
+            tag = {"fail": "failure", "error": "error", "unsupported": "skipped"}.get(r["outcome"])
+            if tag:
+                ET.SubElement(case, tag, message=str(r.get("message", ""))[:2000])
+    atomic_write(Path(path), ET.tostring(root, encoding="unicode"))

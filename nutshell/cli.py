@@ -45,30 +45,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The conformance suite through pytest, then the summary table."""
-    import pytest
+    """The conformance suite, each backend in its own worker process, then the summary table."""
+    from conformance.results import summarize, summary_table
+    from nutshell import runner
 
-    import conformance
-    from conformance.results import summary_table
-
-    REPORTS.mkdir(exist_ok=True)
-    suite = Path(conformance.__file__).parent / "spec.nutshell"
-    argv = [str(suite), "-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--tb=line", "--no-nutshell-summary",
-            f"--junitxml={REPORTS / 'junit.xml'}", f"--results={REPORTS / 'results.json'}"]
-    for b in args.backend or []:
-        argv += ["--backend", b]
-    if args.device:
-        argv += ["--nutshell-device", args.device]
-    if args.k:
-        argv += ["-k", args.k]
-    code = pytest.main(argv)
-    results = REPORTS / "results.json"
-    if results.is_file():
-        doc = json.loads(results.read_text())
-        print()
-        print(summary_table(doc["summary"], doc.get("unavailable")))
-        print(f"results: {results}  junit: {REPORTS / 'junit.xml'}")
-    return int(code)
+    opts = runner.Options(backends=args.backend, device=args.device, k=args.k, reports=REPORTS,
+                          timeout=args.timeout, resume=args.resume)
+    r = runner.Runner(opts)
+    code = r.run()
+    doc = r.writer
+    print()
+    print(summary_table(summarize(doc.records), doc.header["unavailable"]))
+    print(f"results: {doc.path}  junit: {REPORTS / 'junit.xml'}")
+    return code
 
 
 def cmd_spec(args: argparse.Namespace) -> int:
@@ -142,6 +131,8 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("-b", "--backend", action="append")
     rp.add_argument("--device", choices=["cpu", "cuda"])
     rp.add_argument("-k", help="pytest -k expression, e.g. 'conv2d and float32'")
+    rp.add_argument("--timeout", type=float, default=120.0, help="seconds one check may take (default 120)")
+    rp.add_argument("--resume", action="store_true", help="continue an interrupted run from reports/results.jsonl")
     rp.set_defaults(fn=cmd_run)
     sp = sub.add_parser("spec", help="spec tools")
     ssub = sp.add_subparsers(dest="spec_cmd", required=True)

@@ -26,17 +26,19 @@ EXACT = {"relu", "max_pool2d"}
 """Concepts whose forward does no rounding: their bound is 0."""
 
 
-def full_attrs(cid: str, attrs: dict) -> dict:
-    """The attrs with every default filled in, as a backend receives them."""
-    return validate._check_attrs(SPEC.concept(cid), attrs)
+def checked(cid: str, inputs: dict, attrs: dict | None) -> tuple[dict, dict]:
+    """(inputs, attrs) validated, attrs with every default filled in, as a backend receives them."""
+    arrays, full, _ = validate.check(SPEC.concept(cid), inputs, attrs or {})
+    return arrays, full
 
 
 def fwd(cid: str, inputs: dict, attrs: dict | None = None) -> dict:
-    return forward(cid, inputs, full_attrs(cid, attrs or {}))
+    return forward(cid, *checked(cid, inputs, attrs))
 
 
 def back(cid: str, inputs: dict, cots: dict, attrs: dict | None = None) -> dict:
-    return vjp(cid, inputs, cots, full_attrs(cid, attrs or {}))
+    arrays, full = checked(cid, inputs, attrs)
+    return vjp(cid, arrays, cots, full)
 
 
 # --- generic cases: every concept on small random inputs ----------------------------------------
@@ -131,7 +133,7 @@ def make_case(case: str, seed: int = 0) -> tuple[str, dict, dict, dict]:
     cid, build, attrs = CASES[case]
     rng = np.random.default_rng(seed)
     inputs = build(rng)
-    shapes = output_shapes(cid, {k: v.shape for k, v in inputs.items()}, full_attrs(cid, attrs))
+    shapes = output_shapes(cid, {k: v.shape for k, v in inputs.items()}, checked(cid, inputs, attrs)[1])
     cots = {k: normal(rng, *s) for k, s in shapes.items()}
     return cid, inputs, attrs, cots
 
@@ -268,7 +270,7 @@ def test_bound_covers_a_float32_computation(case, seed):
         cid, inputs, attrs, _ = make_case(case, seed)
     golden = fwd(cid, inputs, attrs)
     with np.errstate(over="ignore"):
-        got = FLOAT32_RUNS[case](inputs, full_attrs(cid, attrs))
+        got = FLOAT32_RUNS[case](inputs, checked(cid, inputs, attrs)[1])
     for k, t in golden.items():
         assert got[k].dtype == np.float32
         excess = np.abs(got[k] - t.v) - (2 * U32 * t.e + FLOOR32)

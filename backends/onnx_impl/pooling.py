@@ -7,8 +7,8 @@ so that a floor-mode MaxPool yields the spec's window count, and restores NaN pr
 onto the argmax positions: MaxPool's Indices (flat over N·C·Hp·Wp, the first of ties in row-major
 window order) and ScatterElements with reduction "add" (overlapping windows accumulate).
 
-Average pooling is ONNX AveragePool, whose divisor agrees with the spec (checked in
-tests/test_onnx_backend.py, ceil mode and count_include_pad included); its vjp divides gy by the
+Average pooling is ONNX AveragePool excluding padding, in floor mode, on an input arranged so that
+its windows and divisors are the spec's (see :func:`_avg_pool2d`); its vjp divides gy by the
 divisor map and spreads it over each window with a grouped ConvTranspose of ones.
 """
 
@@ -85,8 +85,21 @@ def divisor_map(x_shape: tuple, attrs: dict) -> np.ndarray:
 
 
 def _avg_pool2d(g: Graph, v: dict, attrs: dict) -> dict:
-    return {"y": g.op("AveragePool", v["x"], kernel_shape=attrs["kernel"], strides=attrs["stride"], pads=attrs["pads"],
-                      ceil_mode=int(attrs["ceil_mode"]), count_include_pad=int(attrs["count_include_pad"]))}
+    """AveragePool with count_include_pad=0 and ceil_mode=0 on terms it shares with the spec:
+    for count_include_pad the pads are zeros added by Pad (so they count and nothing beyond
+    them does), and ceil mode becomes extra end padding up to the last window's reach (ONNX
+    Runtime's own ceil mode keeps a last window that starts in the end padding)."""
+    h, w = g.shapes["x"][2:]
+    out = shapes.pool2d_out_shape(g.shapes["x"], attrs["kernel"], attrs["stride"], attrs["pads"], (1, 1),
+                                  attrs["ceil_mode"])
+    reach = [(o - 1) * s + k for o, s, k in zip(out[2:], attrs["stride"], attrs["kernel"], strict=True)]
+    x, begin = v["x"], list(attrs["pads"][:2])
+    if attrs["count_include_pad"]:
+        x = pad(g, x, [0, 0, *begin], [0, 0, *attrs["pads"][2:]])          # (N, C, H + pads, W + pads)
+        h, w, begin = h + begin[0] + attrs["pads"][2], w + begin[1] + attrs["pads"][3], [0, 0]
+    end = [max(0, r - m - b) for r, m, b in zip(reach, (h, w), begin, strict=True)]
+    return {"y": g.op("AveragePool", x, kernel_shape=attrs["kernel"], strides=attrs["stride"], pads=begin + end,
+                      count_include_pad=0)}
 
 
 def _avg_pool2d_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:

@@ -250,18 +250,19 @@ def windows(a: T, kernel, stride, dilation, out) -> T:
 def scatter_windows(cols: T, size, stride, dilation) -> T:
     """The adjoint of :func:`windows`: adds every window entry back onto its (Hp, Wp) pixel.
 
-    A pixel covered by m window entries is a sum of m terms, bounded for any summation order:
-    e = Σe + (m − 1)·Σ|a|.
+    A pixel that receives m terms is a sum of m terms, bounded for any summation order:
+    e = Σe + (m − 1)·Σ|a|. Exact zeros (value and error 0, e.g. the losers of a max) are not
+    counted: adding them is exact, so a pixel fed by one term passes it through unchanged.
     """
     *lead, kh, kw, oh, ow = cols.shape
     (sh, sw), (dh, dw) = stride, dilation
-    v, e, mag = (np.zeros((*lead, *size)) for _ in range(3))
-    count = np.zeros(size)
+    v, e, mag, count = (np.zeros((*lead, *size)) for _ in range(4))
     for p in range(kh):
         for q in range(kw):
             at = (..., slice(p * dh, p * dh + sh * (oh - 1) + 1, sh), slice(q * dw, q * dw + sw * (ow - 1) + 1, sw))
-            v[at] += cols.v[..., p, q, :, :]
-            e[at] += cols.e[..., p, q, :, :]
-            mag[at] += np.abs(cols.v[..., p, q, :, :])
-            count[at[1:]] += 1
+            term, term_e = cols.v[..., p, q, :, :], cols.e[..., p, q, :, :]
+            v[at] += term
+            e[at] += term_e
+            mag[at] += np.abs(term)
+            count[at] += (term != 0) | (term_e != 0)
     return T(v, e + np.maximum(count - 1, 0) * mag)

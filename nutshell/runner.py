@@ -1,0 +1,205 @@
+"""``nutshell run``: the conformance suite with every backend in its own worker process.
+
+Each group (one per backend, plus ``cross`` for the checks that span backends) runs as a pytest
+worker that reports a start event and a record per check on a JSON-lines pipe file. When a worker
+dies (segmentation fault, abort, out-of-memory kill) or a check runs past the timeout, the runner
+records that check as ``error`` (crash) or ``timeout``, leaves it out and starts the worker again,
+so the rest of that backend and the other backends still run. Records go to
+``reports/results.jsonl`` as they arrive and ``reports/results.json`` is replaced atomically, so
+an interrupted run leaves valid files and ``--resume`` continues from them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import backends
+import spec as spec_mod
+from conformance.results import ResultsWriter, write_junit
+
+POLL_S = 0.2
+
+
+@dataclass
+class Options:
+    backends: list[str] | None
+    device: str | None = None
+    k: str | None = None
+    reports: Path = Path("reports")
+    timeout: float = 120.0
+    resume: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class Worker:
+    group: str
+    events: Path
+    proc: subprocess.Popen | None = None
+    offset: int = 0
+    started: dict = field(default_factory=dict)   # check id -> start time of the check running now
+    header: dict = field(default_factory=dict)
+
+
+def suite_file() -> Path:
+    import conformance
+
+    return Path(conformance.__file__).parent / "spec.nutshell"
+
+
+def _argv(opts: Options, w: Worker, skip: Path) -> list[str]:
+    argv = [sys.executable, "-m", "pytest", str(suite_file()), "-p", "no:cacheprovider", "-q", "--no-header",
+            "--tb=no", "-rN", "--no-nutshell-summary", f"--nutshell-group={w.group}", f"--events={w.events}",
+            f"--skip-ids={skip}"]
+    for b in opts.backends or []:
+        argv += ["--backend", b]
+    if opts.device:
+        argv += ["--nutshell-device", opts.device]
+    if opts.k:
+        argv += ["-k", opts.k]
+    return argv
+
+
+def _read_events(w: Worker) -> list[dict]:
+    if not w.events.is_file():
+        return []
+    with w.events.open() as f:
+        f.seek(w.offset)
+        chunk = f.read()
+    complete = chunk[: chunk.rfind("\n") + 1]
+    w.offset += len(complete.encode())
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+class Runner:
+    def __init__(self, opts: Options):
+        self.opts = opts
+        self.reports = opts.reports
+        self.parts = self.reports / "parts"
+        self.parts.mkdir(parents=True, exist_ok=True)
+        previous = self._previous() if opts.resume else []
+        self.done = {r["id"] for r in previous}
+        s = spec_mod.load()
+        self.writer = ResultsWriter(self.reports / "results.json",
+                                    {"spec_version": s.version, "backends": {}, "unavailable": {}}, records=previous)
+
+    def _previous(self) -> list[dict]:
+        lines = self.reports / "results.jsonl"
+        if not lines.is_file():
+            return []
+        out = []
+        for line in lines.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break   # a line cut short by the interruption: everything before it is good
+        return out
+
+    def groups(self) -> list[str]:
+        names = self.opts.backends or backends.names()
+        return [*names, "cross"]
+
+    def run(self) -> int:
+        for group in self.groups():
+            self._run_group(group)
+        self.writer.flush(final=True)
+        write_junit(self.writer.records, self.reports / "junit.xml")
+        bad = any(r["outcome"] in ("fail", "error") for r in self.writer.records)
+        explicit_missing = self.opts.backends and any(
+            n in self.writer.header["unavailable"] for n in self.opts.backends)
+        return 1 if bad or explicit_missing else 0
+
+    def _run_group(self, group: str) -> None:
+        w = Worker(group, self.parts / f"{group}.jsonl")
+        w.events.write_text("")
+        skip = self.parts / f"{group}.skip"
+        while True:
+            skip.write_text("\n".join(sorted(self.done)))
+            w.proc = subprocess.Popen(_argv(self.opts, w, skip), stdout=None if not self.opts.quiet else
+                                      subprocess.DEVNULL, start_new_session=True)
+            interrupted = self._watch(w)
+            if interrupted is None:
+                return
+
+    def _watch(self, w: Worker) -> str | None:
+        """Follow a worker until it ends; returns the id of a check it crashed or hung on."""
+        while True:
+            self._consume(w)
+            now = time.time()
+            for cid, t0 in list(w.started.items()):
+                if now - t0 > self.opts.timeout:
+                    self._kill(w)
+                    self._interrupted(w, cid, "timeout", f"no result after {self.opts.timeout:g} s; worker killed")
+                    return cid
+            rc = w.proc.poll()
+            if rc is not None:
+                self._consume(w)
+                if w.started:
+                    cid = next(iter(w.started))
+                    why = f"worker died ({_describe(rc)}) while running this check"
+                    self._interrupted(w, cid, "error", why)
+                    return cid
+                if rc not in (0, 1, 5):
+                    self._interrupted(w, f"{w.group}[worker]", "error",
+                                      f"the worker stopped with {_describe(rc)} outside any check")
+                return None
+            time.sleep(POLL_S)
+
+    def _consume(self, w: Worker) -> None:
+        for ev in _read_events(w):
+            kind = ev.pop("event")
+            if kind == "header":
+                self._merge_header(ev)
+            elif kind == "start":
+                w.started = {ev["id"]: ev["t"]}
+            elif kind == "record":
+                w.started.pop(ev["id"], None)
+                self._add(ev)
+
+    def _merge_header(self, h: dict) -> None:
+        hdr = self.writer.header
+        hdr["backends"].update(h.get("backends", {}))
+        hdr["unavailable"].update(h.get("unavailable", {}))
+
+    def _add(self, record: dict) -> None:
+        if record["id"] not in self.done:
+            self.done.add(record["id"])
+            self.writer.add(record)
+
+    def _interrupted(self, w: Worker, cid: str, outcome: str, why: str) -> None:
+        w.started.pop(cid, None)
+        backend = w.group if w.group != "cross" else "cross"
+        concept = cid.split("[", 1)[0]
+        self._add({"id": cid, "backend": backend, "concept": concept, "check": "crash", "vector": None,
+                   "dtype": None, "outcome": "error", "status": outcome, "message": why,
+                   "rerun": f"pytest '{suite_file()}::{cid}' --backend {backend}"})
+        if not self.opts.quiet:
+            print(f"\n[nutshell] {w.group}: {cid}: {why}", flush=True)
+
+    @staticmethod
+    def _kill(w: Worker) -> None:
+        try:
+            os.killpg(w.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        w.proc.wait()
+
+
+def _describe(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"signal {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"signal {-rc}"
+    return f"exit code {rc}"
+
+
+def run(opts: Options) -> int:
+    return Runner(opts).run()
