@@ -10,6 +10,7 @@ entry-point group.
 from __future__ import annotations
 
 import importlib
+import os
 from importlib.metadata import entry_points
 
 from backends.base import Backend
@@ -27,8 +28,28 @@ BUILTIN: dict[str, tuple[str, str]] = {
 }
 
 
+ENV_VAR = "NUTSHELL_BACKENDS"
+
+
+class _EnvEntry:
+    """A backend named in $NUTSHELL_BACKENDS as ``name=module:Class`` (comma-separated): a way to
+    try a backend without installing it."""
+
+    def __init__(self, name: str, target: str):
+        self.name, self.value = name, target
+
+    def load(self):
+        module, _, cls = self.value.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
 def _entry_points() -> dict:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILTIN}
+    eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILTIN}
+    for item in filter(None, os.environ.get(ENV_VAR, "").split(",")):
+        name, _, target = item.partition("=")
+        if name and target and name not in BUILTIN:
+            eps[name.strip()] = _EnvEntry(name.strip(), target.strip())
+    return eps
 
 
 def names() -> list[str]:

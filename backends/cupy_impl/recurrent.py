@@ -30,7 +30,7 @@ Arrays = dict[str, Any]
 def _blocks(z: Any) -> tuple[Any, Any, Any, Any]:
     """The i, f, g, o column blocks of z (N, 4H)."""
     h = z.shape[1] // 4
-    return z[:, h:2 * h], z[:, :h], z[:, 2 * h:3 * h], z[:, 3 * h:]
+    return z[:, :h], z[:, h:2 * h], z[:, 2 * h:3 * h], z[:, 3 * h:]
 
 
 def gates(z: Any, c: Any) -> tuple[Any, Any]:

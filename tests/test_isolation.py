@@ -1,0 +1,81 @@
+"""A crashing, hanging or wrong backend loses nothing: `nutshell run` records each and goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+HERE = Path(__file__).resolve().parent
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NUTSHELL_BACKENDS="faulty=faulty_backend:FaultyBackend",
+               PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "nutshell.cli", "run", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faulty")
+    r = run(tmp, "-b", "faulty", "-b", "torch", "-k", "relu or sigmoid or tanh or softmax", "--timeout", "5")
+    doc = json.loads((tmp / "reports" / "results.json").read_text())
+    return r, doc, tmp
+
+
+def by_id(doc) -> dict:
+    return {r["id"]: r for r in doc["results"]}
+
+
+def test_the_crash_is_recorded_and_the_run_goes_on(outcome):
+    r, doc, _ = outcome
+    recs = by_id(doc)
+    crash = recs["relu[faulty-kink-float32]"]
+    assert crash["outcome"] == "error" and "SIGSEGV" in crash["message"], crash
+    assert recs["relu[faulty-grid-float32]"]["outcome"] == "pass"
+    assert r.returncode == 1 and doc["complete"]
+
+
+def test_the_hang_is_a_timeout(outcome):
+    _, doc, _ = outcome
+    hang = by_id(doc)["sigmoid[faulty-saturation-float64]"]
+    assert hang["outcome"] == "error" and hang["status"] == "timeout", hang
+    assert by_id(doc)["sigmoid[faulty-grid-float64]"]["outcome"] == "pass"
+
+
+def test_nan_is_a_failure_with_numbers(outcome):
+    _, doc, _ = outcome
+    rec = by_id(doc)["tanh[faulty-grid-float32]"]
+    assert rec["outcome"] == "fail" and "outside the bound" in rec["message"] and "rerun" in rec
+
+
+def test_nothing_else_is_lost(outcome):
+    _, doc, _ = outcome
+    recs = by_id(doc)
+    torch_ids = {i for i in recs if "[torch-" in i}
+    faulty_ids = {i.replace("[torch-", "[faulty-") for i in torch_ids}
+    assert faulty_ids <= set(recs), sorted(faulty_ids - set(recs))[:5]
+    assert all(recs[i]["outcome"] == "pass" for i in torch_ids)
+    assert all(recs[i]["outcome"] == "pass" for i in recs if i.startswith("softmax[faulty-"))
+
+
+def test_resume_continues_without_redoing(outcome, tmp_path):
+    tmp = outcome[2]
+    lines = (tmp / "reports" / "results.jsonl").read_text().splitlines()
+    keep = len(lines) // 2
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "results.jsonl").write_text("\n".join(lines[:keep]) + "\n" + lines[keep][:10])
+    r = run(tmp_path, "-b", "torch", "-k", "softmax", "--resume")
+    resumed = json.loads((tmp_path / "reports" / "results.json").read_text())
+    kept_failures = any(json.loads(line)["outcome"] != "pass" for line in lines[:keep])
+    assert r.returncode == (1 if kept_failures else 0), r.stdout[-2000:]
+    assert resumed["complete"]
+    ids = [x["id"] for x in resumed["results"]]
+    assert len(ids) == len(set(ids))
+    assert {json.loads(line)["id"] for line in lines[:keep]} <= set(ids)
