@@ -61,6 +61,10 @@ def conv2d_fft(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, 
     n, _, hp, wp = xp.shape
     o, cg, kh, kw = wd.shape
     size = (hp + kh - 1, wp + kw - 1)
+    if n == 0:  # no transform of an empty batch; keep x and w in the graph for their (empty, zero) gradients
+        out = (0, o, (hp - kh) // stride[0] + 1, (wp - kw) // stride[1] + 1)
+        y = xp.new_zeros(out) + xp.sum() * 0 + wd.sum() * 0
+        return y if b is None else y + b[:, None, None]
     xf = torch.fft.rfft2(xp, s=size)                              # (N, C, P1, P2//2+1)
     wf = torch.fft.rfft2(wd.flip((2, 3)), s=size)                 # (O, Cg, P1, P2//2+1)
     xf = xf.reshape(n, groups, cg, *xf.shape[-2:])                # (N, G, Cg, P1, F)

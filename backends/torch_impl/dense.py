@@ -24,7 +24,7 @@ def maxout(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pieces: int = 2) -
     and gathered, so only it receives gradient whatever tie rule torch.max follows.
     """
     z = dense(x, w, b)
-    z = z.reshape(z.shape[0], -1, pieces)                          # (N, O, k)
+    z = z.reshape(z.shape[0], z.shape[1] // pieces, pieces)        # (N, O, k)
     top = z.detach().amax(-1, keepdim=True)                        # (N, O, 1)
     hit = (z.detach() == top) | z.detach().isnan()
     index = torch.arange(pieces, device=z.device).expand_as(z)
