@@ -74,6 +74,18 @@ class Backend:
         self._require(concept, dtype)
         return self._op(concept, full)
 
+    def model(self, name: str, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
+              dtype: str | None = None, dims: Mapping[str, int] | None = None):
+        """A spec model (spec/models.yaml) on this backend: ``forward``, ``loss_and_grads``, ``step``,
+        ``params``. ``params`` None: the spec's initialisation with ``seed``, in ``dtype`` (float32
+        unless given; with ``params``, their dtype). ``dims`` override the model's dimensions. The
+        default runs the graph node by node through this backend's ops (backends/graph.py); a backend
+        may override it with a native whole-model implementation."""
+        from backends.graph import Model
+        from spec import models
+
+        return Model(self, models.get(name, **(dims or {})), params=params, seed=seed, dtype=dtype)
+
     # --- benchmark-level hooks (native arrays) -----------------------------------------------
 
     def to_native(self, a: np.ndarray) -> Any:

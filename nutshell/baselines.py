@@ -102,7 +102,7 @@ def _torch_table() -> dict[str, Callable]:
     def avg_pool(x, kernel, stride, pads, ceil_mode, count_include_pad):
         top, left, bottom, right = pads
         if (top, left) != (bottom, right) or 2 * top > kernel[0] or 2 * left > kernel[1]:
-            return None
+            raise NotImplementedError("torch's avg_pool2d takes symmetric pads of at most half the kernel")
         return F.avg_pool2d(x, kernel, stride, (top, left), ceil_mode, count_include_pad)
 
     def lstm_cell(x, h, c, w_ih, w_hh, b):

@@ -109,19 +109,20 @@ def _cuda_works(index: int) -> bool:
 
 
 def _select_device(device: str | None) -> tuple[str, list]:
-    """(device name, ONNX Runtime providers) for a requested device."""
+    """(device name, ONNX Runtime providers) for a requested device; None picks cuda:0 when it works."""
     if device is None:
         device = "cuda:0" if _cuda_works(0) else "cpu"
     if device == "cpu":
         return "cpu", ["CPUExecutionProvider"]
     kind, _, index = device.partition(":")
-    if kind != "cuda" or not (index or "0").isdigit():
+    index = index or "0"
+    if kind != "cuda" or not index.isdigit():
         raise BackendUnavailable(f"backend 'onnx' has no device {device!r}; use 'cpu' or 'cuda[:N]'")
-    if not _cuda_works(int(index or 0)):
+    if not _cuda_works(int(index)):
         raise BackendUnavailable(f"backend 'onnx' cannot use {device}: it needs onnxruntime-gpu and a CUDA GPU; "
                                  "pip install 'nutshell[onnx-gpu]'")
-    cuda = {"device_id": int(index or 0), "use_tf32": 0}                     # full float32 in Conv and Gemm
-    return f"cuda:{cuda['device_id']}", [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+    cuda = {"device_id": int(index), "use_tf32": 0}                          # full float32 in Conv and Gemm
+    return f"cuda:{index}", [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
 
 
 class OnnxBackend(Backend):

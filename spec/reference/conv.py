@@ -114,7 +114,8 @@ def _fft_log2(x_shape, w_shape, pads, dilation) -> float:
 
 def _l2(a: np.ndarray, *lead: int) -> np.ndarray:
     """‖·‖₂ of each of the ``lead`` leading blocks of a: shape ``lead``."""
-    return np.sqrt((a * a).reshape(*lead, -1).sum(-1))
+    rest = a.size // max(math.prod(lead), 1)
+    return np.sqrt((a * a).reshape(*lead, rest).sum(-1))
 
 
 def _spread(e: np.ndarray, per: int, axis: int) -> np.ndarray:

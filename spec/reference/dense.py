@@ -48,7 +48,7 @@ def maxout(x: T, w: T, b: T, pieces: int) -> tuple[T, np.ndarray]:
     """
     z = dense(x, w, b)
     n = z.shape[0]
-    zr = z.reshape(n, -1, pieces)  # (N, O, k)
+    zr = z.reshape(n, z.shape[1] // pieces, pieces)  # (N, O, k)
     return zr.max(axis=-1), np.argmax(zr.v, axis=-1)
 
 
@@ -57,7 +57,7 @@ def maxout_grad(x: T, w: T, b: T, pieces: int, gy: T) -> dict[str, T]:
     _, first = maxout(x, w, b, pieces)
     mask = np.arange(pieces) == first[..., None]  # (N, O, k)
     gz = tracked.where(mask, T(gy.v[..., None], gy.e[..., None]), 0.0)
-    return dense_grad(x, w, b, gz.reshape(gz.shape[0], -1))
+    return dense_grad(x, w, b, gz.reshape(gz.shape[0], gz.shape[1] * gz.shape[2]))
 
 
 def logistic_regression(x: T, w: T, b: T) -> T:

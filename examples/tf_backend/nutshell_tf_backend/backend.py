@@ -1,0 +1,131 @@
+"""The TensorFlow backend: every concept as TensorFlow operations, every vjp through ``tf.GradientTape``.
+
+Forward functions live in one module per area and take their inputs and attributes by the
+spec's names, so one table maps a concept id to a function. The vjp is generic: run the
+forward under a tape watching the differentiable inputs, then
+``tape.gradient(outputs, inputs, output_gradients=cotangents)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from backends.base import Backend
+from backends.errors import BackendUnavailable
+from nutshell_tf_backend import activations, conv, dense, inception, losses, normalization, pooling, recurrent
+
+# concept id -> forward function; it returns one tensor, or a tuple in the spec's output order
+FORWARD: dict[str, Callable[..., Any]] = {
+    "sigmoid": activations.sigmoid,
+    "relu": activations.relu,
+    "tanh": activations.tanh,
+    "softmax": activations.softmax,
+    "log_softmax": activations.log_softmax,
+    "dense": dense.dense,
+    "layer": dense.layer,
+    "maxout": dense.maxout,
+    "logistic_regression": dense.logistic_regression,
+    "softmax_regression": dense.softmax_regression,
+    "binary_cross_entropy": losses.binary_cross_entropy,
+    "cross_entropy": losses.cross_entropy,
+    "conv2d": conv.conv2d,
+    "convolve2d": conv.convolve2d,
+    "conv2d_fft": conv.conv2d_fft,
+    "max_pool2d": pooling.max_pool2d,
+    "avg_pool2d": pooling.avg_pool2d,
+    "global_avg_pool2d": pooling.global_avg_pool2d,
+    "lrn": normalization.lrn,
+    "lstm_cell": recurrent.lstm_cell,
+    "lstm": recurrent.lstm,
+    "inception": inception.inception,
+}
+
+
+def select_device(device: str | None) -> str:
+    """None -> "gpu:0" when TensorFlow sees a GPU, else "cpu"; "cpu", "gpu[:N]" and "cuda[:N]" are accepted."""
+    gpus = len(tf.config.list_logical_devices("GPU"))
+    if device is None:
+        return "gpu:0" if gpus else "cpu"
+    if device == "cpu":
+        return "cpu"
+    kind, _, index = device.partition(":")
+    if kind not in ("gpu", "cuda") or not (index == "" or index.isdigit()):
+        raise BackendUnavailable(f"backend 'tf': unknown device {device!r}; use 'cpu', 'gpu:N' or 'cuda:N'")
+    if int(index or 0) >= gpus:
+        raise BackendUnavailable(f"backend 'tf': device {device!r} requested but TensorFlow {tf.__version__} "
+                                 f"sees {gpus} GPU(s); use device='cpu' or install 'tensorflow[and-cuda]'")
+    return f"gpu:{int(index or 0)}"
+
+
+class TfBackend(Backend):
+    """Every concept of the spec on TensorFlow, on the CPU or one GPU."""
+
+    name = "tf"
+
+    def __init__(self, device: str | None = None, spec=None):
+        super().__init__(device, spec)
+        self.device = select_device(device)
+        self._placement = "/" + self.device.upper()               # "/CPU" or "/GPU:0"
+        tf.config.experimental.enable_tensor_float_32_execution(False)   # full float32 matmuls on the GPU
+
+    # --- numpy <-> tensorflow -------------------------------------------------------------
+
+    def to_native(self, a: np.ndarray) -> tf.Tensor:
+        with tf.device(self._placement):
+            return tf.identity(tf.convert_to_tensor(np.array(a, copy=True, order="C")))
+
+    def to_numpy(self, t: tf.Tensor) -> np.ndarray:
+        return np.asarray(t.numpy())                               # a 0-d tensor gives a 0-d array
+
+    def synchronize(self) -> None:
+        if self.device != "cpu":
+            tf.test.experimental.sync_devices()
+
+    # --- the hooks ------------------------------------------------------------------------
+
+    def _outputs(self, concept: str, result: Any) -> dict[str, tf.Tensor]:
+        """Name the forward function's result(s) with the spec's output names."""
+        names = self.spec.concept(concept).outputs
+        values = result if isinstance(result, tuple) else (result,)
+        return dict(zip(names, values, strict=True))
+
+    def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:
+        with tf.device(self._placement):
+            tensors = {k: tf.convert_to_tensor(v) for k, v in inputs.items()}
+            out = self._outputs(concept, FORWARD[concept](**tensors, **attrs))
+        return {k: self.to_numpy(v) for k, v in out.items()}
+
+    def _vjp(self, concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
+             attrs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Σ_out cot_out · ∂out/∂input for every differentiable input given, by reverse-mode autodiff."""
+        diff = [k for k in self.spec.concept(concept).differentiable if k in inputs]
+        with tf.device(self._placement):
+            tensors = {k: tf.convert_to_tensor(v) for k, v in inputs.items()}
+            with tf.GradientTape() as tape:
+                tape.watch([tensors[k] for k in diff])
+                out = self._outputs(concept, FORWARD[concept](**tensors, **attrs))
+            grads = tape.gradient(list(out.values()), [tensors[k] for k in diff],
+                                  output_gradients=[tf.convert_to_tensor(cotangents[k]) for k in out],
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return {k: self.to_numpy(tf.convert_to_tensor(g)) for k, g in zip(diff, grads, strict=True)}
+
+    def _op(self, concept: str, attrs: dict[str, Any]) -> Callable[..., dict[str, tf.Tensor]]:
+        """The forward as one traced ``tf.function`` (traced again for each new input signature)."""
+        traced = tf.function(lambda **native: self._outputs(concept, FORWARD[concept](**native, **attrs)),
+                             autograph=False)
+
+        def call(**native: tf.Tensor) -> dict[str, tf.Tensor]:
+            with tf.device(self._placement):
+                return traced(**native)
+        return call
+
+    def unsupported(self, concept: str, dtype: str) -> str | None:
+        """Every concept runs in float32 and float64: the ops whose TensorFlow kernels lack float64
+        (max pooling, LRN) are written from primitives that keep it."""
+        if concept not in FORWARD:
+            return "not implemented by the tf backend"
+        return None

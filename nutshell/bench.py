@@ -1,0 +1,580 @@
+"""Time every concept (forward and vjp) and every model's training step on every backend, at the
+shapes of spec/bench.yaml; print a table and write reports/bench.json.
+
+Method, per measurement: one warm-up call and one calibration call (compilation, caches and
+allocations happen there), then samples of ``number`` calls each, sized to last a few
+milliseconds, with the device synchronised at the end of every sample; sampling stops once the
+median is stable (its standard error, estimated from the median absolute deviation, under 1%) or
+the time cap is reached. Reported: the median, the interquartile spread, the best sample.
+
+Forward calls go through the contract's benchmark level (``b.op`` on native arrays: no host
+copies inside the timed region). The contract has no native-level vjp, so vjp calls go through
+``b.vjp`` with NumPy arrays (marked ``api`` in bench.json and ``*`` in the table). A model's
+training step is ``m.step`` (also ``api``).
+
+Two ratios come from the same run: the share of the machine's peak (the best float32 matrix
+product among the installed libraries at a large square size, per device) and the overhead
+against the native baseline (the same work called directly on the library, see
+nutshell/baselines.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.metadata
+import json
+import math
+import operator
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import backends
+import spec as spec_mod
+from backends import validate
+from backends.errors import SpecError, UnsupportedConcept
+from backends.signatures import output_shapes
+from conformance.results import atomic_write, machine_info
+from nutshell import baselines
+
+BENCH_FILE = spec_mod.SPEC_DIR / "bench.yaml"
+SIZES = ("small", "medium", "large")
+DTYPE = "float32"
+KIND = "nutshell-bench"
+
+
+# ------------------------------------------------------------------------- the spec's entries
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark shape: an entry of bench.yaml at one size."""
+
+    name: str                 # concept or model id
+    kind: str                 # concept | model
+    size: str
+    shapes: dict
+    attrs: dict
+    note: str
+    entry: dict
+
+
+def load_entries(path: str | Path = BENCH_FILE) -> dict[str, dict]:
+    """The entries of bench.yaml (validated; concept entries must name a spec concept)."""
+    doc = spec_mod.load_document(path)
+    entries = doc.get("bench") or {}
+    concepts = spec_mod.load().concepts
+    for name, e in entries.items():
+        where = f"{path}: bench entry {name}"
+        if e.get("kind") not in ("concept", "model"):
+            raise SpecError(f"{where}: field kind: must be 'concept' or 'model'")
+        if e["kind"] == "concept" and name not in concepts:
+            raise SpecError(f"{where}: no concept of that name in concepts.yaml")
+        for key in ("flops", "sizes") + (("flops_vjp",) if e["kind"] == "concept" else ("input",)):
+            if key not in e:
+                raise SpecError(f"{where}: field {key} is missing")
+        unknown = set(e["sizes"]) - set(SIZES)
+        if unknown:
+            raise SpecError(f"{where}: field sizes: unknown size(s) {sorted(unknown)}; use {', '.join(SIZES)}")
+    return entries
+
+
+def cases(entries: dict[str, dict], names: list[str] | None, sizes: list[str] | None) -> list[Case]:
+    """The cases to run, in bench.yaml's order; unknown names are a SpecError."""
+    unknown = sorted(set(names or ()) - set(entries))
+    if unknown:
+        raise SpecError(f"no benchmark for {', '.join(unknown)}; spec/bench.yaml has: {', '.join(entries)}")
+    out = []
+    for name, e in entries.items():
+        if names and name not in names:
+            continue
+        for size, d in e["sizes"].items():
+            if sizes and size not in sizes:
+                continue
+            shapes = d.get("shapes") or {"x": [d["batch"], *e["input"]]}
+            out.append(Case(name, e["kind"], size, shapes, d.get("attrs", {}), d.get("note", ""), e))
+    return out
+
+
+# --------------------------------------------------------------------------- FLOP formulas
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
+_FUNCS = {"size": lambda s: math.prod(s), "log2": math.log2, "min": min, "max": max}
+
+
+def evaluate(expr: Any, names: dict[str, Any]) -> Any:
+    """Evaluate a formula of bench.yaml: numbers, names, + − × / // **, subscripts, size/log2/min/max."""
+    try:
+        tree = ast.parse(str(expr), mode="eval").body
+    except SyntaxError as exc:
+        raise SpecError(f"bench formula {expr!r}: {exc.msg}") from None
+
+    def ev(n: ast.AST) -> Any:
+        if isinstance(n, ast.Constant) and isinstance(n.value, (int, float)):
+            return n.value
+        if isinstance(n, ast.Name) and n.id in names:
+            return names[n.id]
+        if isinstance(n, ast.BinOp) and type(n.op) in _BINARY:
+            return _BINARY[type(n.op)](ev(n.left), ev(n.right))
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return -ev(n.operand)
+        if isinstance(n, ast.Subscript):
+            return ev(n.value)[ev(n.slice)]
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _FUNCS and not n.keywords:
+            return _FUNCS[n.func.id](*(ev(a) for a in n.args))
+        raise SpecError(f"bench formula {expr!r}: cannot evaluate {ast.unparse(n)!r} "
+                        f"(known names: {', '.join(sorted(names))})")
+    try:
+        return ev(tree)
+    except (IndexError, TypeError, ZeroDivisionError) as exc:
+        raise SpecError(f"bench formula {expr!r}: {exc}") from None
+
+
+def flops(entry: dict, key: str, shapes: dict, outs: dict, attrs: dict) -> float:
+    """The FLOPs of one call: ``entry[key]`` over input shapes, ``out_``-prefixed output shapes,
+    attributes and the entry's symbols (defined in order)."""
+    names: dict[str, Any] = {**attrs, **{k: tuple(v) for k, v in shapes.items()},
+                             **{f"out_{k}": tuple(v) for k, v in outs.items()}}
+    for sym, expr in (entry.get("symbols") or {}).items():
+        names[sym] = evaluate(expr, names)
+    return float(evaluate(entry[key], names))
+
+
+# ---------------------------------------------------------------------------------- timing
+
+@dataclass(frozen=True)
+class Settings:
+    cap_s: float = 1.0            # stop sampling after this long (once min_samples are in)
+    min_samples: int = 5
+    max_samples: int = 200
+    sample_s: float = 0.005       # aim for samples this long (calls per sample adapt)
+    rel_error: float = 0.01       # stop when the median's standard error is under this share
+    peak_n_cpu: int = 2048
+    peak_n_gpu: int = 8192
+
+
+QUICK = Settings(cap_s=0.2, min_samples=3, max_samples=50, sample_s=0.002, rel_error=0.02)
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_s: float
+    q25_s: float
+    q75_s: float
+    min_s: float
+    samples: int
+    number: int              # calls per sample
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range over the median."""
+        return (self.q75_s - self.q25_s) / self.median_s if self.median_s > 0 else 0.0
+
+
+def _stable(samples: list[float], rel: float) -> bool:
+    """Whether the median's standard error (≈ 1.253 · 1.4826 · MAD / √n) is under ``rel`` of it."""
+    med = statistics.median(samples)
+    mad = statistics.median(abs(s - med) for s in samples)
+    return 1.2533 * 1.4826 * mad / math.sqrt(len(samples)) <= rel * med
+
+
+def measure(fn: Callable[[], Any], sync: Callable[[], None], s: Settings = Settings()) -> Timing:
+    """Median time of one ``fn()`` (see the module docstring for the method)."""
+    clock = time.perf_counter
+    fn()
+    sync()                                          # warm-up: compilation, caches, allocations
+    t0 = clock()
+    fn()
+    sync()
+    number = max(1, min(10_000, int(s.sample_s / max(clock() - t0, 1e-7))))
+    samples: list[float] = []
+    start = clock()
+    while len(samples) < s.max_samples:
+        t0 = clock()
+        for _ in range(number):
+            fn()
+        sync()
+        samples.append((clock() - t0) / number)
+        if len(samples) >= s.min_samples and (clock() - start > s.cap_s or _stable(samples, s.rel_error)):
+            break
+    q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else samples * 3
+    return Timing(statistics.median(samples), q[0], q[2], min(samples), len(samples), number)
+
+
+# ---------------------------------------------------------------------------- machine peak
+
+def device_key(device: str) -> str:
+    """The hardware a backend runs on: "cpu (numpy)" -> "cpu", "cuda:0" stays."""
+    return device.split()[0]
+
+
+def _matmul_calls(device: str, n: int) -> dict[str, Callable[[], tuple[Callable, Callable]]]:
+    """library -> maker of (call, synchronize) for an n×n float32 product on ``device``."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    index = int(device.partition(":")[2] or 0)
+
+    def numpy_():
+        return (lambda: a @ b), (lambda: None)
+
+    def torch_():
+        import torch
+
+        dev = torch.device("cpu") if device == "cpu" else torch.device("cuda", index)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("no CUDA device for torch")
+        ta, tb = torch.from_numpy(a).to(dev), torch.from_numpy(b).to(dev)
+        return (lambda: ta @ tb), ((lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None))
+
+    def cupy_():
+        import cupy
+
+        with cupy.cuda.Device(index):
+            ca, cb = cupy.asarray(a), cupy.asarray(b)
+        return (lambda: ca @ cb), (lambda: cupy.cuda.Device(index).synchronize())
+
+    def ort_():
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "peak",
+                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        providers = ["CPUExecutionProvider"] if device == "cpu" else [("CUDAExecutionProvider", {"device_id": index})]
+        sess = ort.InferenceSession(model.SerializeToString(), providers=providers)
+        if device != "cpu" and sess.get_providers()[0] != "CUDAExecutionProvider":
+            raise RuntimeError("onnxruntime has no CUDA provider here")
+        onnx.checker.check_model(model)
+        if device == "cpu":
+            return (lambda: sess.run(None, {"a": a, "b": b})), (lambda: None)
+        io = sess.io_binding()
+        for k, v in (("a", a), ("b", b)):
+            io.bind_ortvalue_input(k, ort.OrtValue.ortvalue_from_numpy(v, "cuda", index))
+        io.bind_output("c", "cuda", index)
+        return (lambda: sess.run_with_iobinding(io)), (lambda: None)
+
+    calls = {"torch": torch_, "onnxruntime": ort_}
+    return ({"numpy": numpy_} | calls) if device == "cpu" else (calls | {"cupy": cupy_})
+
+
+def machine_peak(devices: set[str], s: Settings) -> dict[str, dict]:
+    """Per device: the best float32 matrix-product rate among the installed libraries, in GFLOP/s."""
+    out = {}
+    for dev in sorted(devices):
+        n = s.peak_n_cpu if dev == "cpu" else s.peak_n_gpu
+        rates: dict[str, float | str] = {}
+        for lib, make in _matmul_calls(dev, n).items():
+            try:
+                call, sync = make()
+                rates[lib] = 2 * n**3 / measure(call, sync, s).median_s / 1e9
+            except Exception as exc:  # a library that is missing or cannot use this device
+                rates[lib] = f"unavailable: {type(exc).__name__}: {exc}"[:200]
+        measured = {k: v for k, v in rates.items() if isinstance(v, float)}
+        best = max(measured, key=measured.get) if measured else None
+        out[dev] = {"n": n, "dtype": DTYPE, "gflops": measured.get(best), "library": best, "libraries": rates}
+    return out
+
+
+# ------------------------------------------------------------------------------ environment
+
+_DISTRIBUTIONS = ("numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "cupy-cuda12x", "cupy-cuda11x",
+                  "cupy", "tensorflow-cpu", "tensorflow", "matplotlib", "nutshell")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in _DISTRIBUTIONS:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_name(index: int) -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(index)
+    except ImportError:
+        pass
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceProperties(index)["name"].decode()
+    except Exception:
+        return "unknown CUDA device"
+
+
+def devices(keys: set[str]) -> dict[str, str]:
+    """Device key -> its hardware name, for the devices the benchmarked backends use."""
+    return {k: _cpu_name() if k == "cpu" else _gpu_name(int(k.partition(":")[2] or 0)) for k in sorted(keys)}
+
+
+# ------------------------------------------------------------------------------ measurements
+
+def _inputs(concept: spec_mod.Concept, shapes: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Seeded float32 inputs (labels in range, targets in [0, 1])."""
+    out = {}
+    for name, shape in shapes.items():
+        if concept.input(name).dtype == "int64":
+            out[name] = rng.integers(0, shapes["logits"][-1], size=shape).astype(np.int64)
+        elif name == "targets":
+            out[name] = rng.uniform(0.0, 1.0, size=shape).astype(DTYPE)
+        else:
+            out[name] = (0.5 * rng.standard_normal(shape)).astype(DTYPE)
+    return out
+
+
+def host(value: Any) -> list[np.ndarray]:
+    """Any library's result (tensor, CuPy or ORT array, or a tuple/list/dict of them) as NumPy arrays."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [a for v in value for a in host(v)]
+    for get in ("detach", "get", "numpy"):
+        if hasattr(value, get) and not isinstance(value, np.ndarray):
+            if get == "detach":
+                return [value.detach().cpu().numpy()]
+            return [np.asarray(getattr(value, get)())]
+    return [np.asarray(value)]
+
+
+def agree(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    """Same shapes and values to float32 precision of the largest magnitude (relative 1e-3)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        scale = max(float(np.max(np.abs(y), initial=0.0)), 1e-30)
+        if x.shape != y.shape or not np.allclose(x, y, rtol=1e-3, atol=1e-3 * scale):
+            return False
+    return True
+
+
+@dataclass
+class Job:
+    """What one measurement times: the backend's call, its native baseline, and its FLOPs."""
+
+    direction: str                  # forward | vjp | step
+    level: str                      # native (benchmark level) | api (NumPy in and out)
+    call: Callable[[], Any]
+    flops: float
+    baseline: Callable[[], Any] | None = None
+    result: Callable[[], list[np.ndarray]] | None = None   # the backend's result, for the agreement check
+
+
+def concept_jobs(b: Any, base: baselines.Baseline | None, case: Case) -> list[Job]:
+    """Forward (benchmark level) and vjp (NumPy API) of one concept case."""
+    c = b.spec.concept(case.name)
+    inputs = _inputs(c, case.shapes, np.random.default_rng(0))
+    attrs = validate._check_attrs(c, case.attrs)
+    outs = output_shapes(case.name, {k: v.shape for k, v in inputs.items()}, attrs)
+    rng = np.random.default_rng(1)
+    cots = {k: (0.5 * rng.standard_normal(s)).astype(DTYPE) for k, s in outs.items()}
+    op = b.op(case.name, case.attrs, dtype=DTYPE)
+    native = {k: b.to_native(v) for k, v in inputs.items()}
+    diff = [k for k in c.differentiable if k in inputs]
+    fwd = Job("forward", "native", lambda: op(**native), flops(case.entry, "flops", case.shapes, outs, attrs),
+              base.forward(case.name, attrs, inputs) if base else None,
+              lambda: [b.to_numpy(v) for v in op(**native).values()])
+    vjp = Job("vjp", "api", lambda: b.vjp(case.name, inputs, cots, case.attrs),
+              flops(case.entry, "flops_vjp", case.shapes, outs, attrs),
+              base.vjp(case.name, attrs, inputs, cots) if base else None,
+              lambda: [b.vjp(case.name, inputs, cots, case.attrs)[k] for k in diff])
+    return [fwd, vjp]
+
+
+def model_jobs(b: Any, case: Case) -> list[Job]:
+    """One SGD step of a model on a seeded batch (the model API takes NumPy)."""
+    if not hasattr(b, "model"):
+        raise UnsupportedConcept(f"backend '{b.name}' has no model API yet", concept=case.name)
+    rng = np.random.default_rng(0)
+    m = b.model(case.name, seed=0)
+    x = (0.5 * rng.standard_normal(case.shapes["x"])).astype(DTYPE)
+    logits = np.asarray(m.forward(x))
+    labels = rng.integers(0, logits.shape[-1], size=x.shape[0]).astype(np.int64)
+    lr = float(case.entry.get("lr", 1e-3))
+    work = flops(case.entry, "flops", case.shapes, {"logits": logits.shape}, {})
+    return [Job("step", "api", lambda: m.step(x, labels, lr), work)]
+
+
+def _record(b: Any, case: Case, direction: str, level: str) -> dict:
+    return {"backend": b.name, "device": b.device, "concept": case.name, "kind": case.kind, "size": case.size,
+            "direction": direction, "level": level, "dtype": DTYPE, "shapes": case.shapes, "attrs": case.attrs,
+            "note": case.note, "outcome": "ok"}
+
+
+def _time_job(b: Any, job: Job, rec: dict, peak: dict | None, s: Settings, library: str | None) -> None:
+    t = measure(job.call, b.synchronize, s)
+    rec.update(flops=job.flops, time=asdict(t) | {"spread": t.spread}, gflops=job.flops / t.median_s / 1e9)
+    rec["peak_share"] = rec["gflops"] / peak["gflops"] if peak and peak.get("gflops") else None
+    rec["baseline"], rec["overhead"] = None, None
+    if job.baseline is None:
+        return
+    try:
+        same = job.result is None or agree(job.result(), host(job.baseline()))
+    except Exception as exc:  # the library call does not take these attributes
+        rec["baseline"] = {"library": library, "skipped": f"{type(exc).__name__}: {exc}"[:200]}
+        return
+    if not same:
+        rec["baseline"] = {"library": library, "skipped": "its result disagrees with the backend's"}
+        return
+    bt = measure(job.baseline, b.synchronize, s)
+    rec["baseline"] = {"library": library, "time": asdict(bt) | {"spread": bt.spread}}
+    rec["overhead"] = t.median_s / bt.median_s
+
+
+def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[[str], None]) -> list[dict]:
+    """Every measurement of one case on one backend; failures become records, never exceptions."""
+    directions = ("forward", "vjp") if case.kind == "concept" else ("step",)
+    base = baselines.for_backend(b) if case.kind == "concept" else None
+    try:
+        jobs = concept_jobs(b, base, case) if case.kind == "concept" else model_jobs(b, case)
+    except Exception as exc:
+        for _ in directions:
+            tick("")
+        outcome = "unsupported" if isinstance(exc, UnsupportedConcept) else "error"
+        return [_record(b, case, d, "native" if d == "forward" else "api") | {
+            "outcome": outcome, "message": f"{type(exc).__name__}: {exc}"} for d in directions]
+    records = []
+    for job in jobs:
+        tick(f"{b.name} {case.name} {case.size} {job.direction}")
+        rec = _record(b, case, job.direction, job.level)
+        try:
+            _time_job(b, job, rec, peak, s, base.library if base else None)
+        except UnsupportedConcept as exc:
+            rec.update(outcome="unsupported", message=str(exc))
+        except Exception as exc:
+            rec.update(outcome="error", message=f"{type(exc).__name__}: {exc}"[:500])
+        records.append(rec)
+    return records
+
+
+# --------------------------------------------------------------------------------- progress
+
+class Progress:
+    """A one-line bar with an ETA on stderr, only on a terminal and never when CI is set."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+        self.enabled = bool(getattr(stream, "isatty", lambda: False)()) and not ci
+        self.start = time.monotonic()
+
+    def tick(self, label: str) -> None:
+        if self.enabled and label:
+            elapsed = time.monotonic() - self.start
+            eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+            filled = int(20 * self.done / max(self.total, 1))
+            eta_text = "--:--" if math.isnan(eta) else f"{int(eta) // 60:d}:{int(eta) % 60:02d}"
+            line = f"[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} ETA {eta_text} {label}"
+            self.stream.write("\r" + line[:79].ljust(79))
+            self.stream.flush()
+        self.done += 1
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 79 + "\r")
+            self.stream.flush()
+
+
+# ------------------------------------------------------------------------------------ output
+
+def _num(v: float | None, width: int) -> str:
+    if v is None:
+        return "—".rjust(width)
+    digits = 0 if v >= 1000 else 1 if v >= 100 else 2 if v >= 10 else 3
+    return f"{v:{width}.{digits}f}"
+
+
+def table(doc: dict) -> str:
+    """The results in 80 columns: one line per measurement, the peaks first."""
+    lines = []
+    for dev, p in doc["peak"].items():
+        rate = f"{p['gflops']:.1f} GFLOP/s ({p['library']}, {p['n']}² {p['dtype']})" if p["gflops"] else "unknown"
+        lines.append(f"peak {dev}: {rate}"[:80])
+    lines.append(f"{'concept':<19} {'size':<6} {'dir':<4} {'backend':<7}{'ms':>9} {'GFLOP/s':>8} "
+                 f"{'%peak':>6} {'ovh×':>5} {'±':>5}")
+    for r in doc["results"]:
+        d = {"forward": "fwd", "vjp": "vjp*", "step": "step*"}[r["direction"]]
+        head = f"{r['concept'][:19]:<19} {r['size']:<6} {d:<5}{r['backend'][:7]:<7}"
+        if r["outcome"] != "ok":
+            lines.append(f"{head} {r['outcome']}: {r.get('message', '')}"[:80])
+            continue
+        share = None if r["peak_share"] is None else 100 * r["peak_share"]
+        lines.append(f"{head}{_num(1e3 * r['time']['median_s'], 9)} {_num(r['gflops'], 8)} {_num(share, 6)} "
+                     f"{_num(r['overhead'], 5)} {100 * r['time']['spread']:4.0f}%")
+    lines.append("* through the NumPy API (host copies included); ovh× = time / the library called directly;")
+    lines.append("  ± = interquartile range over the median")
+    for name, why in doc["unavailable"].items():
+        lines.append(f"{name}: unavailable: {why}"[:80])
+    return "\n".join(lines)
+
+
+def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[str] | None, s: Settings,
+              out: Path, device: str | None = None, stream=sys.stderr) -> dict:
+    """Run the benchmark, writing ``out`` after every case; returns the document."""
+    selected = cases(load_entries(), concepts, sizes)
+    loaded, missing = backends.available(names, device)
+    keys = {device_key(b.device) for b in loaded.values()}
+    doc = {"kind": KIND, "schema_version": 1, "spec_version": spec_mod.load().version,
+           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": False,
+           "settings": asdict(s), "machine": machine_info(), "devices": devices(keys), "versions": versions(),
+           "backends": {n: {"device": b.device} for n, b in loaded.items()}, "unavailable": missing,
+           "peak": machine_peak(keys, s), "results": []}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress(sum(len(loaded) * (2 if c.kind == "concept" else 1) for c in selected), stream)
+    for case in selected:
+        for b in loaded.values():
+            doc["results"] += run_case(b, case, doc["peak"].get(device_key(b.device)), s, progress.tick)
+            atomic_write(out, json.dumps(doc, indent=1))
+    progress.close()
+    doc.update(complete=True, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    atomic_write(out, json.dumps(doc, indent=1))
+    return doc
+
+
+# ---------------------------------------------------------------------------------- command
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-b", "--backend", action="append", help="backend to time (repeatable; default: all that load)")
+    p.add_argument("--concept", action="append", help="concept or model of spec/bench.yaml (repeatable)")
+    p.add_argument("--size", action="append", choices=SIZES, help="benchmark size (repeatable; default: all, "
+                   "or medium with --quick)")
+    p.add_argument("--quick", action="store_true", help="short time caps, the medium size unless --size is given")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="device for every backend (default: the best)")
+    p.add_argument("-o", "--output", type=Path, default=Path("reports") / "bench.json", help="where bench.json goes")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = QUICK if args.quick else Settings()
+    sizes = args.size or (["medium"] if args.quick else None)
+    doc = run_bench(args.backend, args.concept, sizes, settings, args.output, args.device)
+    print(table(doc))
+    print(f"bench: {args.output}")
+    failed = any(r["outcome"] == "error" for r in doc["results"]) or (args.backend and doc["unavailable"])
+    return 1 if failed else 0

@@ -1,0 +1,176 @@
+"""Every claim check passes on a correct backend and fails on one that breaks the claim.
+
+The correct backend is the float64 reference behind the contract; each broken one replaces one
+concept with a plausible mistake (a non-linear dense, a convolution that forgets the flip,
+subsampling posing as max pooling, ...), or the claim gets a deliberately wrong threshold.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import spec
+from backends.base import Backend
+from conformance import claims
+from conformance.checks import CheckFailed
+from spec import reference
+
+TOL = spec.load().tolerance
+CLAIMS = {c["id"]: c for c in claims.load()}
+
+
+def _f64(arrays: dict) -> dict:
+    return {k: v.astype(np.float64) for k, v in arrays.items()}
+
+
+def oracle_forward(concept: str, inputs: dict, attrs: dict) -> dict:
+    dt = inputs["x"].dtype
+    return {k: t.v.astype(dt) for k, t in reference.forward(concept, _f64(inputs), attrs).items()}
+
+
+class Oracle(Backend):
+    """The reference as a backend; ``patches`` replace a concept's forward or vjp."""
+
+    name = "oracle"
+
+    def __init__(self, forward: dict | None = None, vjp: dict | None = None):
+        super().__init__()
+        self.patch_forward, self.patch_vjp = forward or {}, vjp or {}
+
+    def _forward(self, concept, inputs, attrs):
+        return self.patch_forward.get(concept, oracle_forward)(concept, inputs, attrs)
+
+    def _vjp(self, concept, inputs, cotangents, attrs):
+        if concept in self.patch_vjp:
+            return self.patch_vjp[concept](concept, inputs, cotangents, attrs)
+        dt = inputs["x"].dtype
+        return {k: t.v.astype(dt) for k, t in reference.vjp(concept, _f64(inputs), _f64(cotangents), attrs).items()}
+
+
+def run(claim_id: str, backend: Backend | None = None, **threshold):
+    claim = copy.deepcopy(CLAIMS[claim_id])
+    claim["threshold"].update(threshold)
+    return claims.run_claim(backend or Oracle(), claim, TOL)
+
+
+def fails(claim_id: str, backend: Backend | None = None, **threshold) -> str:
+    with pytest.raises(CheckFailed) as e:
+        run(claim_id, backend, **threshold)
+    assert e.value.record["details"], "a failure must carry the measured numbers"
+    return str(e.value)
+
+
+def test_every_claim_has_a_check_and_every_check_a_claim():
+    assert set(CLAIMS) == set(claims.CHECKS)
+
+
+@pytest.mark.parametrize("claim_id", sorted(claims.CHECKS))
+def test_claim_holds_on_the_reference(claim_id):
+    rec = run(claim_id)
+    assert rec.details and rec.usage <= 1
+
+
+# --- 1. linear collapse ----------------------------------------------------------------------
+
+def test_linear_collapse_fails_when_dense_is_slightly_nonlinear():
+    def bent(concept, inputs, attrs):
+        y = oracle_forward(concept, inputs, attrs)["y"]
+        return {"y": y + np.float32(1e-4) * y * y}
+    assert "bound usage" in fails("linear_collapse", Oracle({"dense": bent}))
+
+
+def test_linear_collapse_fails_when_the_layers_do_nothing():
+    assert "moved the batch" in fails("linear_collapse", Oracle({"dense": lambda c, i, a: {"y": i["x"].copy()}}))
+
+
+# --- 2. XOR ----------------------------------------------------------------------------------
+
+def test_xor_fails_without_the_relu():
+    def linear_layer(concept, inputs, attrs):
+        return oracle_forward(concept, inputs, {**attrs, "activation": "identity"})
+    assert "ReLU network" in fails("xor_needs_nonlinearity", Oracle({"layer": linear_layer}))
+
+
+def test_xor_fails_with_a_threshold_below_what_linear_models_reach():
+    assert "3 of 4" in fails("xor_needs_nonlinearity", linear_correct_max=2)
+
+
+def test_xor_fails_when_the_grid_misses_labellings():
+    claim = copy.deepcopy(CLAIMS["xor_needs_nonlinearity"])
+    claim["parameters"]["grid"]["weights"] = [1.0, 1.0, 0.25]
+    with pytest.raises(CheckFailed, match="labellings"):
+        claims.run_claim(Oracle(), claim, TOL)
+
+
+# --- 3. convolution theorem ------------------------------------------------------------------
+
+def test_convolution_theorem_fails_for_a_half_precision_fft():
+    def half(concept, inputs, attrs):
+        y = oracle_forward("conv2d", inputs, attrs)["y"]
+        return {"y": y.astype(np.float16).astype(y.dtype)}
+    assert "bound usage" in fails("convolution_theorem", Oracle({"conv2d_fft": half}))
+
+
+# --- 4. convolution versus cross-correlation -------------------------------------------------
+
+def test_flip_claim_fails_when_convolve2d_does_not_flip():
+    no_flip = Oracle({"convolve2d": lambda c, i, a: oracle_forward("conv2d", i, a)})
+    assert "no flip" in fails("convolution_is_flipped_correlation", no_flip)
+
+
+def test_flip_claim_fails_when_convolve2d_flips_one_axis_only():
+    def rows_only(concept, inputs, attrs):
+        return oracle_forward("conv2d", {**inputs, "w": np.ascontiguousarray(inputs["w"][:, :, ::-1])}, attrs)
+    assert "bound usage" in fails("convolution_is_flipped_correlation", Oracle({"convolve2d": rows_only}))
+
+
+# --- 5. pooling ------------------------------------------------------------------------------
+
+def test_pooling_claim_fails_for_plain_subsampling():
+    def subsample(concept, inputs, attrs):
+        kh, kw = attrs["kernel"]
+        return {"y": np.ascontiguousarray(inputs["x"][:, :, ::kh, ::kw])}
+    assert "changed pooled outputs" in fails("pooling_shift_invariance", Oracle({"max_pool2d": subsample}))
+
+
+def test_pooling_claim_fails_when_a_whole_window_shift_is_required_to_keep_the_map():
+    assert "whole window" in fails("pooling_shift_invariance", changed_by_whole_window_min=10**6)
+
+
+# --- 6. vanishing gradients ------------------------------------------------------------------
+
+def test_vanishing_gradients_fails_when_the_sigmoid_slope_is_dropped():
+    def no_slope(concept, inputs, cotangents, attrs):
+        ident = {**attrs, "activation": "identity"}
+        return {k: t.v.astype(np.float32) for k, t in
+                reference.vjp(concept, _f64(inputs), _f64(cotangents), ident).items()}
+    assert "sigmoid first/last" in fails("vanishing_gradients", Oracle(vjp={"layer": no_slope}))
+
+
+def test_vanishing_gradients_fails_with_a_too_tight_relu_band():
+    assert "ReLU first/last" in fails("vanishing_gradients", relu_ratio_min=2.0)
+
+
+# --- 7. inception's reduction ----------------------------------------------------------------
+
+def test_counting_proxy_counts_grouped_convolutions():
+    cb = claims.CountingBackend(Oracle())
+    x, w = np.ones((1, 4, 5, 5), np.float32), np.ones((6, 2, 3, 3), np.float32)
+    cb.run("conv2d", {"x": x, "w": w}, {"pads": [1, 1, 1, 1], "groups": 2})
+    cb.run("relu", {"x": x})
+    assert cb.macs() == 1 * 6 * 5 * 5 * 2 * 3 * 3
+    assert [c["macs"] for c in cb.calls] == [2700, 0]
+
+
+def test_inception_claim_fails_when_the_backend_drops_the_padding():
+    def unpadded(concept, inputs, attrs):
+        return oracle_forward(concept, inputs, {**attrs, "pads": [0, 0, 0, 0]})
+    msg = fails("inception_reduction", Oracle({"conv2d": unpadded}))
+    assert "direct_macs: measured" in msg
+
+
+def test_inception_claim_fails_against_a_wrong_stated_count():
+    assert "reduced_macs" in fails("inception_reduction", reduced_macs=49774593)
