@@ -31,7 +31,9 @@ def for_backend(b: Any) -> Baseline | None:
 
 
 class Baseline:
-    """``forward``/``vjp`` return a zero-argument call doing the work, or None when there is none."""
+    """``forward``/``vjp`` return a zero-argument call doing the work, or None when there is none.
+    A call may raise for attributes the library's own function does not take (torch's pooling
+    with asymmetric pads); the bench then drops the baseline and says why."""
 
     library = "?"
 
@@ -85,25 +87,25 @@ class TorchBaseline(Baseline):
 
 def _torch_table() -> dict[str, Callable]:
     import torch
-    import torch.nn.functional as F
+    import torch.nn.functional as nnf
 
     def conv(x, w, b=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1):
         top, left, bottom, right = pads
         if (top, left) != (bottom, right):
-            x, top, left = F.pad(x, (left, right, top, bottom)), 0, 0
-        return F.conv2d(x, w, b, tuple(stride), (top, left), tuple(dilation), groups)
+            x, top, left = nnf.pad(x, (left, right, top, bottom)), 0, 0
+        return nnf.conv2d(x, w, b, tuple(stride), (top, left), tuple(dilation), groups)
 
     def max_pool(x, kernel, stride, pads, dilation, ceil_mode):
         top, left, bottom, right = pads
         if (top, left) != (bottom, right) or 2 * top > kernel[0] or 2 * left > kernel[1]:
-            x, top, left = F.pad(x, (left, right, top, bottom), value=-float("inf")), 0, 0
-        return F.max_pool2d(x, kernel, stride, (top, left), dilation, ceil_mode)
+            x, top, left = nnf.pad(x, (left, right, top, bottom), value=-float("inf")), 0, 0
+        return nnf.max_pool2d(x, kernel, stride, (top, left), dilation, ceil_mode)
 
     def avg_pool(x, kernel, stride, pads, ceil_mode, count_include_pad):
         top, left, bottom, right = pads
         if (top, left) != (bottom, right) or 2 * top > kernel[0] or 2 * left > kernel[1]:
             raise NotImplementedError("torch's avg_pool2d takes symmetric pads of at most half the kernel")
-        return F.avg_pool2d(x, kernel, stride, (top, left), ceil_mode, count_include_pad)
+        return nnf.avg_pool2d(x, kernel, stride, (top, left), ceil_mode, count_include_pad)
 
     def lstm_cell(x, h, c, w_ih, w_hh, b):
         return torch.lstm_cell(x, (h, c), w_ih, w_hh, b, torch.zeros_like(b))
@@ -115,10 +117,10 @@ def _torch_table() -> dict[str, Callable]:
 
     def inception(x, w1, b1, w3r, b3r, w3, b3, w5r, b5r, w5, b5, wp, bp):
         relu = torch.relu
-        y1 = relu(F.conv2d(x, w1, b1))
-        y3 = relu(F.conv2d(relu(F.conv2d(x, w3r, b3r)), w3, b3, padding=1))
-        y5 = relu(F.conv2d(relu(F.conv2d(x, w5r, b5r)), w5, b5, padding=2))
-        yp = relu(F.conv2d(F.max_pool2d(x, 3, 1, 1), wp, bp))
+        y1 = relu(nnf.conv2d(x, w1, b1))
+        y3 = relu(nnf.conv2d(relu(nnf.conv2d(x, w3r, b3r)), w3, b3, padding=1))
+        y5 = relu(nnf.conv2d(relu(nnf.conv2d(x, w5r, b5r)), w5, b5, padding=2))
+        yp = relu(nnf.conv2d(nnf.max_pool2d(x, 3, 1, 1), wp, bp))
         return torch.cat([y1, y3, y5, yp], 1)
 
     acts = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "identity": lambda z: z}
@@ -131,14 +133,14 @@ def _torch_table() -> dict[str, Callable]:
         "maxout": lambda x, w, b, pieces: torch.addmm(b, x, w).unflatten(1, (-1, pieces)).amax(-1),
         "logistic_regression": lambda x, w, b: torch.sigmoid(torch.addmv(b, x, w)),
         "softmax_regression": lambda x, w, b: torch.softmax(torch.addmm(b, x, w), -1),
-        "binary_cross_entropy": lambda logits, targets: F.binary_cross_entropy_with_logits(logits, targets),
-        "cross_entropy": lambda logits, labels: F.cross_entropy(logits, labels),
+        "binary_cross_entropy": lambda logits, targets: nnf.binary_cross_entropy_with_logits(logits, targets),
+        "cross_entropy": lambda logits, labels: nnf.cross_entropy(logits, labels),
         "conv2d": conv,
         "convolve2d": lambda x, w, b=None, **a: conv(x, w.flip((2, 3)), b, **a),
         "max_pool2d": max_pool,
         "avg_pool2d": avg_pool,
         "global_avg_pool2d": lambda x: x.mean((2, 3), keepdim=True),
-        "lrn": lambda x, size, alpha, beta, bias: F.local_response_norm(x, size, alpha, beta, bias),
+        "lrn": lambda x, size, alpha, beta, bias: nnf.local_response_norm(x, size, alpha, beta, bias),
         "lstm_cell": lstm_cell,
         "lstm": lstm,
         "inception": inception,

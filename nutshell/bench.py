@@ -5,7 +5,9 @@ Method, per measurement: one warm-up call and one calibration call (compilation,
 allocations happen there), then samples of ``number`` calls each, sized to last a few
 milliseconds, with the device synchronised at the end of every sample; sampling stops once the
 median is stable (its standard error, estimated from the median absolute deviation, under 1%) or
-the time cap is reached. Reported: the median, the interquartile spread, the best sample.
+the time cap is reached. Reported: the median, the interquartile spread, the best sample. A
+backend's call and its native baseline are sampled in turn, so that a change in the machine's
+load moves both and their ratio stays meaningful on a busy machine.
 
 Forward calls go through the contract's benchmark level (``b.op`` on native arrays: no host
 copies inside the timed region). The contract has no native-level vjp, so vjp calls go through
@@ -188,25 +190,37 @@ def _stable(samples: list[float], rel: float) -> bool:
     return 1.2533 * 1.4826 * mad / math.sqrt(len(samples)) <= rel * med
 
 
-def measure(fn: Callable[[], Any], sync: Callable[[], None], s: Settings = Settings()) -> Timing:
-    """Median time of one ``fn()`` (see the module docstring for the method)."""
+def measure(fns: list[Callable[[], Any]], sync: Callable[[], None], s: Settings = Settings()) -> list[Timing]:
+    """Median time of one call of each of ``fns`` (see the module docstring for the method).
+
+    Several calls are sampled in turn (a, b, a, b, ...), so a change in the machine's load
+    during the measurement affects their ratio as little as possible.
+    """
     clock = time.perf_counter
-    fn()
-    sync()                                          # warm-up: compilation, caches, allocations
-    t0 = clock()
-    fn()
-    sync()
-    number = max(1, min(10_000, int(s.sample_s / max(clock() - t0, 1e-7))))
-    samples: list[float] = []
-    start = clock()
-    while len(samples) < s.max_samples:
+    numbers = []
+    for fn in fns:
+        fn()
+        sync()                                      # warm-up: compilation, caches, allocations
         t0 = clock()
-        for _ in range(number):
-            fn()
+        fn()
         sync()
-        samples.append((clock() - t0) / number)
-        if len(samples) >= s.min_samples and (clock() - start > s.cap_s or _stable(samples, s.rel_error)):
+        numbers.append(max(1, min(10_000, int(s.sample_s / max(clock() - t0, 1e-7)))))
+    samples: list[list[float]] = [[] for _ in fns]
+    start = clock()
+    while len(samples[0]) < s.max_samples:
+        for fn, number, out in zip(fns, numbers, samples, strict=True):
+            t0 = clock()
+            for _ in range(number):
+                fn()
+            sync()
+            out.append((clock() - t0) / number)
+        if len(samples[0]) >= s.min_samples and (
+                clock() - start > s.cap_s or all(_stable(x, s.rel_error) for x in samples)):
             break
+    return [_timing(x, n) for x, n in zip(samples, numbers, strict=True)]
+
+
+def _timing(samples: list[float], number: int) -> Timing:
     q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else samples * 3
     return Timing(statistics.median(samples), q[0], q[2], min(samples), len(samples), number)
 
@@ -278,7 +292,7 @@ def machine_peak(devices: set[str], s: Settings) -> dict[str, dict]:
         for lib, make in _matmul_calls(dev, n).items():
             try:
                 call, sync = make()
-                rates[lib] = 2 * n**3 / measure(call, sync, s).median_s / 1e9
+                rates[lib] = 2 * n**3 / measure([call], sync, s)[0].median_s / 1e9
             except Exception as exc:  # a library that is missing or cannot use this device
                 rates[lib] = f"unavailable: {type(exc).__name__}: {exc}"[:200]
         measured = {k: v for k, v in rates.items() if isinstance(v, float)}
@@ -343,9 +357,9 @@ def _inputs(concept: spec_mod.Concept, shapes: dict, rng: np.random.Generator) -
         if concept.input(name).dtype == "int64":
             out[name] = rng.integers(0, shapes["logits"][-1], size=shape).astype(np.int64)
         elif name == "targets":
-            out[name] = rng.uniform(0.0, 1.0, size=shape).astype(DTYPE)
+            out[name] = np.asarray(rng.uniform(0.0, 1.0, size=shape), DTYPE)
         else:
-            out[name] = (0.5 * rng.standard_normal(shape)).astype(DTYPE)
+            out[name] = np.asarray(0.5 * rng.standard_normal(shape), DTYPE)
     return out
 
 
@@ -394,7 +408,7 @@ def concept_jobs(b: Any, base: baselines.Baseline | None, case: Case) -> list[Jo
     attrs = validate._check_attrs(c, case.attrs)
     outs = output_shapes(case.name, {k: v.shape for k, v in inputs.items()}, attrs)
     rng = np.random.default_rng(1)
-    cots = {k: (0.5 * rng.standard_normal(s)).astype(DTYPE) for k, s in outs.items()}
+    cots = {k: np.asarray(0.5 * rng.standard_normal(s), DTYPE) for k, s in outs.items()}
     op = b.op(case.name, case.attrs, dtype=DTYPE)
     native = {k: b.to_native(v) for k, v in inputs.items()}
     diff = [k for k in c.differentiable if k in inputs]
@@ -429,23 +443,26 @@ def _record(b: Any, case: Case, direction: str, level: str) -> dict:
 
 
 def _time_job(b: Any, job: Job, rec: dict, peak: dict | None, s: Settings, library: str | None) -> None:
-    t = measure(job.call, b.synchronize, s)
+    """Time the backend's call and, when it agrees with it, the native baseline, interleaved."""
+    calls, rec["baseline"], rec["overhead"] = [job.call], None, None
+    if job.baseline is not None:
+        try:
+            same = job.result is None or agree(job.result(), host(job.baseline()))
+            skipped = None if same else "its result disagrees with the backend's"
+        except Exception as exc:  # the library call does not take these attributes
+            skipped = f"{type(exc).__name__}: {exc}"[:200]
+        if skipped is None:
+            calls.append(job.baseline)
+        else:
+            rec["baseline"] = {"library": library, "skipped": skipped}
+    timings = measure(calls, b.synchronize, s)
+    t = timings[0]
     rec.update(flops=job.flops, time=asdict(t) | {"spread": t.spread}, gflops=job.flops / t.median_s / 1e9)
     rec["peak_share"] = rec["gflops"] / peak["gflops"] if peak and peak.get("gflops") else None
-    rec["baseline"], rec["overhead"] = None, None
-    if job.baseline is None:
-        return
-    try:
-        same = job.result is None or agree(job.result(), host(job.baseline()))
-    except Exception as exc:  # the library call does not take these attributes
-        rec["baseline"] = {"library": library, "skipped": f"{type(exc).__name__}: {exc}"[:200]}
-        return
-    if not same:
-        rec["baseline"] = {"library": library, "skipped": "its result disagrees with the backend's"}
-        return
-    bt = measure(job.baseline, b.synchronize, s)
-    rec["baseline"] = {"library": library, "time": asdict(bt) | {"spread": bt.spread}}
-    rec["overhead"] = t.median_s / bt.median_s
+    if len(timings) == 2:
+        bt = timings[1]
+        rec["baseline"] = {"library": library, "time": asdict(bt) | {"spread": bt.spread}}
+        rec["overhead"] = t.median_s / bt.median_s
 
 
 def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[[str], None]) -> list[dict]:
@@ -517,11 +534,11 @@ def table(doc: dict) -> str:
     for dev, p in doc["peak"].items():
         rate = f"{p['gflops']:.1f} GFLOP/s ({p['library']}, {p['n']}² {p['dtype']})" if p["gflops"] else "unknown"
         lines.append(f"peak {dev}: {rate}"[:80])
-    lines.append(f"{'concept':<19} {'size':<6} {'dir':<4} {'backend':<7}{'ms':>9} {'GFLOP/s':>8} "
+    lines.append(f"{'concept':<20} {'size':<6} {'dir':<5} {'backend':<7}{'ms':>9} {'GFLOP/s':>8} "
                  f"{'%peak':>6} {'ovh×':>5} {'±':>5}")
     for r in doc["results"]:
         d = {"forward": "fwd", "vjp": "vjp*", "step": "step*"}[r["direction"]]
-        head = f"{r['concept'][:19]:<19} {r['size']:<6} {d:<5}{r['backend'][:7]:<7}"
+        head = f"{r['concept'][:20]:<20} {r['size']:<6} {d:<5} {r['backend'][:7]:<7}"
         if r["outcome"] != "ok":
             lines.append(f"{head} {r['outcome']}: {r.get('message', '')}"[:80])
             continue

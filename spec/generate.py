@@ -149,6 +149,9 @@ def generate(spec_path: Path | None = None, concepts: list[str] | None = None, c
     if not check:
         spec_path.write_text(text)
         spec_mod.load.cache_clear()
+    if spec_path == spec_mod.SPEC_FILE and not concepts:
+        from spec import generate_models
+        problems += generate_models.generate(check=check, log=log)
     return problems
 
 

@@ -26,7 +26,7 @@ import math
 import re
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ class Vectors:
     sha256: str
     init: dict | None = None  # replaces every parameter's init for the vectors (e.g. non-zero weights)
     scale: float = 1.0        # inputs are a shuffled linspace over ±scale
+    dims: dict = field(default_factory=dict)  # the vectors' own dimensions (e.g. a shorter sequence)
 
     def load(self) -> dict[str, np.ndarray]:
         return spec_mod.load_npz(spec_mod.SPEC_DIR / self.file, self.sha256)
@@ -113,6 +114,7 @@ class ModelSpec:
     dataset: dict
     training: Training
     vectors: Vectors
+    source: str = str(MODELS_FILE)      # the file it came from
 
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)
@@ -141,6 +143,10 @@ class ModelSpec:
     def shapes(self, batch: int = 1) -> dict[str, tuple[int, ...]]:
         """The shape of every value for a batch of ``batch`` examples."""
         return _infer_shapes(self, batch)
+
+    def vector_model(self) -> ModelSpec:
+        """The model the vectors were made for: this one with the vectors' ``dims``."""
+        return get(self.id, self.source, **{**self.dims, **self.vectors.dims}) if self.vectors.dims else self
 
     def fans(self) -> dict[str, tuple[int, int]]:
         """(fan_in, fan_out) of every weight, from the first node that reads it."""
@@ -320,7 +326,7 @@ def _check(model: ModelSpec) -> None:
                         f"{model.loss} needs {want}")
 
 
-def _build(d: dict, overrides: Mapping[str, int]) -> ModelSpec:
+def _build(d: dict, overrides: Mapping[str, int], source: str) -> ModelSpec:
     mid = d["id"]
     unknown = sorted(set(overrides) - set(d.get("dims", {})))
     if unknown:
@@ -338,7 +344,8 @@ def _build(d: dict, overrides: Mapping[str, int]) -> ModelSpec:
         dataset=dict(d["dataset"]),
         training=Training(**d["training"]),
         vectors=Vectors(batch=v["batch"], seed=v["seed"], file=v["file"], sha256=v["sha256"], init=v.get("init"),
-                        scale=v.get("scale", 1.0), train=TrainVector(**t)),
+                        scale=v.get("scale", 1.0), dims=dict(v.get("dims", {})), train=TrainVector(**t)),
+        source=source,
     )
     _check(model)
     return model
@@ -359,7 +366,7 @@ def names(path: str | Path | None = None) -> list[str]:
 def _get(name: str, path: str | Path | None, overrides: tuple[tuple[str, int], ...]) -> ModelSpec:
     for d in document(path)["models"]:
         if d["id"] == name:
-            return _build(d, dict(overrides))
+            return _build(d, dict(overrides), str(path or MODELS_FILE))
     raise SpecError(f"unknown model '{name}'; the spec knows: {', '.join(names(path))}")
 
 

@@ -268,3 +268,13 @@ def test_max_pool_propagates_nan_and_pads_with_minus_inf(b):
     x[0, 0, 0, 0] = np.nan
     y = b.run("max_pool2d", {"x": x}, {"kernel": [2, 2], "pads": [1, 1, 1, 1]})["y"][0, 0]
     assert np.isnan(y[0, 0]) and np.all(y.ravel()[1:] == -1)
+
+
+def test_activations_route_around_onnx_runtime_kernels(b):
+    """ORT's Sigmoid is 163 ulp off at −5 and 0 at −20; its float32 Tanh flushes tiny x to 0."""
+    x = np.array([-1000, -20, -5, 1000], np.float32)
+    y = b.run("sigmoid", {"x": x})["y"]
+    assert y[0] == 0 and y[-1] == 1
+    np.testing.assert_allclose(y[1:3], 1 / (1 + np.exp([20.0, 5.0])), rtol=4e-7)
+    tiny = np.array([2.0 ** -140, -(2.0 ** -130), 1e-30], np.float32)
+    np.testing.assert_array_equal(b.run("tanh", {"x": tiny})["y"], tiny)

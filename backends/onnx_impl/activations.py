@@ -4,10 +4,13 @@ Every builder takes the graph and value names and returns value names. The vjp g
 closed-form derivatives, written with the forward output y where that is the simpler form.
 
 ONNX Runtime's own Sigmoid kernel is an approximation with absolute, not relative, accuracy
-(σ(−5) is 163 ulp off in float32 and σ(−20) comes out as 0), so :func:`sigmoid` is built from Exp.
+(σ(−5) is 163 ulp off in float32 and σ(−20) comes out as 0), so :func:`sigmoid` is built from Exp;
+its Tanh flushes tiny inputs to 0, which :func:`tanh` routes around.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from backends.onnx_impl.graph import Graph
 
@@ -21,6 +24,13 @@ def sigmoid(g: Graph, x: str) -> str:
     z = g.op("Exp", g.op("Neg", g.op("Abs", x)))
     d = g.op("Add", g.scalar(1.0), z)
     return g.op("Where", g.op("GreaterOrEqual", x, g.scalar(0.0)), g.op("Div", g.scalar(1.0), d), g.op("Div", z, d))
+
+
+def tanh(g: Graph, x: str) -> str:
+    """tanh(x), and x itself where |x| < 2^−13 (2^−27 in float64): there tanh(x) = x − x³/3 + …
+    rounds to x, while ONNX Runtime's float32 Tanh is an ulp off and flushes subnormal x to 0."""
+    small = g.scalar(2.0 ** (-13 if g.dtype == np.float32 else -27))
+    return g.op("Where", g.op("Less", g.op("Abs", x), small), x, g.op("Tanh", x))
 
 
 def sigmoid_grad(g: Graph, y: str, gy: str) -> str:
@@ -54,9 +64,11 @@ def activation(g: Graph, name: str, z: str) -> str:
     """act(z) for the layer's activation names: relu, sigmoid, tanh, identity."""
     if name == "sigmoid":
         return sigmoid(g, z)
+    if name == "tanh":
+        return tanh(g, z)
     if name == "identity":
         return z
-    return g.op({"relu": "Relu", "tanh": "Tanh"}[name], z)
+    return g.op("Relu", z)
 
 
 def activation_grad(g: Graph, name: str, z: str, y: str, gy: str) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.onnx_impl.activations import sigmoid, sigmoid_grad, tanh_grad
+from backends.onnx_impl.activations import sigmoid, sigmoid_grad, tanh, tanh_grad
 from backends.onnx_impl.graph import Graph, reduce_sum, unsqueeze
 
 
@@ -44,9 +44,9 @@ def step(g: Graph, xw: str, h: str, c: str, w_hh: str, hidden: int) -> Step:
     """One cell step; xw = x·w_ihᵀ + b is given (N, 4H)."""
     z = g.op("Add", xw, g.op("Gemm", h, w_hh, transB=1))                      # (N, 4H)
     zi, zf, zg, zo = g.op("Split", z, g.ints([hidden] * 4), axis=1, outputs=4)
-    i, f, cand, o = sigmoid(g, zi), sigmoid(g, zf), g.op("Tanh", zg), sigmoid(g, zo)
+    i, f, cand, o = sigmoid(g, zi), sigmoid(g, zf), tanh(g, zg), sigmoid(g, zo)
     c2 = g.op("Add", g.op("Mul", f, c), g.op("Mul", i, cand))
-    tanh_c = g.op("Tanh", c2)
+    tanh_c = tanh(g, c2)
     return Step(i, f, cand, o, c, tanh_c, g.op("Mul", o, tanh_c), c2)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from backends import shapes
+
 
 def pad2d(x: tf.Tensor, pads: Sequence[int], value: float = 0.0) -> tf.Tensor:
     """Border the last two axes of (N, C, H, W) with ``value``, pads = [top, left, bottom, right]."""
@@ -22,7 +24,13 @@ def pad2d(x: tf.Tensor, pads: Sequence[int], value: float = 0.0) -> tf.Tensor:
 
 
 def _conv(x: tf.Tensor, w: tf.Tensor, stride: Sequence[int]) -> tf.Tensor:
-    """Unpadded, ungrouped, undilated cross-correlation: (N, C, H, W) ⋆ (O, C, kh, kw) -> (N, O, oH, oW)."""
+    """Unpadded, ungrouped, undilated cross-correlation: (N, C, H, W) ⋆ (O, C, kh, kw) -> (N, O, oH, oW).
+
+    An empty batch is answered here: TensorFlow's convolution returns it with the input's shape.
+    """
+    if x.shape[0] == 0:
+        _, _, oh, ow = shapes.conv2d_out_shape(x.shape, w.shape, stride, (0, 0, 0, 0), (1, 1))
+        return tf.zeros((0, w.shape[0], oh, ow), x.dtype)
     y = tf.nn.conv2d(tf.transpose(x, [0, 2, 3, 1]),               # (N, H, W, C)
                      tf.transpose(w, [2, 3, 1, 0]),               # (kh, kw, C, O)
                      strides=[1, *stride, 1], padding="VALID")
@@ -65,8 +73,8 @@ def conv2d_fft(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | None = None, stride: S
     """conv2d through the convolution theorem.
 
     With xp the zero-padded input (Hp × Wp) and k the dilated kernel (kh × kw), the full linear
-    convolution xp ∗ flip(k) is (Hp + kh − 1) × (Wp + kw − 1); real FFTs of that size (the
-    transform pads with zeros) make the circular product equal to it. Its entry
+    convolution xp ∗ flip(k) is (Hp + kh − 1) × (Wp + kw − 1); real FFTs of both, zero-padded
+    to that size, make the circular product equal to it. Its entry
     [i + kh − 1, j + kw − 1] is Σ_{p,q} xp[i + p, j + q] k[p, q], the cross-correlation, and
     the stride subsamples it. Channels contract inside each group in the frequency domain.
     The transforms keep float64 (rfft2d of float64 is complex128).
@@ -75,9 +83,9 @@ def conv2d_fft(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | None = None, stride: S
     wd = dilate_kernel(w, dilation)                               # (O, Cg, kh, kw)
     n, _, hp, wp = xp.shape
     o, cg, kh, kw = wd.shape
-    size = [hp + kh - 1, wp + kw - 1]
-    xf = tf.signal.rfft2d(xp, fft_length=size)                    # (N, C, P1, F)
-    wf = tf.signal.rfft2d(tf.reverse(wd, axis=[2, 3]), fft_length=size)   # (O, Cg, P1, F)
+    size = [hp + kh - 1, wp + kw - 1]                             # (P1, P2)
+    xf = tf.signal.rfft2d(pad2d(xp, (0, 0, kh - 1, kw - 1)))      # (N, C, P1, F)
+    wf = tf.signal.rfft2d(pad2d(tf.reverse(wd, axis=[2, 3]), (0, 0, hp - 1, wp - 1)))   # (O, Cg, P1, F)
     xf = tf.reshape(xf, (n, groups, cg, *xf.shape[-2:]))          # (N, G, Cg, P1, F)
     wf = tf.reshape(wf, (groups, o // groups, cg, *wf.shape[-2:]))   # (G, O/G, Cg, P1, F)
     yf = tf.einsum("ngcuv,gocuv->ngouv", xf, wf)                  # (N, G, O/G, P1, F)

@@ -1,0 +1,29 @@
+"""Write one HTML report from the results of one or more runs (say a CPU box and a GPU box).
+
+Every results file must come from this spec version; a file that is not a nutshell results file
+is refused with the reason (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import spec as spec_mod
+from conformance.report import load_bench, load_results, write_report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", nargs="+", type=Path, help="results.json files to merge (one per run)")
+    p.add_argument("-o", "--output", type=Path, default=Path("reports") / "index.html", help="the page to write")
+    p.add_argument("--bench", type=Path, help="a bench.json for the performance section")
+
+
+def run(args: argparse.Namespace) -> int:
+    version = spec_mod.load().version
+    docs = [load_results(p, version) for p in args.results]
+    bench = load_bench(args.bench, version) if args.bench else None
+    out = write_report(docs, bench, args.output)
+    n = sum(len(d["results"]) for d in docs)
+    print(f"report: {out} ({len(docs)} run(s), {n} checks{', with benchmarks' if bench else ''})")
+    return 0
