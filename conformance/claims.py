@@ -20,8 +20,10 @@ import spec as spec_mod
 from backends import validate
 from backends.base import Backend
 from backends.errors import SpecError, UnsupportedConcept
+from backends.graph import Model
 from conformance.checks import CheckFailed, Record, Unsupported
-from spec import reference, tolerance
+from nutshell import datasets, train
+from spec import models, reference, tolerance
 from spec.reference import tracked
 
 CLAIMS_FILE = spec_mod.SPEC_DIR / "claims.yaml"
@@ -341,6 +343,108 @@ def inception_reduction(b: Backend, claim: dict, tol: dict) -> Record:
     return _verdict(failures, details)
 
 
+# --- 8. learned features beat engineered ones ------------------------------------------------
+
+def ink_profiles(x: np.ndarray) -> np.ndarray:
+    """(N, 1, 8, 8) images -> (N, 16): the mean ink of each row, then of each column."""
+    img = x[:, 0]
+    return np.concatenate([img.mean(axis=2), img.mean(axis=1)], axis=1)
+
+
+def _fit(b: Backend, name: str, data: datasets.Dataset, recipe: dict, seed: int, **dims: int) -> train.History:
+    model = b.model(name, seed=seed, dims=dims)
+    return train.fit(model, data, recipe["epochs"], recipe["batch_size"], recipe["lr"], recipe["momentum"], seed=seed)
+
+
+def learned_features_beat_engineered(b: Backend, claim: dict, tol: dict) -> Record:
+    """Test accuracy of digits_cnn on pixels against softmax regression on ink profiles."""
+    p, th = claim["parameters"], claim["threshold"]
+    eng, lrn = p["engineered"], p["learned"]
+    pixels = datasets.load(models.get(lrn["model"]))
+    profiles = datasets.Dataset("digits_profiles", ink_profiles(pixels.x_train), pixels.y_train,
+                                ink_profiles(pixels.x_test), pixels.y_test, pixels.classes)
+    h_eng = _fit(b, eng["model"], profiles, eng, p["seed"], I=profiles.x_train.shape[1])
+    h_lrn = _fit(b, lrn["model"], pixels, lrn, p["seed"])
+    margin = h_lrn.test_accuracy - h_eng.test_accuracy
+    details = {"engineered_accuracy": h_eng.test_accuracy, "learned_accuracy": h_lrn.test_accuracy,
+               "margin": margin, "engineered_steps": h_eng.steps, "learned_steps": h_lrn.steps,
+               "engineered_seconds": h_eng.seconds, "learned_seconds": h_lrn.seconds,
+               "test_examples": len(pixels.y_test)}
+    failures = [] if margin >= th["learned_margin_min"] else [
+        f"the CNN reached {h_lrn.test_accuracy:.2%}, the engineered features {h_eng.test_accuracy:.2%}: "
+        f"margin {margin:.3f} < {th['learned_margin_min']}"]
+    return _verdict(failures, details)
+
+
+# --- 9. the last layer is a logistic regression ---------------------------------------------
+
+def _tracked_features(ms: models.ModelSpec, params: dict[str, np.ndarray], x: np.ndarray) -> tracked.T:
+    """The model's "features" value with its error bound: the graph run on the reference."""
+    values = {models.INPUT: tracked.T(x)} | {k: tracked.T(v) for k, v in params.items()}
+    for node in ms.nodes:
+        ins = {k: values[ref] for k, ref in node.inputs.items()}
+        if node.structural:
+            values[node.id] = models.structural(node.op, ins["x"], node.attrs)
+        else:
+            values.update({f"{node.id}.{k}": v for k, v in reference.FORWARD[node.op](ins, node.attrs).items()})
+        if node.id == "features":
+            return values[node.id]
+    raise SpecError(f"model {ms.id} has no node 'features'")
+
+
+def last_layer_is_logistic_regression(b: Backend, claim: dict, tol: dict) -> Record:
+    """softmax(model logits) against softmax_regression(features, fc_w, fc_b)."""
+    p, th, dt = claim["parameters"], claim["threshold"], claim["dtype"]
+    ms = models.get(p["model"])
+    x = datasets.load(ms).x_test[:p["batch"]].astype(np.float64)
+    params = models.init_params(ms, p["seed"], "float64")
+    logits = b.model(ms.id, params=_cast(params, dt)).forward(x.astype(dt))
+    probs = b.run("softmax", {"x": logits})["y"]
+    feats = Model(b, ms, params=_cast(params, dt)).forward(x.astype(dt), output="features")
+    last = {"w": params["fc_w"], "b": params["fc_b"]}
+    lr = b.run("softmax_regression", {"x": feats, **_cast(last, dt)})["p"]
+    tracked_last = {k: tracked.T(v) for k, v in last.items()}
+    golden = reference.FORWARD["softmax_regression"]({"x": _tracked_features(ms, params, x), **tracked_last}, {})["p"]
+    allowed = 2 * tolerance.bound(golden.e, dt, tol)
+    diff = np.abs(probs.astype(np.float64) - lr)
+    usage = float((diff / allowed).max())
+    details = {"bound_usage": usage, "max_abs_diff": float(diff.max()), "features": list(feats.shape),
+               "argmax_agree": float((probs.argmax(1) == lr.argmax(1)).mean()),
+               "max_abs_from_reference": float(np.abs(lr - golden.v).max())}
+    failures = [] if usage <= th["bound_usage_max"] else [
+        f"softmax of the CNN's logits and softmax_regression of its features differ by {diff.max():.3g}: "
+        f"bound usage {usage:.3g}"]
+    return _verdict(failures, details, usage)
+
+
+# --- 10. LSTM memory -------------------------------------------------------------------------
+
+def lstm_long_memory(b: Backend, claim: dict, tol: dict) -> Record:
+    """Delayed recall over ``delay`` steps after a curriculum of sequence lengths."""
+    p, th = claim["parameters"], claim["threshold"]
+    ms = models.get(p["model"])
+    params = models.init_params(ms, p["seed"])
+    blocks = np.zeros((4, ms.dims["H"]), np.float32)  # gate blocks i, f, g, o
+    blocks[1] = p["forget_bias"]
+    params["b"] = blocks.ravel()
+    stages = []
+    for stage in p["curriculum"]:
+        model = b.model(ms.id, params=params, dims={"T": stage["length"]})
+        hist = train.fit(model, datasets.load(models.get(ms.id, T=stage["length"])), stage["epochs"],
+                         p["batch_size"], p["lr"], p["momentum"], seed=p["seed"])
+        params = model.params()
+        stages.append({"length": stage["length"], "test_accuracy": hist.test_accuracy,
+                       "final_loss": hist.final_loss, "steps": hist.steps, "seconds": hist.seconds})
+    length = p["delay"] + 1
+    test = datasets.load(models.get(ms.id, T=length))
+    acc = train.accuracy(b.model(ms.id, params=params, dims={"T": length}), test.x_test, test.y_test)
+    details = {"delay": p["delay"], "accuracy": acc, "chance": 1 / ms.classes, "test_sequences": len(test.y_test),
+               "stages": stages, "seconds": sum(s["seconds"] for s in stages)}
+    failures = [] if acc >= th["accuracy_min"] else [
+        f"recall after {p['delay']} steps: {acc:.2%} < {th['accuracy_min']:.0%} (chance {1 / ms.classes:.0%})"]
+    return _verdict(failures, details)
+
+
 # --- running ---------------------------------------------------------------------------------
 
 CHECKS: dict[str, Callable[[Backend, dict, dict], Record]] = {
@@ -351,6 +455,9 @@ CHECKS: dict[str, Callable[[Backend, dict, dict], Record]] = {
     "pooling_shift_invariance": pooling_shift_invariance,
     "vanishing_gradients": vanishing_gradients,
     "inception_reduction": inception_reduction,
+    "learned_features_beat_engineered": learned_features_beat_engineered,
+    "last_layer_is_logistic_regression": last_layer_is_logistic_regression,
+    "lstm_long_memory": lstm_long_memory,
 }
 
 
@@ -358,7 +465,9 @@ def run_claim(b: Backend, claim: dict, tol: dict) -> Record:
     """Run one claim on one backend; a concept the backend does not offer makes it Unsupported."""
     if claim["id"] not in CHECKS:
         raise SpecError(f"{CLAIMS_FILE}: claim {claim['id']} has no check in conformance/claims.py")
-    for concept in claim["uses"].get("concepts", []):
+    needed = set(claim["uses"].get("concepts", []))
+    needed.update(*(models.get(m).concepts for m in claim["uses"].get("models", [])))
+    for concept in sorted(needed):
         why = b.unsupported(concept, claim["dtype"])
         if why is not None:
             raise Unsupported(f"{b.name} declares {concept} in {claim['dtype']} unsupported: {why}")

@@ -47,12 +47,11 @@ def _split(data: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
 
 def _model(b: Backend, spec: models.ModelSpec, params: dict[str, np.ndarray], dtype: str):
     """The vector's model on ``b`` in ``dtype``, or Unsupported naming the missing concept."""
-    vm = spec.vector_model()
     m = b.model(spec.id, params={k: v.astype(dtype) for k, v in params.items()}, dtype=dtype,
                 dims=spec.vectors.dims or None)
     why = m.unsupported()
     if why is not None:
-        raise Unsupported(f"{b.name} cannot run model {vm.id}: {why}")
+        raise Unsupported(f"{b.name} cannot run model {spec.id}: {why}")
     return m
 
 
@@ -107,12 +106,16 @@ def _against_reference(result: dict[str, np.ndarray], data: dict[str, np.ndarray
     return _compare_all(result, goldens, errs, dtype, tol, "training")
 
 
-def train(b: Backend, spec: models.ModelSpec, dtype: str, tol: dict, cache: dict) -> Record:
-    """The vector's trajectory against the reference's (the result is kept for train-agree)."""
+def _cached(cache: dict, b: Backend, spec: models.ModelSpec, dtype: str) -> dict[str, np.ndarray]:
     key = (b.name, spec.id, dtype)
     if key not in cache:
         cache[key] = trajectory(b, spec, dtype)
-    return _against_reference(cache[key], spec.vectors.load(), dtype, tol)
+    return cache[key]
+
+
+def train(b: Backend, spec: models.ModelSpec, dtype: str, tol: dict, cache: dict) -> Record:
+    """The vector's trajectory against the reference's (the result is kept for train-agree)."""
+    return _against_reference(_cached(cache, b, spec, dtype), spec.vectors.load(), dtype, tol)
 
 
 def train_agree(backends: dict[str, Backend], spec: models.ModelSpec, tol: dict, cache: dict) -> Record:
@@ -122,8 +125,7 @@ def train_agree(backends: dict[str, Backend], spec: models.ModelSpec, tol: dict,
     for name, b in backends.items():
         for dtype in DTYPES:
             try:
-                runs[f"{name}-{dtype}"] = result = cache.setdefault((name, spec.id, dtype), trajectory(b, spec, dtype)) \
-                    if (name, spec.id, dtype) not in cache else cache[(name, spec.id, dtype)]
+                runs[f"{name}-{dtype}"] = result = _cached(cache, b, spec, dtype)
                 sub = _against_reference(result, data, dtype, tol)
                 rec.usage = max(rec.usage, sub.usage)
                 rec.details[f"{name}-{dtype}.usage"] = sub.usage

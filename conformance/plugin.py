@@ -44,6 +44,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STATE] = {"backends": None, "writer": None, "unavailable": {}}
     config.addinivalue_line("markers", "nutshell: a conformance check generated from the spec")
+    # registered here too, not only in the repository's pyproject: the suite also runs from outside it
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
 
 
 def _state(config: pytest.Config) -> dict:

@@ -8,10 +8,12 @@ Sections: the header (machines, devices, versions, dates, spec version); the cov
 (concepts × backends: every check of a concept, every outcome counted, each cell linking to
 its detail); the pairwise
 agreement between backends (from the ``cross`` records); performance (from bench.json); the
-records of other checks, sorted by their check name: training (a name with "train" or "model"),
-claims ("claim"), ONNX node tests ("node"), reliability ("catalogue", "fuzz", "isolat",
-"reliab"), ONNX export and import ("onnx", "export", "import"), anything else; then, per
-concept, its definition, its vectors and per backend the largest error and the bound usage.
+records of checks other than forward/vjp/fd/error/cross, sorted by concept and check name:
+models and training (a concept "model_…", a check with "train" or "digits"; numeric lists in
+their details are drawn as curves), claims ("claim"), ONNX node tests ("node"), reliability
+("catalogue", "fuzz", "isolat", "reliab"), ONNX export and import ("onnx", "export",
+"import"), anything else; then, per concept (and per model or claim id), its definition, its
+vectors and per backend the largest error and the bound usage.
 """
 
 from __future__ import annotations
@@ -27,18 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import spec as spec_mod
-from backends.errors import SpecError
+from backends.errors import NutshellError, SpecError
 from conformance.results import OUTCOMES, atomic_write
 
 CORE_CHECKS = ("forward", "vjp", "fd", "error", "cross")
-SECTIONS = (  # (anchor, title, test on the check name), first match wins
-    ("training", "Training curves and accuracy", lambda c: "train" in c or "model" in c),
-    ("claims", "The glossary's claims", lambda c: "claim" in c),
-    ("node-tests", "ONNX node tests", lambda c: "node" in c),
+SECTIONS = (  # (anchor, title, test on "concept check" in lower case), first match wins
+    ("training", "Models: training curves and accuracy",
+     lambda s: s.startswith("model_") or any(k in s for k in ("train", "digits"))),
+    ("claims", "The glossary's claims", lambda s: "claim" in s),
+    ("node-tests", "ONNX node tests", lambda s: "node" in s),
     ("reliability", "Reliability: bad inputs and fuzzing",
-     lambda c: any(k in c for k in ("catalogue", "fuzz", "isolat", "reliab"))),
-    ("onnx", "ONNX export and import", lambda c: any(k in c for k in ("onnx", "export", "import"))),
-    ("other", "Other checks", lambda c: True),
+     lambda s: any(k in s for k in ("catalogue", "fuzz", "isolat", "reliab"))),
+    ("onnx", "ONNX export and import", lambda s: any(k in s for k in ("onnx", "export", "import"))),
+    ("other", "Other checks", lambda s: True),
 )
 RECORD_KEYS = ("id", "backend", "concept", "check", "outcome")
 
@@ -226,7 +229,7 @@ def bars(groups: list[str], series: dict[str, list[float | None]], title: str, x
     import numpy as np
 
     values = [v for vals in series.values() for v in vals if v]
-    start = base if base is not None else 10.0 ** math.floor(math.log10(min(values))) if values else 1.0
+    start = base if base is not None else 10.0 ** math.floor(math.log10(min(values)) - 0.5) if values else 1.0
     fig = _figure(12.5, 1.0 + len(groups) * max(0.3, 0.12 * len(series)))
     ax = fig.add_subplot()
     h = 0.8 / max(len(series), 1)
@@ -246,11 +249,12 @@ def bars(groups: list[str], series: dict[str, list[float | None]], title: str, x
 
 
 def curves(lines: dict[str, list[float]], title: str, ylabel: str, name: str) -> str:
+    """One line per series against its index (epochs when the name says so, else steps)."""
     fig = _figure(12.5, 4.0)
     ax = fig.add_subplot()
     for label, ys in lines.items():
         ax.plot(range(1, len(ys) + 1), ys, label=label, linewidth=1.2)
-    ax.set_xlabel("step")
+    ax.set_xlabel("epoch" if "epoch" in title.lower() else "step")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(ylabel)
     if all(v > 0 for ys in lines.values() for v in ys):
@@ -320,9 +324,10 @@ def coverage(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> str:
     n = counts([r for (_, k), recs in core.items() if k == "cross" for r in recs])
     totals.append(f"<td>{n['pass']}/{n['total']}</td>")
     return (f"<section id='coverage'><h2>Coverage</h2><p>Each cell: checks passed / checks run for that concept on "
-            f"that backend (forward, vjp, finite difference, error cases, and any other check of the concept, "
-            f"such as the reliability catalogue; every dtype). Unsupported, failed and errored checks count in "
-            f"the denominator and are named in the cell. A cell links to its detail.</p>"
+            f"that backend: forward, vjp, finite difference, error cases and every other check of it (the "
+            f"reliability catalogue, fuzzing), every dtype. Models and claims follow the concepts. Every record "
+            f"counts once: unsupported, failed and errored checks are in the denominator and named in the "
+            f"cell. A cell links to its detail.</p>"
             f"<table class='matrix'><tr><th>concept</th>{head}<th>cross-backend</th></tr>{''.join(rows)}"
             f"<tr class='total'><th>all concepts</th>{''.join(totals)}</tr></table></section>")
 
@@ -417,16 +422,16 @@ def _perf_row(r: dict) -> str:
     share = None if r.get("peak_share") is None else 100 * r["peak_share"]
     blabel = esc(base.get("library", "—")) + (f" <small>(skipped: {esc(base['skipped'])})</small>"
                                                if "skipped" in base else "")
-    return (f"{lead}<td>{fmt(1e3 * t['median_s'])}</td><td>±{100 * t.get('spread', 0):.0f}%</td>"
-            f"<td>{fmt(r.get('gflops'))}</td><td>{fmt(share)}</td><td>{fmt(r.get('overhead'))}</td>"
-            f"<td>{blabel}</td></tr>")
+    nums = (fmt(1e3 * t["median_s"]), f"±{100 * t.get('spread', 0):.0f}%", fmt(r.get("gflops")), fmt(share),
+            fmt(r.get("overhead")))
+    return lead + "".join(f"<td class='num'>{v}</td>" for v in nums) + f"<td>{blabel}</td></tr>"
 
 
 def other_sections(records: list[dict], cols: list[dict]) -> str:
     """Training, claims, ONNX and anything else: whatever records exist, or 'not run'."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        key = next(k for k, _, test in SECTIONS if test(r["check"].lower()))
+        key = next(k for k, _, test in SECTIONS if test(f"{r['concept']} {r['check']}".lower()))
         groups[key].append(r)
     out = []
     for key, title, _ in SECTIONS:
@@ -444,9 +449,8 @@ def _records_block(recs: list[dict], cols: list[dict], key: str) -> str:
         per_col[_record_label(r, cols)].append(r)
     summary = "".join(f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{n}</td>" for n in counts(rs).values())
                       + "</tr>" for label, rs in per_col.items())
-    series = _series(recs, cols)
-    charts = "".join(curves(lines, f"{name} per step", name, f"{key}-{anchor(name)}")
-                     for name, lines in series.items())
+    series = _series(recs, cols) if key == "training" else {}
+    charts = "".join(curves(lines, name, name, f"{key}-{anchor(name)}") for name, lines in series.items())
     rows = "".join(_record_row(r, cols) for r in recs)
     return (f"<table><tr><th>backend</th>{''.join(f'<th>{k}</th>' for k in (*OUTCOMES, 'total'))}</tr>{summary}"
             f"</table>{charts}<table class='records'><tr><th>check</th><th>backend</th><th>outcome</th>"
@@ -459,11 +463,11 @@ def _record_label(r: dict, cols: list[dict]) -> str:
 
 
 def _series(recs: list[dict], cols: list[dict]) -> dict[str, dict[str, list[float]]]:
-    """Curves in the details (a loss or an accuracy per step), by detail name, one line per record."""
+    """Curves in the details (a loss per step, an accuracy per epoch), by detail name, one line per record."""
     out: dict[str, dict[str, list[float]]] = defaultdict(dict)
     for r in recs:
         for name, v in (r.get("details") or {}).items():
-            if any(k in name.lower() for k in ("loss", "accura")) and _numbers(v) and len(v) > 1:
+            if _numbers(v) and len(v) > 1:
                 out[name][f"{r['concept']} · {_record_label(r, cols)}"] = [float(x) for x in v]
     return out
 
@@ -496,24 +500,36 @@ def _outcome_class(outcome: str) -> str:
 
 
 def concept_details(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> str:
-    """Per concept: definition, semantics, vectors, and per backend what its checks measured."""
+    """Per concept (then per model and claim): what it is, its vectors, and per backend what its
+    checks measured."""
     out = []
     for cid in _concept_ids(spec, core):
+        title, text = _describe(spec, cid)
         c = spec.concepts.get(cid)
-        text = (f"<p>{esc(c.definition)}</p>" + (f"<ul>{''.join(f'<li>{esc(s)}</li>' for s in c.semantics)}</ul>"
-                                                if c.semantics else "")) if c else \
-            "<p class='muted'>not a concept of concepts.yaml</p>"
-        vectors = _vector_table(c) if c else ""
         rows = "".join(_backend_detail(cid, col, core.get((cid, col["key"]), [])) for col in cols
                        if col["why"] is None)
-        title = f"{esc(c.title)} <code>{esc(cid)}</code>" if c else f"<code>{esc(cid)}</code>"
-        out.append(f"<section class='concept' id='{anchor('concept', cid)}'><h3>{title}</h3>{text}{vectors}"
+        out.append(f"<section class='concept' id='{anchor('concept', cid)}'><h3>{title} <code>{esc(cid)}</code>"
+                   f"</h3>{text}{_vector_table(c) if c else ''}"
                    f"<table class='detail'><tr><th>backend</th><th>checks passed</th><th>forward: max |error|</th>"
                    f"<th>forward: worst usage</th><th>vjp: max |error|</th><th>vjp: worst usage</th>"
                    f"<th>finite diff.: worst usage</th><th>errors raised right</th><th>other checks passed</th>"
-                   f"<th>not passed</th></tr>"
-                   f"{rows}</table></section>")
-    return f"<section id='concepts'><h2>Concepts</h2>{''.join(out)}</section>"
+                   f"<th>not passed</th></tr>{rows}</table></section>")
+    return f"<section id='concepts'><h2>Concepts, models and claims</h2>{''.join(out)}</section>"
+
+
+def _describe(spec: spec_mod.Spec, cid: str) -> tuple[str, str]:
+    """(title, definition) of a concept, or of a model ("model_<id>") of models.yaml."""
+    c = spec.concepts.get(cid)
+    if c is not None:
+        semantics = "".join(f"<li>{esc(s)}</li>" for s in c.semantics)
+        return esc(c.title), f"<p>{esc(c.definition)}</p>" + (f"<ul>{semantics}</ul>" if semantics else "")
+    try:
+        from spec import models
+
+        m = models.get(cid.removeprefix("model_"))
+        return esc(m.title), f"<p>{esc(m.description)}</p>"
+    except (ImportError, NutshellError):
+        return "", "<p class='muted'>not in concepts.yaml or models.yaml; its checks are listed above</p>"
 
 
 def _vector_table(c: spec_mod.Concept) -> str:
@@ -577,8 +593,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px soli
 text-align:left;vertical-align:top}th{background:#f3f5f7}table.matrix td{text-align:center;min-width:78px}
 table.matrix th:first-child{text-align:right}td.good,tr.good>td:first-child{background:#dcf5e3}
 td.partial{background:#fff6d6}td.bad,tr.bad>td:first-child,li.bad{background:#fde2e1}td.none{color:#8c959f;
-background:#f6f8fa}tr.total td,tr.total th{font-weight:600}table.perf td:nth-child(n+6){text-align:right}
-table.perf td[colspan]{text-align:left}
+background:#f6f8fa}tr.total td,tr.total th{font-weight:600}td.num{text-align:right}
 nav{position:sticky;top:0;background:#fff;padding:6px 0;border-bottom:1px solid #d8dee4;z-index:1}
 nav a{margin-right:14px}a{color:#0b5cad;text-decoration:none}a:hover{text-decoration:underline}
 svg.chart{display:block;width:100%;max-width:1200px;height:auto;margin:10px 0}
@@ -605,7 +620,7 @@ def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path) ->
             if r["backend"] == "cross":
                 core[(r["concept"], "cross")].append(r)
                 cross.append(r)
-            elif r["check"] in CORE_CHECKS or r["concept"] in spec.concepts:
+            else:
                 core[(r["concept"], _column_of(cols, r["run"], r["backend"])["key"])].append(r)
     nav = "".join(f"<a href='#{k}'>{t}</a>" for k, t in (
         ("coverage", "Coverage"), ("agreement", "Agreement"), ("performance", "Performance"),

@@ -47,6 +47,11 @@ class Baseline:
             ) -> Call | None:
         return None
 
+    def step(self, model: str, params: dict[str, np.ndarray], x: np.ndarray, labels: np.ndarray, lr: float
+             ) -> Call | None:
+        """One SGD step of a spec model (the call returns the loss before the step)."""
+        return None
+
 
 # --------------------------------------------------------------------------------------- torch
 
@@ -83,6 +88,47 @@ class TorchBaseline(Baseline):
             outs = out if isinstance(out, tuple) else (out,)
             return torch.autograd.grad(outs, [t[k] for k in diff], g, allow_unused=True)
         return call
+
+    def step(self, model, params, x, labels, lr):
+        """The model's graph (spec/models.yaml) with the same torch functions, autograd, SGD."""
+        import torch
+
+        from spec import models
+
+        m, table = models.get(model), _torch_table()
+        if any(n.op not in table for n in m.nodes if not n.structural):
+            return None
+        p = {k: self.b.to_native(v).requires_grad_() for k, v in params.items()}
+        xs, ys = self.b.to_native(x), self.b.to_native(labels)
+        target = ys if m.loss == "cross_entropy" else ys.to(xs.dtype)
+
+        def call():
+            values = {"x": xs, **p}
+            for n in m.nodes:
+                args = {k: values[v] for k, v in n.inputs.items()}
+                out = _torch_structural(n, args) if n.structural else table[n.op](**args, **n.attrs)
+                values.update(zip(n.outputs, out if isinstance(out, tuple) else (out,), strict=True))
+            loss = table[m.loss](values[m.output], target)
+            grads = torch.autograd.grad(loss, list(p.values()))
+            with torch.no_grad():
+                for t, g in zip(p.values(), grads, strict=True):
+                    t -= lr * g
+            return loss.detach()
+        return call
+
+
+def _torch_structural(node, args):
+    """flatten, reshape, transpose and zeros of spec/models.py on tensors."""
+    import torch
+
+    from spec import models
+
+    a = next(iter(args.values()))
+    if node.op == "zeros":
+        return torch.zeros((a.shape[0], *node.attrs["shape"]), dtype=a.dtype, device=a.device)
+    if node.op == "transpose":
+        return a.permute(*node.attrs["perm"])
+    return models.structural(node.op, a, node.attrs)
 
 
 def _torch_table() -> dict[str, Callable]:
@@ -180,14 +226,15 @@ def _pad(xp, x, pads, value=0.0, extra=(0, 0)):
 
 
 def _np_conv(xp, x, w, b=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1):
-    """im2col as a strided view, then one contraction per group."""
-    n, o = x.shape[0], w.shape[0]
+    """im2col as a strided view, then one BLAS contraction (tensordot) per group."""
+    o, cg = w.shape[:2]
     oh, ow = output_shapes("conv2d", {"x": x.shape, "w": w.shape}, {"stride": stride, "pads": pads,
                                                                      "dilation": dilation})["y"][2:]
     cols = _windows(xp, _pad(xp, x, pads), w.shape[2:], stride, dilation, (oh, ow))   # (N, C, kh, kw, oH, oW)
-    cols = cols.reshape(n, groups, -1, *cols.shape[2:])                               # (N, G, Cg, kh, kw, oH, oW)
-    wg = w.reshape(groups, o // groups, *w.shape[1:])                                 # (G, O/G, Cg, kh, kw)
-    y = xp.einsum("ngcpquv,gocpq->ngouv", cols, wg, optimize=True).reshape(n, o, oh, ow)
+    og = o // groups
+    ys = [xp.tensordot(w[g * og:(g + 1) * og], cols[:, g * cg:(g + 1) * cg], axes=([1, 2, 3], [1, 2, 3]))
+          for g in range(groups)]                                                       # G × (O/G, N, oH, oW)
+    y = xp.concatenate(ys, axis=0).transpose(1, 0, 2, 3)                                # (N, O, oH, oW)
     return y if b is None else y + b[:, None, None]
 
 

@@ -48,6 +48,7 @@ from backends.errors import SpecError, UnsupportedConcept
 from backends.signatures import output_shapes
 from conformance.results import atomic_write, machine_info
 from nutshell import baselines
+from spec import models
 
 BENCH_FILE = spec_mod.SPEC_DIR / "bench.yaml"
 SIZES = ("small", "medium", "large")
@@ -61,13 +62,19 @@ KIND = "nutshell-bench"
 class Case:
     """One benchmark shape: an entry of bench.yaml at one size."""
 
-    name: str                 # concept or model id
+    name: str                 # the entry of bench.yaml
     kind: str                 # concept | model
     size: str
     shapes: dict
     attrs: dict
     note: str
     entry: dict
+    flops: float | None = None   # a model step's FLOPs (a concept's depend on its output shapes)
+
+    @property
+    def target(self) -> str:
+        """The concept or model id it measures."""
+        return self.entry.get("model", self.name)
 
 
 def load_entries(path: str | Path = BENCH_FILE) -> dict[str, dict]:
@@ -81,7 +88,9 @@ def load_entries(path: str | Path = BENCH_FILE) -> dict[str, dict]:
             raise SpecError(f"{where}: field kind: must be 'concept' or 'model'")
         if e["kind"] == "concept" and name not in concepts:
             raise SpecError(f"{where}: no concept of that name in concepts.yaml")
-        for key in ("flops", "sizes") + (("flops_vjp",) if e["kind"] == "concept" else ("input",)):
+        if e["kind"] == "model" and e.get("model", name) not in models.names():
+            raise SpecError(f"{where}: no model {e.get('model', name)!r} in models.yaml")
+        for key in ("flops", "flops_vjp", "sizes") if e["kind"] == "concept" else ("sizes",):
             if key not in e:
                 raise SpecError(f"{where}: field {key} is missing")
         unknown = set(e["sizes"]) - set(SIZES)
@@ -91,20 +100,36 @@ def load_entries(path: str | Path = BENCH_FILE) -> dict[str, dict]:
 
 
 def cases(entries: dict[str, dict], names: list[str] | None, sizes: list[str] | None) -> list[Case]:
-    """The cases to run, in bench.yaml's order; unknown names are a SpecError."""
-    unknown = sorted(set(names or ()) - set(entries))
+    """The cases to run, in bench.yaml's order, of the entries or the concept and model ids in
+    ``names`` (all when None); an unknown name is a SpecError."""
+    known = {n for name, e in entries.items() for n in (name, e.get("model", name))}
+    unknown = sorted(set(names or ()) - known)
     if unknown:
         raise SpecError(f"no benchmark for {', '.join(unknown)}; spec/bench.yaml has: {', '.join(entries)}")
     out = []
     for name, e in entries.items():
-        if names and name not in names:
+        if names and not {name, e.get("model", name)} & set(names):
             continue
         for size, d in e["sizes"].items():
             if sizes and size not in sizes:
                 continue
-            shapes = d.get("shapes") or {"x": [d["batch"], *e["input"]]}
-            out.append(Case(name, e["kind"], size, shapes, d.get("attrs", {}), d.get("note", ""), e))
+            if e["kind"] == "concept":
+                out.append(Case(name, "concept", size, d["shapes"], d.get("attrs", {}), d.get("note", ""), e))
+                continue
+            m = models.get(e.get("model", name))
+            out.append(Case(name, "model", size, {"x": [d["batch"], *m.input_shape]}, {}, d.get("note", ""), e,
+                            model_flops(m, d["batch"], entries)))
     return out
+
+
+def model_flops(m: models.ModelSpec, batch: int, entries: dict[str, dict]) -> float:
+    """One training step of model ``m``: Σ over its concept nodes (and its loss) of ``flops_vjp``."""
+    shapes = m.shapes(batch)
+    calls = [(n.op, {k: shapes[v] for k, v in n.inputs.items()}, n.attrs) for n in m.nodes if not n.structural]
+    logits = shapes[m.output]
+    other = "labels" if m.loss == "cross_entropy" else "targets"
+    calls.append((m.loss, {"logits": logits, other: logits[:1]}, {}))
+    return sum(flops(entries[op], "flops_vjp", s, output_shapes(op, s, a), a) for op, s, a in calls)
 
 
 # --------------------------------------------------------------------------- FLOP formulas
@@ -391,13 +416,14 @@ def agree(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 @dataclass
 class Job:
-    """What one measurement times: the backend's call, its native baseline, and its FLOPs."""
+    """What one measurement times: the backend's call, its FLOPs, and the native baseline (made
+    by ``baseline()``, which returns the call or None when the library has none)."""
 
     direction: str                  # forward | vjp | step
     level: str                      # native (benchmark level) | api (NumPy in and out)
     call: Callable[[], Any]
     flops: float
-    baseline: Callable[[], Any] | None = None
+    baseline: Callable[[], Callable[[], Any] | None] | None = None
     result: Callable[[], list[np.ndarray]] | None = None   # the backend's result, for the agreement check
 
 
@@ -413,31 +439,32 @@ def concept_jobs(b: Any, base: baselines.Baseline | None, case: Case) -> list[Jo
     native = {k: b.to_native(v) for k, v in inputs.items()}
     diff = [k for k in c.differentiable if k in inputs]
     fwd = Job("forward", "native", lambda: op(**native), flops(case.entry, "flops", case.shapes, outs, attrs),
-              base.forward(case.name, attrs, inputs) if base else None,
+              (lambda: base.forward(case.name, attrs, inputs)) if base else None,
               lambda: [b.to_numpy(v) for v in op(**native).values()])
     vjp = Job("vjp", "api", lambda: b.vjp(case.name, inputs, cots, case.attrs),
               flops(case.entry, "flops_vjp", case.shapes, outs, attrs),
-              base.vjp(case.name, attrs, inputs, cots) if base else None,
+              (lambda: base.vjp(case.name, attrs, inputs, cots)) if base else None,
               lambda: [b.vjp(case.name, inputs, cots, case.attrs)[k] for k in diff])
     return [fwd, vjp]
 
 
-def model_jobs(b: Any, case: Case) -> list[Job]:
+def model_jobs(b: Any, base: baselines.Baseline | None, case: Case) -> list[Job]:
     """One SGD step of a model on a seeded batch (the model API takes NumPy)."""
+    mid = case.target
     if not hasattr(b, "model"):
-        raise UnsupportedConcept(f"backend '{b.name}' has no model API yet", concept=case.name)
+        raise UnsupportedConcept(f"backend '{b.name}' has no model API", concept=mid)
     rng = np.random.default_rng(0)
-    m = b.model(case.name, seed=0)
-    x = (0.5 * rng.standard_normal(case.shapes["x"])).astype(DTYPE)
-    logits = np.asarray(m.forward(x))
-    labels = rng.integers(0, logits.shape[-1], size=x.shape[0]).astype(np.int64)
+    m = b.model(mid, seed=0)
+    x = np.asarray(0.5 * rng.standard_normal(case.shapes["x"]), DTYPE)
+    labels = rng.integers(0, models.get(mid).classes, size=x.shape[0]).astype(np.int64)
     lr = float(case.entry.get("lr", 1e-3))
-    work = flops(case.entry, "flops", case.shapes, {"logits": logits.shape}, {})
-    return [Job("step", "api", lambda: m.step(x, labels, lr), work)]
+    return [Job("step", "api", lambda: m.step(x, labels, lr), case.flops,
+                (lambda: base.step(mid, m.params(), x, labels, lr)) if base else None,
+                lambda: [np.asarray(m.loss_and_grads(x, labels)[0])])]
 
 
 def _record(b: Any, case: Case, direction: str, level: str) -> dict:
-    return {"backend": b.name, "device": b.device, "concept": case.name, "kind": case.kind, "size": case.size,
+    return {"backend": b.name, "device": b.device, "concept": case.target, "kind": case.kind, "size": case.size,
             "direction": direction, "level": level, "dtype": DTYPE, "shapes": case.shapes, "attrs": case.attrs,
             "note": case.note, "outcome": "ok"}
 
@@ -445,16 +472,18 @@ def _record(b: Any, case: Case, direction: str, level: str) -> dict:
 def _time_job(b: Any, job: Job, rec: dict, peak: dict | None, s: Settings, library: str | None) -> None:
     """Time the backend's call and, when it agrees with it, the native baseline, interleaved."""
     calls, rec["baseline"], rec["overhead"] = [job.call], None, None
+    native = None
     if job.baseline is not None:
         try:
-            same = job.result is None or agree(job.result(), host(job.baseline()))
+            native = job.baseline()
+            same = native is None or job.result is None or agree(job.result(), host(native()))
             skipped = None if same else "its result disagrees with the backend's"
-        except Exception as exc:  # the library call does not take these attributes
+        except Exception as exc:  # the library's own function does not take these attributes
             skipped = f"{type(exc).__name__}: {exc}"[:200]
-        if skipped is None:
-            calls.append(job.baseline)
-        else:
+        if skipped is not None:
             rec["baseline"] = {"library": library, "skipped": skipped}
+        elif native is not None:
+            calls.append(native)
     timings = measure(calls, b.synchronize, s)
     t = timings[0]
     rec.update(flops=job.flops, time=asdict(t) | {"spread": t.spread}, gflops=job.flops / t.median_s / 1e9)
@@ -468,9 +497,9 @@ def _time_job(b: Any, job: Job, rec: dict, peak: dict | None, s: Settings, libra
 def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[[str], None]) -> list[dict]:
     """Every measurement of one case on one backend; failures become records, never exceptions."""
     directions = ("forward", "vjp") if case.kind == "concept" else ("step",)
-    base = baselines.for_backend(b) if case.kind == "concept" else None
+    base = baselines.for_backend(b)
     try:
-        jobs = concept_jobs(b, base, case) if case.kind == "concept" else model_jobs(b, case)
+        jobs = concept_jobs(b, base, case) if case.kind == "concept" else model_jobs(b, base, case)
     except Exception as exc:
         for _ in directions:
             tick("")
@@ -479,7 +508,7 @@ def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[
             "outcome": outcome, "message": f"{type(exc).__name__}: {exc}"} for d in directions]
     records = []
     for job in jobs:
-        tick(f"{b.name} {case.name} {case.size} {job.direction}")
+        tick(f"{b.name} {case.target} {case.size} {job.direction}")
         rec = _record(b, case, job.direction, job.level)
         try:
             _time_job(b, job, rec, peak, s, base.library if base else None)
@@ -545,8 +574,8 @@ def table(doc: dict) -> str:
         share = None if r["peak_share"] is None else 100 * r["peak_share"]
         lines.append(f"{head}{_num(1e3 * r['time']['median_s'], 9)} {_num(r['gflops'], 8)} {_num(share, 6)} "
                      f"{_num(r['overhead'], 5)} {100 * r['time']['spread']:4.0f}%")
-    lines.append("* through the NumPy API (host copies included); ovh× = time / the library called directly;")
-    lines.append("  ± = interquartile range over the median")
+    lines.append("* through the NumPy API (host copies included)")
+    lines.append("ovh× = time / the library called directly; ± = interquartile range / median")
     for name, why in doc["unavailable"].items():
         lines.append(f"{name}: unavailable: {why}"[:80])
     return "\n".join(lines)

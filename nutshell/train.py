@@ -16,8 +16,9 @@ As a library (the claims use it):
 >>> train.accuracy(m, x, labels)
 
 :func:`fit` shuffles the training split with a seeded NumPy generator every epoch (the same
-batches on every backend) and takes minibatch SGD steps: ``Model.step`` (p ← p − lr·g), or with
-momentum μ the heavy-ball update v ← μ·v + g, p ← p − lr·v, applied in the model's dtype.
+batches on every backend) and takes minibatch steps: plain SGD through ``Model.step``
+(p ← p − lr·g), SGD with momentum μ (v ← μ·v + g, p ← p − lr·v) or Adam, the update computed
+with NumPy in the model's dtype from the backend's gradients.
 """
 
 from __future__ import annotations
@@ -73,17 +74,57 @@ def _sgd_momentum(model: Model, momentum: float) -> Callable[[np.ndarray, np.nda
     return step
 
 
+def _adam(model: Model, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+          ) -> Callable[[np.ndarray, np.ndarray, float], float]:
+    """A step function: Adam, m ← β1·m + (1 − β1)·g, v ← β2·v + (1 − β2)·g²,
+    p ← p − lr·m̂ / (√v̂ + ε) with the bias corrections m̂ = m / (1 − β1^t), v̂ = v / (1 − β2^t)."""
+    params = model.params()
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(p) for k, p in params.items()}
+    t = [0]
+
+    def step(x: np.ndarray, labels: np.ndarray, lr: float) -> float:
+        loss, grads = model.loss_and_grads(x, labels)
+        t[0] += 1
+        c1, c2 = 1 - beta1 ** t[0], 1 - beta2 ** t[0]
+        for k, g in grads.items():
+            m[k] = beta1 * m[k] + (1 - beta1) * g
+            v[k] = beta2 * v[k] + (1 - beta2) * g * g
+            params[k] = (params[k] - lr * (m[k] / c1) / (np.sqrt(v[k] / c2) + eps)).astype(model.dtype)
+        model.set_params(params)
+        return loss
+    return step
+
+
+def _stepper(model: Model, optimizer: str, momentum: float) -> Callable[[np.ndarray, np.ndarray, float], float]:
+    if optimizer == "adam":
+        return _adam(model)
+    return model.step if momentum == 0 else _sgd_momentum(model, momentum)
+
+
 def fit(model: Model, data: datasets.Dataset, epochs: int, batch_size: int, lr: float, momentum: float = 0.0,
-        seed: int = 0, log: Callable[[str], None] | None = None) -> History:
-    """Minibatch SGD on ``data``'s training split; the test accuracy after every epoch."""
+        schedule: str = "constant", optimizer: str = "sgd", seed: int = 0,
+        log: Callable[[str], None] | None = None) -> History:
+    """Minibatch training on ``data``'s training split; the test accuracy after every epoch.
+
+    ``optimizer`` "sgd" (with ``momentum``, or plain ``Model.step``) or "adam". ``schedule``
+    "linear" lowers the learning rate linearly from ``lr`` at the first step to lr/steps at the
+    last, which settles the final parameters; "constant" keeps it.
+    """
     rng = np.random.default_rng(seed)
-    step = model.step if momentum == 0 else _sgd_momentum(model, momentum)
+    step = _stepper(model, optimizer, momentum)
     hist, started = History(), time.perf_counter()
     n = len(data.x_train)
+    per_epoch = -(-n // batch_size)
+    total = epochs * per_epoch
+
+    def rate(t: int) -> float:
+        return lr * (1 - t / total) if schedule == "linear" else lr
+
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n)
-        losses = [step(data.x_train[idx], data.y_train[idx], lr)
-                  for idx in (order[i:i + batch_size] for i in range(0, n, batch_size))]
+        losses = [step(data.x_train[idx], data.y_train[idx], rate(hist.steps + k))
+                  for k, idx in enumerate(order[i:i + batch_size] for i in range(0, n, batch_size))]
         hist.steps += len(losses)
         hist.final_loss = float(np.mean(losses))
         hist.test_accuracy = accuracy(model, data.x_test, data.y_test)
@@ -103,7 +144,8 @@ def train(backend: Backend, name: str, epochs: int | None = None, seed: int = 0,
     cfg = spec.training
     model = backend.model(name, seed=seed, dtype=dtype)
     data = datasets.load(spec)
-    hist = fit(model, data, epochs or cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, seed=seed, log=log)
+    hist = fit(model, data, epochs or cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.schedule, cfg.optimizer,
+               seed=seed, log=log)
     return model, hist
 
 

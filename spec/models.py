@@ -97,6 +97,8 @@ class Training:
     batch_size: int
     lr: float
     momentum: float = 0.0
+    optimizer: str = "sgd"              # or "adam"
+    schedule: str = "constant"          # or "linear": the rate falls linearly over the run
     min_accuracy: float | None = None   # every backend must reach it on the test split
 
 

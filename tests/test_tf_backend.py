@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("nutshell_tf_backend", reason="pip install --no-deps -e examples/tf_backend")
 
-import backends  # noqa: E402
-from backends import validate  # noqa: E402
-from backends.errors import BackendUnavailable  # noqa: E402
-from spec import reference  # noqa: E402
+import backends
+from backends import validate
+from backends.errors import BackendUnavailable
+from spec import reference
 
 
 @pytest.fixture(scope="module")

@@ -48,14 +48,18 @@ class Compiled:
     """One ONNX Runtime session and the names of its outputs; ``keys`` are the names the
     contract returns them under (``out.y`` -> ``y``, ``grad.x`` -> ``x``)."""
 
-    __slots__ = ("device_id", "keys", "names", "session")
+    __slots__ = ("_run", "device_id", "keys", "names", "session")
 
     def __init__(self, session: ort.InferenceSession, names: list[str], device_id: int = 0):
         self.session, self.names, self.device_id = session, names, device_id
+        self._run = session._sess.run
         self.keys = [n.partition(".")[2] for n in names]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self.names, feeds)
+
+    def direct(self, native: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._run(self.names, native, None)
 
     def bound(self, native: dict[str, ort.OrtValue]) -> list[ort.OrtValue]:
         """Run with I/O binding: inputs and outputs stay on the GPU."""
@@ -205,7 +209,7 @@ class OnnxBackend(Backend):
                 shapes = tuple((k, s) for k, s, _ in sig)
                 dtype = next(d for _, _, d in sig if d.kind == "f")
                 run = self._compiled(concept, "forward", akey, attrs, shapes, dtype)
-                last[:] = sig, run.bound if on_cuda else partial(run.session.run, run.names)
+                last[:] = sig, run.bound if on_cuda else run.direct
             return dict(zip(outputs, last[1](native), strict=True))
         return call
 

@@ -69,7 +69,7 @@ class TfBackend(Backend):
     def __init__(self, device: str | None = None, spec=None):
         super().__init__(device, spec)
         self.device = select_device(device)
-        self._placement = "/" + self.device.upper()               # "/CPU" or "/GPU:0"
+        self._placement = "/CPU:0" if self.device == "cpu" else "/" + self.device.upper()   # "/GPU:0"
         tf.config.experimental.enable_tensor_float_32_execution(False)   # full float32 matmuls on the GPU
 
     # --- numpy <-> tensorflow -------------------------------------------------------------

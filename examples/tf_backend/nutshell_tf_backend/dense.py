@@ -22,7 +22,7 @@ def layer(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, activation: str = "relu") ->
 def maxout(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, pieces: int = 2) -> tf.Tensor:
     """y = z.reshape(N, O, k).max(−1), z = x · w + b; ties: the first piece wins and alone gets gradient."""
     z = dense(x, w, b)
-    return first_max(tf.reshape(z, (z.shape[0], -1, pieces)))    # (N, O, k) -> (N, O)
+    return first_max(tf.reshape(z, (z.shape[0], z.shape[1] // pieces, pieces)))    # (N, O, k) -> (N, O)
 
 
 def logistic_regression(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
