@@ -477,6 +477,21 @@ def run_claim(b: Backend, claim: dict, tol: dict) -> Record:
         raise Unsupported(str(exc)) from None
 
 
+def _fmt(v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return f"{v:,}" if isinstance(v, int) else f"{v:.3g}"
+
+
+def headline(claim_id: str, details: dict) -> str:
+    """The numbers a summary shows for a claim (its ``report`` list), e.g.
+    ``sigmoid_ratio 1.77e-12, relu_ratio 1.01``."""
+    claim = next((c for c in load() if c["id"] == claim_id), None)
+    if claim is None:
+        raise SpecError(f"{CLAIMS_FILE}: no claim '{claim_id}'")
+    return ", ".join(f"{k} {_fmt(details[k])}" for k in claim["report"] if k in details)
+
+
 def items(spec_file, state: dict) -> Iterator:
     """One item per claim × backend: ``claim_<id>[<backend>]``; claims marked slow get the mark."""
     from conformance.plugin import CheckItem

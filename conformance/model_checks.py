@@ -10,7 +10,8 @@ Items, per model × backend (``model_`` keeps a model apart from the concept of 
 * ``model_<id>[<backend>-train-digits]`` for the models whose spec sets ``min_accuracy``: the
   spec's training recipe on the real digits, the test accuracy in the details;
 * ``model_<id>[train-agree]`` (backend ``cross``): the trajectories of every selected backend
-  side by side, each against the reference and pairwise (largest differences in the details).
+  side by side, each against the reference, and the largest difference between every two
+  backends in the same dtype in the details.
 
 A gradient or training check in a dtype is unsupported where the backend lacks a concept of the
 model in that dtype, or where the vector's decision margin in that dtype is not above 1: a ReLU
@@ -136,7 +137,7 @@ def train_agree(backends: dict[str, Backend], spec: models.ModelSpec, tol: dict,
     keys = sorted(runs)
     rec.details["pairwise_max_abs"] = {
         f"{a}~{c}": max(float(np.max(np.abs(runs[a][k].astype(np.float64) - runs[c][k]), initial=0.0)) for k in runs[a])
-        for i, a in enumerate(keys) for c in keys[i + 1:]}
+        for i, a in enumerate(keys) for c in keys[i + 1:] if a.rsplit("-", 1)[1] == c.rsplit("-", 1)[1]}
     rec.details["skipped"] = skipped
     if failures:
         raise CheckFailed("; ".join(failures), {"usage": rec.usage, "details": rec.details})

@@ -18,6 +18,7 @@ vectors and per backend the largest error and the bound usage.
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import json
@@ -518,7 +519,7 @@ def concept_details(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> str:
 
 
 def _describe(spec: spec_mod.Spec, cid: str) -> tuple[str, str]:
-    """(title, definition) of a concept, or of a model ("model_<id>") of models.yaml."""
+    """(title, definition) of a concept, a model ("model_<id>") of models.yaml or a claim of claims.yaml."""
     c = spec.concepts.get(cid)
     if c is not None:
         semantics = "".join(f"<li>{esc(s)}</li>" for s in c.semantics)
@@ -529,7 +530,20 @@ def _describe(spec: spec_mod.Spec, cid: str) -> tuple[str, str]:
         m = models.get(cid.removeprefix("model_"))
         return esc(m.title), f"<p>{esc(m.description)}</p>"
     except (ImportError, NutshellError):
-        return "", "<p class='muted'>not in concepts.yaml or models.yaml; its checks are listed above</p>"
+        pass
+    claim = _claims().get(cid)
+    if claim is not None:
+        return esc(claim.get("title", "")), f"<p>{esc(claim.get('claim', ''))}</p>"
+    return "", "<p class='muted'>not in concepts.yaml, models.yaml or claims.yaml; its checks are listed above</p>"
+
+
+@functools.lru_cache(maxsize=1)
+def _claims() -> dict[str, dict]:
+    try:
+        doc = spec_mod.load_document(spec_mod.SPEC_DIR / "claims.yaml")
+    except NutshellError:
+        return {}
+    return {c["id"]: c for c in doc.get("claims", [])}
 
 
 def _vector_table(c: spec_mod.Concept) -> str:

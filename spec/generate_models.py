@@ -21,6 +21,10 @@ A model's .npz holds
 
 A model's vectors use ``vectors.dims`` where given (a shorter LSTM sequence, a smaller image), so
 the first-order bounds stay meaningful; the parameters are the same for any such dims.
+
+:func:`verify` (``nutshell spec verify``) re-derives every model golden twice: with the
+reference, and with TensorFlow's float64 ops driven node by node by the backend-neutral executor
+(backends/graph.py) — a second library and a second implementation of the graph's backward.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import spec as spec_mod
+from backends import validate
 from backends.errors import SpecError
 from spec import models
 from spec.generate import _set_sha, npz_bytes, shuffled_linspace
@@ -105,3 +110,63 @@ def generate(path: Path | None = None, names: list[str] | None = None, check: bo
         models.document.cache_clear()
         models._get.cache_clear()
     return problems
+
+
+# --- verification ---------------------------------------------------------------------------------
+
+GOLDENS = ("out.", "grad.", "train.loss", "train.param.")
+
+class _Oracle:
+    """A float64 oracle (forward, vjp by concept) behind the ``run``/``vjp`` calls the executor makes."""
+
+    def __init__(self, name: str, forward, vjp):
+        self.name, self._forward, self._vjp = name, forward, vjp
+
+    def run(self, concept: str, inputs: dict, attrs: dict | None = None) -> dict[str, np.ndarray]:
+        arrays, full, _ = validate.check(spec_mod.load().concept(concept), inputs, attrs)
+        return self._forward(concept, arrays, full)
+
+    def vjp(self, concept: str, inputs: dict, cotangents: dict, attrs: dict | None = None) -> dict[str, np.ndarray]:
+        arrays, full, _ = validate.check(spec_mod.load().concept(concept), inputs, attrs)
+        return self._vjp(concept, arrays, cotangents, full)
+
+    def unsupported(self, concept: str, dtype: str) -> None:
+        return None
+
+
+def _executor_goldens(oracle: _Oracle, model: models.ModelSpec, data: dict[str, np.ndarray]) -> dict:
+    """The goldens of one vector file recomputed by ``oracle`` through the neutral executor."""
+    from backends.graph import Model
+
+    params = {k[6:]: v for k, v in data.items() if k.startswith("param.")}
+    m = Model(oracle, model, params, dtype="float64")
+    loss, grads = m.loss_and_grads(data["in.x"], data["in.labels"])
+    out = {"out.logits": m.forward(data["in.x"]), "out.loss": np.array(loss)}
+    out |= {f"grad.{k}": g for k, g in grads.items()}
+    lr = model.vectors.train.lr
+    losses = [m.step(x, y, lr) for x, y in zip(data["train.x"], data["train.labels"], strict=True)]
+    return out | {"train.loss": np.array(losses)} | {f"train.param.{k}": v for k, v in m.params().items()}
+
+
+def verify(use_tf: bool = True) -> list:
+    """One report per model (as ``spec.verify.ConceptReport``): the largest normwise disagreement
+    of each oracle with the stored goldens of logits, loss, gradients and the training vector."""
+    from spec.verify import ACCEPT, ConceptReport, normwise
+
+    tol = spec_mod.load().tolerance
+    reports = []
+    for spec in models.load().values():
+        data, vm = spec.vectors.load(), spec.vector_model()
+        rep = ConceptReport(f"model {spec.id}", vectors=1)
+        fresh = {"reference": compute(spec, tol)}
+        if use_tf:
+            from spec import tf_oracle
+            fresh["tensorflow"] = _executor_goldens(_Oracle("tensorflow", tf_oracle.forward, tf_oracle.vjp), vm, data)
+        for oname, got in fresh.items():
+            for key in [k for k in got if k.startswith(GOLDENS)]:
+                d = normwise(got[key], data[key])
+                setattr(rep, oname, max(getattr(rep, oname), d))
+                if d > ACCEPT:
+                    rep.problems.append(f"{key}: {oname} disagrees by {d:.3g}")
+        reports.append(rep)
+    return reports

@@ -83,4 +83,7 @@ def verify(s: spec_mod.Spec, use_tf: bool = True, concepts: list[str] | None = N
                     if d > ACCEPT:
                         rep.problems.append(f"{vec.name} {key}: {oname} disagrees by {d:.3g}")
         reports.append(rep)
+    if not concepts:
+        from spec import generate_models
+        reports += generate_models.verify(use_tf)
     return reports

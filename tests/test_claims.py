@@ -64,7 +64,8 @@ def run(claim_id: str, backend: Backend | None = None, **threshold):
 def fails(claim_id: str, backend: Backend | None = None, **threshold) -> str:
     with pytest.raises(CheckFailed) as e:
         run(claim_id, backend, **threshold)
-    assert e.value.record["details"], "a failure must carry the measured numbers"
+    reported = CLAIMS[claim_id]["report"]
+    assert set(reported) <= set(e.value.record["details"]), "a failure must carry the measured numbers"
     return str(e.value)
 
 
@@ -76,7 +77,14 @@ def test_every_claim_has_a_check_and_every_check_a_claim():
 def test_claim_holds_on_the_reference(claim_id):
     """The training claims (marked slow) pass on the real backends; training on the oracle is too slow."""
     rec = run(claim_id)
-    assert rec.details and rec.usage <= 1
+    assert rec.usage <= 1
+    assert set(CLAIMS[claim_id]["report"]) <= set(rec.details)
+
+
+def test_headline_shows_the_reported_numbers():
+    line = claims.headline("vanishing_gradients", {"sigmoid_ratio": 1.7659e-12, "relu_ratio": 1.0078, "other": 3})
+    assert line == "sigmoid_ratio 1.77e-12, relu_ratio 1.01"
+    assert claims.headline("inception_reduction", {"direct_macs": 120422400}) == "direct_macs 120,422,400"
 
 
 # --- 1. linear collapse ----------------------------------------------------------------------

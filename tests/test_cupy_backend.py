@@ -567,6 +567,20 @@ def test_float32_stays_float32(b, concept):
         assert v.shape == d[k].shape, k
 
 
+@pytest.mark.parametrize("concept", ["maxout", "conv2d", "conv2d_fft", "max_pool2d", "lstm", "cross_entropy"])
+def test_empty_batch(b, concept):
+    d, attrs = _inputs(concept, np.float32), ALL_CASES[concept][1]
+    axis = {"lstm": {"x": 1, "h0": 0, "c0": 0}}.get(concept, {"x": 0, "logits": 0, "labels": 0})
+    d = {k: np.take(v, [], axis=axis[k]) if k in axis else v for k, v in d.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = b.run(concept, d, attrs)
+        grads = b.vjp(concept, d, {k: np.zeros_like(v) for k, v in out.items()}, attrs)
+    for k, v in out.items():
+        assert np.isnan(v) if v.ndim == 0 else v.size == 0, k      # a mean over nothing is 0/0
+    assert all(grads[k].shape == d[k].shape for k in grads)
+
+
 # --- device selection, benchmark level, independence -----------------------------------------------
 
 def test_device_selection():

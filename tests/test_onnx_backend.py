@@ -15,7 +15,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
-from backends.errors import BackendUnavailable, UnsupportedConcept  # noqa: E402
+from backends.errors import BackendUnavailable, ShapeError, UnsupportedConcept  # noqa: E402
 from backends.onnx_impl import OnnxBackend  # noqa: E402
 from backends.onnx_impl.backend import UNSUPPORTED  # noqa: E402
 from backends.onnx_impl.graph import OPSET, session  # noqa: E402
@@ -145,6 +145,10 @@ def test_op_callable_uses_the_cache(b):
     b.synchronize()
     assert b.sessions.builds <= builds + 1
     np.testing.assert_array_equal(first, b.run("conv2d", ins, CONV)["y"])
+    with pytest.raises(ShapeError, match="'X'"):
+        call(X=native["x"], w=native["w"])
+    with pytest.raises(ShapeError, match="'w'"):
+        call(x=native["x"])
 
 
 def test_save_graph_writes_a_checked_model(b, tmp_path):

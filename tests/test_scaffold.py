@@ -78,6 +78,7 @@ def test_an_existing_directory_is_never_overwritten(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "pkg").iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.skipif(not (scaffold.CHECKOUT / "pyproject.toml").is_file(), reason="nutshell is not run from a checkout")
 def test_the_checkout_is_refused(capsys):
     assert scaffold.run(scaffold_args("fresh_name", scaffold.CHECKOUT / "nutshell-fresh-name-backend")) == 2
     assert "inside the nutshell checkout" in capsys.readouterr().err

@@ -56,7 +56,7 @@ def layer_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
 def _pieces(inputs: Arrays, k: int) -> tuple[Any, Any]:
     """z (N, O, k) and the index of its first maximum per output (argmax keeps the first)."""
     z = affine(inputs)
-    zr = z.reshape(z.shape[0], -1, k)          # (N, O, k): the k pieces of an output are adjacent
+    zr = z.reshape(z.shape[0], z.shape[1] // k, k)   # (N, O, k): the k pieces of an output are adjacent
     return zr, zr.argmax(axis=-1)
 
 
@@ -72,7 +72,7 @@ def maxout_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     xp = array_module(inputs["x"])
     zr, idx = _pieces(inputs, attrs["pieces"])
     winner = xp.arange(zr.shape[-1]) == idx[..., None]                       # (N, O, k)
-    gz = xp.where(winner, cots["y"][..., None], 0).reshape(zr.shape[0], -1)   # (N, O·k)
+    gz = xp.where(winner, cots["y"][..., None], 0).reshape(zr.shape[0], zr.shape[1] * zr.shape[2])   # (N, O·k)
     return affine_vjp(inputs, gz)
 
 

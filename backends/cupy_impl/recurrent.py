@@ -115,9 +115,9 @@ def lstm_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
         dh = dh + cots["y"][t]
         dzs[t], dc = gates_vjp(zs[t], cs[t], cs[t + 1], dh, dc)
         dh = dzs[t] @ w_hh
-    dz = dzs.reshape(t_len * n, -1)                                          # (T·N, 4H)
+    dz = dzs.reshape(t_len * n, zs.shape[2])                                 # (T·N, 4H)
     return {"x": (dz @ inputs["w_ih"]).reshape(x.shape), "h0": dh, "c0": dc,
-            "w_ih": dz.T @ x.reshape(t_len * n, n_in), "w_hh": dz.T @ hs[:-1].reshape(t_len * n, -1),
+            "w_ih": dz.T @ x.reshape(t_len * n, n_in), "w_hh": dz.T @ hs[:-1].reshape(t_len * n, w_hh.shape[1]),
             "b": dz.sum(axis=0)}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import onnxruntime as ort
 
 from backends import validate
 from backends.base import Backend
-from backends.errors import BackendUnavailable
+from backends.errors import BackendUnavailable, ShapeError
 from backends.onnx_impl import activations, conv, dense, graph, inception, losses, normalization, pooling, recurrent
 from backends.signatures import output_shapes
 
@@ -56,10 +55,9 @@ class Compiled:
         self.keys = [n.partition(".")[2] for n in names]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(self.names, feeds)
-
-    def direct(self, native: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._run(self.names, native, None)
+        """Run on host arrays. Straight to the session's binding: InferenceSession.run would
+        re-check the input names on every call, which the cache key has already fixed."""
+        return self._run(self.names, feeds, None)
 
     def bound(self, native: dict[str, ort.OrtValue]) -> list[ort.OrtValue]:
         """Run with I/O binding: inputs and outputs stay on the GPU."""
@@ -206,12 +204,24 @@ class OnnxBackend(Backend):
         def call(**native: Any) -> dict:
             sig = signature(native)
             if sig != last[0]:
+                self._check_names(concept, [k for k, _, _ in sig])
                 shapes = tuple((k, s) for k, s, _ in sig)
                 dtype = next(d for _, _, d in sig if d.kind == "f")
                 run = self._compiled(concept, "forward", akey, attrs, shapes, dtype)
-                last[:] = sig, run.bound if on_cuda else run.direct
+                last[:] = sig, run.bound if on_cuda else run
             return dict(zip(outputs, last[1](native), strict=True))
         return call
+
+    def _check_names(self, concept: str, names: list[str]) -> None:
+        """The op callable's inputs: known names, every required one present."""
+        c = self.spec.concept(concept)
+        for name in names:
+            if name not in {i.name for i in c.inputs}:
+                raise ShapeError(f"unexpected input; inputs are {[i.name for i in c.inputs]}", concept=concept,
+                                 argument=name)
+        for i in c.inputs:
+            if not i.optional and i.name not in names:
+                raise ShapeError("required input is missing", concept=concept, argument=i.name)
 
     # --- benchmark level ----------------------------------------------------------------------------
 
