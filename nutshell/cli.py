@@ -55,8 +55,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     doc = r.writer
     print()
     print(summary_table(summarize(doc.records), doc.header["unavailable"]))
+    for line in _claim_lines(doc.records):
+        print(line)
     print(f"results: {doc.path}  junit: {REPORTS / 'junit.xml'}")
     return code
+
+
+def _claim_lines(records: list[dict]) -> list[str]:
+    """The glossary's claims with their measured numbers, one line per claim and backend."""
+    claims = [r for r in records if r.get("check") == "claim"]
+    if not claims:
+        return []
+    from conformance.claims import headline
+
+    lines = ["", "glossary claims:"]
+    for r in sorted(claims, key=lambda r: (r["concept"], r["backend"])):
+        numbers = headline(r["concept"], r.get("details") or {}) if r["outcome"] == "pass" else r.get("message", "")
+        lines.append(f"  {r['concept']:<28} {r['backend']:<7} {r['outcome']:<11} {numbers}"[:200])
+    return lines
 
 
 def cmd_spec(args: argparse.Namespace) -> int:
