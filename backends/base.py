@@ -16,7 +16,7 @@ complete: an output the caller left out arrives as zeros.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -45,6 +45,21 @@ class Backend:
     def unsupported(self, concept: str, dtype: str) -> str | None:
         """None when ``concept`` runs in ``dtype`` here, else the reason it does not."""
         return None
+
+    # Known deviations from the spec, as data: check-id pattern ("*" matches anything; brackets are
+    # literal, as in check ids) -> the reason. A matching
+    # check that fails is reported unsupported with the reason; one that passes fails, so a stale
+    # entry is noticed and removed. Example: {"*[tf-subnormal]": "TensorFlow flushes subnormals"}.
+    deviations: ClassVar[dict[str, str]] = {}
+
+    def deviation(self, check_id: str) -> str | None:
+        """The declared reason why check ``check_id`` is expected to fail here, if any."""
+        import re
+
+        def matches(pattern: str) -> bool:
+            return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), check_id) is not None
+
+        return next((why for pat, why in self.deviations.items() if matches(pat)), None)
 
     # --- the public calls --------------------------------------------------------------------
 

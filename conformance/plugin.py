@@ -183,7 +183,11 @@ class CheckItem(pytest.Item):
         st = _state(self.config)
         tol = st["spec"].tolerance
         started = time.perf_counter()
+        b = st["backends"].get(self.backend)
+        declared = b.deviation(self.name) if b is not None else None
         try:
+            if declared is not None:
+                self._expect_deviation(st, tol, declared)
             rec = self._run(st, tol)
             self.record = {"outcome": "pass", "usage": rec.usage, "details": rec.details}
         except checks.Unsupported as exc:
@@ -197,6 +201,15 @@ class CheckItem(pytest.Item):
             raise
         finally:
             self.record["seconds"] = round(time.perf_counter() - started, 6)
+
+    def _expect_deviation(self, st: dict, tol: dict, why: str) -> None:
+        """A declared deviation: its failure is reported unsupported; a pass means the entry is stale."""
+        try:
+            self._run(st, tol)
+        except checks.CheckFailed as exc:
+            raise checks.Unsupported(f"declared deviation: {why} ({exc})") from None
+        raise checks.CheckFailed(f"declared deviation no longer happens ({why}): remove it from "
+                                 f"{type(st['backends'][self.backend]).__name__}.deviations", {"usage": 0.0})
 
     def _run(self, st: dict, tol: dict) -> checks.Record:
         b = st["backends"].get(self.backend)

@@ -24,6 +24,7 @@ import io
 import json
 import math
 import re
+import sys
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -386,8 +387,8 @@ def performance(bench: dict | None) -> str:
                                 for k, v in p.get("libraries", {}).items()) + "</li>"
                     for d, p in bench.get("peak", {}).items())
     ok = [r for r in bench["results"] if r.get("outcome") == "ok"]
-    charts = "".join(_perf_charts(ok, size) for size in ("small", "medium", "large")
-                     if any(r["size"] == size and r["direction"] == "forward" for r in ok))
+    charts = "".join(_perf_charts(ok, size, d) for d in ("forward", "step") for size in ("small", "medium", "large")
+                     if any(r["size"] == size and r["direction"] == d for r in ok))
     rows = "".join(_perf_row(r) for r in bench["results"])
     return (f"<section id='performance'>{title}<p>Machine peak (the best float32 matrix product among the "
             f"installed libraries, measured in the same run):</p><ul>{peaks}</ul>{charts}"
@@ -398,17 +399,20 @@ def performance(bench: dict | None) -> str:
             f"<th>overhead</th><th>baseline</th></tr>{rows}</table></section>")
 
 
-def _perf_charts(ok: list[dict], size: str) -> str:
-    fwd = [r for r in ok if r["size"] == size and r["direction"] == "forward"]
+def _perf_charts(ok: list[dict], size: str, direction: str) -> str:
+    """GFLOP/s and overhead of every concept (or model step) at one size, one bar per backend."""
+    what = "forward" if direction == "forward" else "training step"
+    fwd = [r for r in ok if r["size"] == size and r["direction"] == direction]
     names = list(dict.fromkeys(r["concept"] for r in fwd))
     backs = list(dict.fromkeys(f"{r['backend']} ({r['device']})" for r in fwd))
     by = {(r["concept"], f"{r['backend']} ({r['device']})"): r for r in fwd}
     rate = {b: [by[(c, b)]["gflops"] if (c, b) in by else None for c in names] for b in backs}
     over = {b: [by[(c, b)].get("overhead") if (c, b) in by else None for c in names] for b in backs}
-    out = bars(names, rate, f"forward, {size} shapes: GFLOP/s", "GFLOP/s (log scale)", f"perf-{size}")
+    out = bars(names, rate, f"{what}, {size} shapes: GFLOP/s", "GFLOP/s (log scale)", f"perf-{direction}-{size}")
     if any(v for vals in over.values() for v in vals):
-        out += bars(names, over, f"forward, {size} shapes: overhead against the library called directly",
-                    "time / native baseline time (log scale; 1 = no overhead)", f"overhead-{size}", base=1.0)
+        out += bars(names, over, f"{what}, {size} shapes: overhead against the library called directly",
+                    "time / native baseline time (log scale; 1 = no overhead)", f"overhead-{direction}-{size}",
+                    base=1.0)
     return out
 
 
@@ -452,10 +456,14 @@ def _records_block(recs: list[dict], cols: list[dict], key: str) -> str:
                       + "</tr>" for label, rs in per_col.items())
     series = _series(recs, cols) if key == "training" else {}
     charts = "".join(curves(lines, name, name, f"{key}-{anchor(name)}") for name, lines in series.items())
-    rows = "".join(_record_row(r, cols) for r in recs)
+    head = "<tr><th>check</th><th>backend</th><th>outcome</th><th>usage</th><th>measured</th></tr>"
+    bad = [r for r in recs if r["outcome"] != "pass"]
+    table = f"<table class='records'>{head}{''.join(_record_row(r, cols) for r in recs)}</table>"
+    if len(recs) > 40:   # a long list stays folded; what did not pass is shown above it
+        shown = f"<table class='records'>{head}{''.join(_record_row(r, cols) for r in bad)}</table>" if bad else ""
+        table = f"{shown}<details><summary>all {len(recs)} records</summary>{table}</details>"
     return (f"<table><tr><th>backend</th>{''.join(f'<th>{k}</th>' for k in (*OUTCOMES, 'total'))}</tr>{summary}"
-            f"</table>{charts}<table class='records'><tr><th>check</th><th>backend</th><th>outcome</th>"
-            f"<th>usage</th><th>measured</th></tr>{rows}</table>")
+            f"</table>{charts}{table}")
 
 
 def _record_label(r: dict, cols: list[dict]) -> str:
@@ -653,9 +661,17 @@ def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path) ->
 
 
 def write_from_reports_dir(reports: Path) -> Path:
-    """reports/results.json (and reports/bench.json when present) -> reports/index.html."""
+    """reports/results.json (and reports/bench.json when present) -> reports/index.html.
+
+    A bench.json that cannot be used (another spec version, a broken file) is left out with a
+    warning on stderr; a bad results.json is a SpecError."""
     reports = Path(reports)
     version = spec_mod.load().version
-    bench_path = reports / "bench.json"
-    bench = load_bench(bench_path, version) if bench_path.is_file() else None
-    return write_report([load_results(reports / "results.json", version)], bench, reports / "index.html")
+    results = load_results(reports / "results.json", version)
+    bench = None
+    if (reports / "bench.json").is_file():
+        try:
+            bench = load_bench(reports / "bench.json", version)
+        except SpecError as exc:
+            print(f"nutshell: the report leaves out the benchmarks: {exc}", file=sys.stderr)
+    return write_report([results], bench, reports / "index.html")

@@ -152,7 +152,7 @@ def train(backend: Backend, name: str, epochs: int | None = None, seed: int = 0,
 # --- the command -------------------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", choices=models.names())
+    p.add_argument("model", help="a model of spec/models.yaml, e.g. digits_cnn")
     p.add_argument("-b", "--backend", default="torch")
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("-o", "--output", type=Path, help="where the parameters go (default MODEL-BACKEND.npz)")

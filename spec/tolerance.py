@@ -72,13 +72,14 @@ def compare(actual: np.ndarray, golden: np.ndarray, e: np.ndarray, dtype: str, t
     b = bound(np.broadcast_to(e, golden.shape), dtype, tolerance)
     finite = np.isfinite(golden)
     special_bad = ~finite & ~((np.isnan(golden) & np.isnan(a)) | (a == golden))
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         err = np.where(finite, np.abs(a - golden), 0.0)
         err = np.where(finite & ~np.isfinite(a), np.inf, err)
         ratio = np.where(finite, err / b, 0.0)
     bad = (ratio > 1.0) | special_bad
     worst = _worst(ratio, special_bad)
-    rel = err / np.maximum(np.abs(golden), np.finfo(np.float64).tiny)
+    with np.errstate(over="ignore"):
+        rel = err / np.maximum(np.abs(golden), np.finfo(np.float64).tiny)
     rel = np.where(finite, rel, 0.0)
     return Comparison(
         ok=not bad.any(),

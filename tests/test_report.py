@@ -187,3 +187,6 @@ def test_run_writes_index_html_from_a_real_run(tmp_path):
     assert page == tmp_path / "reports" / "index.html"
     text = page.read_text()
     assert "relu" in text and "200 GFLOP/s" in text and VERSION in text
+    write(tmp_path / "reports" / "bench.json", bench_doc() | {"spec_version": "0.0.1"})
+    text = report.write_from_reports_dir(tmp_path / "reports").read_text()   # a stale bench.json is left out
+    assert "relu" in text and "200 GFLOP/s" not in text

@@ -8,9 +8,11 @@ product and one difference per element), so after N steps the bound of every par
 every step's loss covers the whole trajectory to first order.
 
 A first-order bound cannot cover a kink: where a ReLU input or the gap between the two largest
-entries of a max-pool window is within its own bound, a correct float32 backend may take the
-other branch. :func:`margin` measures the smallest such gap in units of its float32 bound; the
-generator refuses vectors whose margin is not above 1.
+entries of a max-pool window is within its own bound, a correct backend may take the other
+branch, and its gradients then differ by more than any first-order bound. :func:`margin`
+measures the smallest such gap in units of its bound in a dtype; the generator records it per
+dtype and requires it above 1 in float64 (in float32 the bounds of a deep network's trajectory
+grow too fast: the conformance checks then say so instead of passing or failing).
 
 >>> from spec import models
 >>> from spec.reference import models as ref
