@@ -22,7 +22,7 @@ import numpy as np
 
 import spec as spec_mod
 from backends import validate
-from backends.errors import BackendFailure, NutshellError, UnsupportedConcept
+from backends.errors import BackendFailure, BackendUnavailable, NutshellError, UnsupportedConcept
 
 
 class Backend:
@@ -87,7 +87,7 @@ class Backend:
         c = self.spec.concept(concept)
         full = validate._check_attrs(c, attrs or {})
         self._require(concept, dtype)
-        return self._op(concept, full)
+        return self._guard(concept, lambda: self._op(concept, full))
 
     def model(self, name: str, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
               dtype: str | None = None, dims: Mapping[str, int] | None = None):
@@ -100,6 +100,18 @@ class Backend:
         from spec import models
 
         return Model(self, models.get(name, **(dims or {})), params=params, seed=seed, dtype=dtype)
+
+    def import_onnx(self, source: Any):
+        """An ONNX model (a path, its bytes, or a graph from ``backends.onnx_import.parse``) on this
+        backend: ``g.run({"input": x})`` returns {output name: array}. The file is read, validated and
+        lowered to spec concepts once (backends/onnx_import.py); the default runs those concepts with
+        this backend's ops; a backend may override it with a native whole-graph runtime."""
+        try:
+            from backends import onnx_import
+        except ImportError as exc:
+            raise BackendUnavailable(f"importing ONNX needs the onnx package ({exc.name or exc}); "
+                                     "pip install 'nutshell[onnx]'") from None
+        return onnx_import.Imported(onnx_import.graph_of(source), self)
 
     # --- benchmark-level hooks (native arrays) -----------------------------------------------
 
@@ -139,7 +151,7 @@ class Backend:
             raise UnsupportedConcept(f"backend '{self.name}' does not offer it in {dtype}: {why}",
                                      concept=concept)
 
-    def _guard(self, concept: str, fn: Callable[[], dict]) -> dict[str, np.ndarray]:
+    def _guard(self, concept: str, fn: Callable[[], Any]) -> Any:
         """Run a hook; a library exception becomes a NutshellError instead of escaping raw."""
         try:
             return fn()

@@ -317,7 +317,8 @@ def coverage(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> str:
             n = counts(core.get((cid, c["key"]), []))
             cells.append(_matrix_cell(n, f"#{anchor('c', cid, c['key'])}"))
         cross = counts(core.get((cid, "cross"), []))
-        cells.append(_matrix_cell(cross, f"#{anchor('concept', cid)}"))
+        none = cross["total"] == 0 and cid not in spec.concepts        # only concepts have cross checks
+        cells.append("<td class='none'>—</td>" if none else _matrix_cell(cross, f"#{anchor('concept', cid)}"))
         rows.append(f"<tr><th><a href='#{anchor('concept', cid)}'>{esc(cid)}</a></th>{''.join(cells)}</tr>")
     totals = []
     for c in cols:
@@ -408,8 +409,9 @@ def _perf_charts(ok: list[dict], size: str, direction: str) -> str:
     by = {(r["concept"], f"{r['backend']} ({r['device']})"): r for r in fwd}
     rate = {b: [by[(c, b)]["gflops"] if (c, b) in by else None for c in names] for b in backs}
     over = {b: [by[(c, b)].get("overhead") if (c, b) in by else None for c in names] for b in backs}
+    over = {b: vals for b, vals in over.items() if any(vals)}      # backends with a native baseline
     out = bars(names, rate, f"{what}, {size} shapes: GFLOP/s", "GFLOP/s (log scale)", f"perf-{direction}-{size}")
-    if any(v for vals in over.values() for v in vals):
+    if over:
         out += bars(names, over, f"{what}, {size} shapes: overhead against the library called directly",
                     "time / native baseline time (log scale; 1 = no overhead)", f"overhead-{direction}-{size}",
                     base=1.0)

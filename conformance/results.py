@@ -21,6 +21,23 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+_DISTRIBUTIONS = ("numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "cupy-cuda12x", "cupy-cuda11x",
+                  "cupy", "tensorflow-cpu", "tensorflow", "matplotlib", "nutshell")
+
+
+def library_versions() -> dict[str, str]:
+    """Python and the installed version of every library a backend or the report may use."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in _DISTRIBUTIONS:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
 def machine_info() -> dict:
     return {"machine": platform.machine(), "processor": platform.processor(), "system": platform.platform(),
             "python": platform.python_version(), "cpus": os.cpu_count(), "host": platform.node()}
@@ -35,7 +52,7 @@ class ResultsWriter:
         self.lines = self.path.with_suffix(".jsonl")
         self.lines.write_text("".join(json.dumps(r) + "\n" for r in records or []))
         self.header = header | {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                "machine": machine_info()}
+                                "machine": machine_info(), "versions": library_versions()}
         self.records: list[dict] = list(records or [])
         self.every_s, self._last = every_s, 0.0
         self.flush(final=False)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.metadata
 import json
 import math
 import operator
@@ -46,7 +45,7 @@ import spec as spec_mod
 from backends import validate
 from backends.errors import SpecError, UnsupportedConcept
 from backends.signatures import output_shapes
-from conformance.results import atomic_write, machine_info
+from conformance.results import atomic_write, library_versions, machine_info
 from nutshell import baselines
 from spec import models
 
@@ -328,20 +327,6 @@ def machine_peak(devices: set[str], s: Settings) -> dict[str, dict]:
 
 # ------------------------------------------------------------------------------ environment
 
-_DISTRIBUTIONS = ("numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "cupy-cuda12x", "cupy-cuda11x",
-                  "cupy", "tensorflow-cpu", "tensorflow", "matplotlib", "nutshell")
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in _DISTRIBUTIONS:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -375,8 +360,10 @@ def devices(keys: set[str]) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------ measurements
 
-def _inputs(concept: spec_mod.Concept, shapes: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Seeded float32 inputs (labels in range, targets in [0, 1])."""
+def _inputs(concept: spec_mod.Concept, shapes: dict, rng: np.random.Generator, scale: dict | None = None
+            ) -> dict[str, np.ndarray]:
+    """Seeded float32 inputs: normal times ``scale[name]`` (0.5 by default), labels in range,
+    targets in [0, 1]."""
     out = {}
     for name, shape in shapes.items():
         if concept.input(name).dtype == "int64":
@@ -384,7 +371,7 @@ def _inputs(concept: spec_mod.Concept, shapes: dict, rng: np.random.Generator) -
         elif name == "targets":
             out[name] = np.asarray(rng.uniform(0.0, 1.0, size=shape), DTYPE)
         else:
-            out[name] = np.asarray(0.5 * rng.standard_normal(shape), DTYPE)
+            out[name] = np.asarray((scale or {}).get(name, 0.5) * rng.standard_normal(shape), DTYPE)
     return out
 
 
@@ -430,7 +417,7 @@ class Job:
 def concept_jobs(b: Any, base: baselines.Baseline | None, case: Case) -> list[Job]:
     """Forward (benchmark level) and vjp (NumPy API) of one concept case."""
     c = b.spec.concept(case.name)
-    inputs = _inputs(c, case.shapes, np.random.default_rng(0))
+    inputs = _inputs(c, case.shapes, np.random.default_rng(0), case.entry.get("scale"))
     attrs = validate._check_attrs(c, case.attrs)
     outs = output_shapes(case.name, {k: v.shape for k, v in inputs.items()}, attrs)
     rng = np.random.default_rng(1)
@@ -589,7 +576,7 @@ def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[s
     keys = {device_key(b.device) for b in loaded.values()}
     doc = {"kind": KIND, "schema_version": 1, "spec_version": spec_mod.load().version,
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": False,
-           "settings": asdict(s), "machine": machine_info(), "devices": devices(keys), "versions": versions(),
+           "settings": asdict(s), "machine": machine_info(), "devices": devices(keys), "versions": library_versions(),
            "backends": {n: {"device": b.device} for n, b in loaded.items()}, "unavailable": missing,
            "peak": machine_peak(keys, s), "results": []}
     out.parent.mkdir(parents=True, exist_ok=True)

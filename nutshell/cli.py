@@ -57,7 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary_table(summarize(doc.records), doc.header["unavailable"]))
     for line in _claim_lines(doc.records):
         print(line)
-    print(f"results: {doc.path}  junit: {REPORTS / 'junit.xml'}")
+    from conformance.report import write_from_reports_dir
+
+    print(f"results: {doc.path}  junit: {REPORTS / 'junit.xml'}  report: {write_from_reports_dir(REPORTS)}")
     return code
 
 

@@ -214,10 +214,11 @@ def test_im2col_against_loops_and_col2im_is_its_adjoint():
     x = rand(2, 3, 7, 6)
     win = im2col.Window.make((7, 6), (3, 2), (2, 1), (1, 2, 0, 1), (2, 2))
     col = im2col.im2col(x, win)
-    for n, c, p, q, i, j in np.ndindex(col.shape):
+    assert col.shape == (3, 3, 2, 2, win.oh, win.ow)                 # (C, kh, kw, N, oH, oW)
+    for c, p, q, n, i, j in np.ndindex(col.shape):
         r, s = i * 2 - 1 + p * 2, j * 1 - 2 + q * 2
         want = x[n, c, r, s] if 0 <= r < 7 and 0 <= s < 6 else 0.0
-        assert col[n, c, p, q, i, j] == want
+        assert col[c, p, q, n, i, j] == want
     g = rand(*col.shape)
     gx = im2col.col2im(g, win)
     assert gx.shape == x.shape
@@ -228,7 +229,7 @@ def test_im2col_against_loops_and_col2im_is_its_adjoint():
 def test_col2im_gathers_overlapping_taps():
     """k3 s1: an interior pixel of a 5×5 plane sits in up to 9 windows; all contributions add."""
     win = im2col.Window.make((5, 5), (3, 3), (1, 1), (0, 0, 0, 0), (1, 1))
-    gx = im2col.col2im(np.ones((1, 1, 3, 3, 3, 3)), win)[0, 0]
+    gx = im2col.col2im(np.ones((1, 3, 3, 1, 3, 3)), win)[0, 0]
     counts = np.array([[sum(1 for i in range(3) for p in range(3) if i + p == r) for r in range(5)]]).T
     np.testing.assert_array_equal(gx, counts @ counts.T)
 
@@ -247,7 +248,7 @@ def test_chunking_respects_the_budget_and_changes_nothing(b, monkeypatch):
 
     monkeypatch.setattr(conv, "im2col", spy)
     small = CupyBackend(device="cpu")
-    per_sample = 8 * (3 * 9 * 64 + 2 * 3 * 10 * 10 + w.size)  # columns, two padded planes, a share of gw
+    per_sample = 8 * (3 * 9 * 64 + 2 * 3 * 10 * 10 + 4 * 64)  # columns, two padded planes, output chunk
     small.mem_budget_mb = 2.5 * per_sample / 2**20             # two samples per chunk
     parts = small.vjp("conv2d", {"x": x, "w": w}, {"y": gy}, attrs), small.run("conv2d", {"x": x, "w": w}, attrs)
     assert len(sizes) == 2 * 5 and max(sizes) == 2 * 3 * 9 * 64 * 8 <= small.budget_bytes

@@ -1,11 +1,11 @@
 """Convolution three ways: im2col + matrix product, the flipped kernel, and the FFT.
 
 conv2d (cross-correlation), with G groups, Cg = C/G input and Og = O/G output channels each,
-K = Cg·kh·kw and L = oH·oW:
+K = Cg·kh·kw and L = oH·oW, for a chunk of m samples:
 
-    col = im2col(x)                                  # (n, G, K, L)
-    y   = w.reshape(G, Og, K) @ col + b              # (n, G, Og, L): one matmul batched over groups
-    gw  = Σ_n gy @ colᵀ,   gcol = wᵀ @ gy,   gx = col2im(gcol),   gb = Σ_{n,i,j} gy
+    col = im2col(x)                                  # (G, K, m·L): channel-major, batch inside
+    y   = w.reshape(G, Og, K) @ col + b              # (G, Og, m·L): one matmul batched over groups
+    gw  = gy @ colᵀ,   gcol = wᵀ @ gy,   gx = col2im(gcol),   gb = Σ_{n,i,j} gy
 
 The batch is processed in chunks (:func:`.im2col.chunks`) so that the working memory of one call
 (padded input, columns and, backward, their gradients) stays under the backend's budget.
@@ -37,10 +37,11 @@ def window(x_shape: tuple, w_shape: tuple, attrs: dict) -> Window:
 
 def _sample_bytes(x: Any, w: Any, win: Window) -> int:
     """Working memory per sample, forward or backward: the columns (or their gradient), two
-    padded planes (the padded input, or the padded gradient and its crop) and a share of gw."""
+    padded planes (the padded input, or the padded gradient and its crop) and the output chunk
+    (or the regrouped gy)."""
     hp, wp = win.padded
-    c, cols = x.shape[1], x.shape[1] * win.taps * win.out_size
-    return x.itemsize * (cols + 2 * c * hp * wp + w.size)
+    c, o = x.shape[1], w.shape[0]
+    return x.itemsize * (c * win.taps * win.out_size + 2 * c * hp * wp + o * win.out_size)
 
 
 def _chunk_budget(x: Any, budget: int) -> int:
@@ -48,36 +49,39 @@ def _chunk_budget(x: Any, budget: int) -> int:
 
 
 def conv2d_forward(x: Any, w: Any, b: Any | None, attrs: dict, budget: int) -> Any:
-    """y (N, O, oH, oW) = im2col + one group-batched matmul per chunk, written into y in place."""
+    """y (N, O, oH, oW): per chunk of m samples, im2col and one matmul batched over the groups."""
     xp = array_module(x)
     win, g = window(x.shape, w.shape, attrs), attrs["groups"]
     n, o = x.shape[0], w.shape[0]
-    wg = w.reshape(g, o // g, math.prod(w.shape[1:]))                  # (G, Og, K)
+    wg = w.reshape(g, o // g, math.prod(w.shape[1:]))                 # (G, Og, K)
     y = xp.empty((n, o, win.oh, win.ow), dtype=x.dtype)
     for sl in chunks(n, _sample_bytes(x, w, win), _chunk_budget(x, budget)):
-        col = im2col(x[sl], win).reshape(sl.stop - sl.start, g, wg.shape[2], win.out_size)  # (n, G, K, L)
-        xp.matmul(wg, col, out=y[sl].reshape(col.shape[0], g, o // g, win.out_size))         # (n, G, Og, L)
+        m = sl.stop - sl.start
+        col = im2col(x[sl], win).reshape(g, wg.shape[2], m * win.out_size)              # (G, K, m·L)
+        yc = wg @ col                                                                   # (G, Og, m·L)
         del col                                   # before the next chunk's columns are allocated
+        y[sl] = yc.reshape(o, m, win.oh, win.ow).transpose(1, 0, 2, 3)
     if b is not None:
-        y += b.reshape(1, o, 1, 1)
+        y += b[:, None, None]
     return y
 
 
 def conv2d_backward(x: Any, w: Any, gy: Any, attrs: dict, budget: int) -> tuple[Any, Any]:
-    """(gx, gw): per chunk, columns again, gw += gy·colᵀ and gx = col2im(wᵀ·gy) (gather form)."""
+    """(gx, gw): per chunk, the columns again, gw += gy·colᵀ and gx = col2im(wᵀ·gy) (gather form)."""
     xp = array_module(x)
     win, g = window(x.shape, w.shape, attrs), attrs["groups"]
     n, c, o = x.shape[0], x.shape[1], w.shape[0]
-    wg = w.reshape(g, o // g, math.prod(w.shape[1:]))                  # (G, Og, K)
-    gy_g = gy.reshape(n, g, o // g, win.out_size)                      # (N, G, Og, L)
+    wg = w.reshape(g, o // g, math.prod(w.shape[1:]))                 # (G, Og, K)
     gw = xp.zeros_like(wg)
-    gx = xp.empty_like(x)
+    gx = xp.empty(x.shape, dtype=x.dtype)
     for sl in chunks(n, _sample_bytes(x, w, win), _chunk_budget(x, budget)):
-        col = im2col(x[sl], win).reshape(sl.stop - sl.start, g, wg.shape[2], win.out_size)  # (n, G, K, L)
-        gw += (gy_g[sl] @ col.transpose(0, 1, 3, 2)).sum(axis=0)                             # (G, Og, K)
+        m = sl.stop - sl.start
+        gyc = gy[sl].transpose(1, 0, 2, 3).reshape(g, o // g, m * win.out_size)        # (G, Og, m·L)
+        col = im2col(x[sl], win).reshape(g, wg.shape[2], m * win.out_size)              # (G, K, m·L)
+        gw += gyc @ col.transpose(0, 2, 1)                                              # (G, Og, K)
         del col
-        gcol = wg.transpose(0, 2, 1) @ gy_g[sl]                                              # (n, G, K, L)
-        gx[sl] = col2im(gcol.reshape(sl.stop - sl.start, c, win.kh, win.kw, win.oh, win.ow), win)
+        gcol = wg.transpose(0, 2, 1) @ gyc                                              # (G, K, m·L)
+        gx[sl] = col2im(gcol.reshape(c, win.kh, win.kw, m, win.oh, win.ow), win)
         del gcol
     return gx, gw.reshape(w.shape)
 

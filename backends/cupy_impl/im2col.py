@@ -3,13 +3,15 @@
 For a window sweep with kernel (kh, kw), stride (sh, sw), pads [pt, pl, pb, pr] and dilation
 (dh, dw) over x (N, C, H, W), the column array is
 
-    col[n, c, p, q, i, j] = xpad[n, c, i·sh + p·dh, j·sw + q·dw]        # (N, C, kh, kw, oH, oW)
+    col[c, p, q, n, i, j] = xpad[n, c, i·sh + p·dh, j·sw + q·dw]        # (C, kh, kw, N, oH, oW)
 
 where xpad is x surrounded by a constant (0 for convolution and average pooling, −inf for max
-pooling). A convolution is then one matrix product of the kernel with the columns, and the
-gradient of anything computed from ``col`` flows back to x through :func:`col2im`, its adjoint:
+pooling). The layout is channel-major with the batch inside, so that col.reshape(C·kh·kw, N·oH·oW)
+is the column matrix of the whole chunk and a convolution is one matrix product per group (one
+large product keeps BLAS busy, and costs one thread hand-off, not one per sample). The gradient
+of anything computed from ``col`` flows back to x through :func:`col2im`, its adjoint:
 
-    gx[n, c, h, w] = Σ_{p, q} gcol[n, c, p, q, i, j]   over the taps with i·sh + p·dh = h + pt
+    gx[n, c, h, w] = Σ_{p, q} gcol[c, p, q, n, i, j]   over the taps with i·sh + p·dh = h + pt
                                                         and j·sw + q·dw = w + pl, 0 ≤ i < oH, 0 ≤ j < oW
 
 That is the *gather form*: each input pixel sums its own contributions in the fixed tap order
@@ -88,16 +90,17 @@ def pad(x: Any, win: Window, value: float = 0.0) -> Any:
 
 
 def windows(xpad: Any, win: Window) -> Any:
-    """A strided view (N, C, kh, kw, oH, oW) of a padded plane; nothing is copied."""
+    """A strided view (C, kh, kw, N, oH, oW) of a padded (N, C, Hp, Wp) plane; nothing is copied."""
     xp = array_module(xpad)
     sn, sc, sy, sx = xpad.strides
-    shape = (*xpad.shape[:2], win.kh, win.kw, win.oh, win.ow)
-    strides = (sn, sc, sy * win.dh, sx * win.dw, sy * win.sh, sx * win.sw)
+    n, c = xpad.shape[:2]
+    shape = (c, win.kh, win.kw, n, win.oh, win.ow)
+    strides = (sc, sy * win.dh, sx * win.dw, sn, sy * win.sh, sx * win.sw)
     return xp.lib.stride_tricks.as_strided(xpad, shape, strides)
 
 
 def im2col(x: Any, win: Window, value: float = 0.0) -> Any:
-    """The contiguous column array (N, C, kh, kw, oH, oW) of x (N, C, H, W)."""
+    """The contiguous column array (C, kh, kw, N, oH, oW) of x (N, C, H, W)."""
     if on_gpu(x):
         return kernels.im2col(x, win, value)
     xp = array_module(x)
@@ -105,7 +108,7 @@ def im2col(x: Any, win: Window, value: float = 0.0) -> Any:
 
 
 def col2im(gcol: Any, win: Window) -> Any:
-    """The adjoint of :func:`im2col` in gather form: gcol (N, C, kh, kw, oH, oW) → gx (N, C, H, W).
+    """The adjoint of :func:`im2col` in gather form: gcol (C, kh, kw, N, oH, oW) → gx (N, C, H, W).
 
     On NumPy the result is a view into the padded gradient plane (the caller copies it where it
     needs it), which saves one plane-sized copy per chunk.
@@ -113,13 +116,13 @@ def col2im(gcol: Any, win: Window) -> Any:
     if on_gpu(gcol):
         return kernels.col2im(gcol, win)
     xp = array_module(gcol)
-    gxp = xp.zeros((*gcol.shape[:2], *win.padded), dtype=gcol.dtype)
+    gxp = xp.zeros((gcol.shape[0], gcol.shape[3], *win.padded), dtype=gcol.dtype)     # (C, N, Hp, Wp)
     i_end, j_end = win.sh * (win.oh - 1) + 1, win.sw * (win.ow - 1) + 1
     for p in range(win.kh):
         for q in range(win.kw):
             y0, x0 = p * win.dh, q * win.dw
-            gxp[:, :, y0:y0 + i_end:win.sh, x0:x0 + j_end:win.sw] += gcol[:, :, p, q]
-    return gxp[:, :, win.pt:win.pt + win.h, win.pl:win.pl + win.w]
+            gxp[:, :, y0:y0 + i_end:win.sh, x0:x0 + j_end:win.sw] += gcol[:, p, q]
+    return gxp[:, :, win.pt:win.pt + win.h, win.pl:win.pl + win.w].transpose(1, 0, 2, 3)
 
 
 def chunks(n: int, per_sample_bytes: int, budget_bytes: int) -> Iterator[slice]:

@@ -72,34 +72,36 @@ _ELEMENTWISE = {
     "lstm_gates_grad": ("raw T z, T c, T c_new, T gh, T gc, int64 H", "T gc_prev, raw T dz", _LSTM_BWD),
 }
 
-# col[n, c, p, q, i, j] = x[n, c, i·sh − pt + p·dh, j·sw − pl + q·dw], or `value` outside x.
+# col[c, p, q, n, i, j] = x[n, c, i·sh − pt + p·dh, j·sw − pl + q·dw], or `value` outside x.
 _IM2COL = r"""
 extern "C" __global__ void nutshell_im2col_DTYPE(
-        const DTYPE* x, DTYPE* col, long long total, int H, int W, int kh, int kw, int sh, int sw,
-        int pt, int pl, int dh, int dw, int oh, int ow, DTYPE value) {
+        const DTYPE* x, DTYPE* col, long long total, int N, int C, int H, int W, int kh, int kw,
+        int sh, int sw, int pt, int pl, int dh, int dw, int oh, int ow, DTYPE value) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= total) return;
     long long t = idx;
     const int j = t % ow; t /= ow;
     const int i = t % oh; t /= oh;
+    const long long n = t % N; t /= N;
     const int q = t % kw; t /= kw;
-    const int p = t % kh; t /= kh;
+    const int p = t % kh;
+    const long long c = t / kh;
     const int y = i * sh - pt + p * dh, u = j * sw - pl + q * dw;
-    col[idx] = (y >= 0 && y < H && u >= 0 && u < W) ? x[(t * H + y) * W + u] : value;
+    col[idx] = (y >= 0 && y < H && u >= 0 && u < W) ? x[((n * C + c) * H + y) * W + u] : value;
 }
 """
 
-# gx[n, c, h, w] = Σ_{p, q} gcol[n, c, p, q, i, j] with i·sh = h + pt − p·dh, j·sw = w + pl − q·dw.
+# gx[n, c, h, w] = Σ_{p, q} gcol[c, p, q, n, i, j] with i·sh = h + pt − p·dh, j·sw = w + pl − q·dw.
 _COL2IM = r"""
 extern "C" __global__ void nutshell_col2im_DTYPE(
-        const DTYPE* col, DTYPE* gx, long long total, int H, int W, int kh, int kw, int sh, int sw,
-        int pt, int pl, int dh, int dw, int oh, int ow) {
+        const DTYPE* col, DTYPE* gx, long long total, int N, int C, int H, int W, int kh, int kw,
+        int sh, int sw, int pt, int pl, int dh, int dw, int oh, int ow) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= total) return;
     const int w = idx % W;
     long long t = idx / W;
     const int h = t % H; t /= H;
-    const DTYPE* plane = col + t * kh * kw * oh * ow;
+    const long long c = t % C, n = t / C;
     DTYPE s = 0;
     for (int p = 0; p < kh; ++p) {
         const int y = h + pt - p * dh;
@@ -107,7 +109,7 @@ extern "C" __global__ void nutshell_col2im_DTYPE(
         for (int q = 0; q < kw; ++q) {
             const int u = w + pl - q * dw;
             if (u < 0 || u % sw != 0 || u / sw >= ow) continue;
-            s += plane[((long long)(p * kw + q) * oh + y / sh) * ow + u / sw];
+            s += col[((((c * kh + p) * kw + q) * N + n) * oh + y / sh) * ow + u / sw];
         }
     }
     gx[idx] = s;
@@ -132,9 +134,9 @@ def _raw(source: str, name: str, dtype: np.dtype) -> Any:
     return usable_cupy().RawKernel(source.replace("DTYPE", ctype), f"nutshell_{name}_{ctype}")
 
 
-def _geometry(win: Window) -> tuple[np.int32, ...]:
-    """The int arguments H, W, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow of both raw kernels."""
-    vals = (win.h, win.w, win.kh, win.kw, win.sh, win.sw, win.pt, win.pl, win.dh, win.dw, win.oh, win.ow)
+def _geometry(n: int, c: int, win: Window) -> tuple[np.int32, ...]:
+    """The int arguments N, C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow of both raw kernels."""
+    vals = (n, c, win.h, win.w, win.kh, win.kw, win.sh, win.sw, win.pt, win.pl, win.dh, win.dw, win.oh, win.ow)
     return tuple(np.int32(v) for v in vals)
 
 
@@ -144,21 +146,23 @@ def _launch(kernel: Any, total: int, *args: Any) -> None:
 
 
 def im2col(x: Any, win: Window, value: float) -> Any:
-    """Column array (N, C, kh, kw, oH, oW) of x (N, C, H, W) on the GPU."""
+    """Column array (C, kh, kw, N, oH, oW) of x (N, C, H, W) on the GPU."""
     cp = usable_cupy()
     x = cp.ascontiguousarray(x)
-    col = cp.empty((*x.shape[:2], win.kh, win.kw, win.oh, win.ow), dtype=x.dtype)
-    _launch(_raw(_IM2COL, "im2col", x.dtype), col.size, x, col, np.int64(col.size), *_geometry(win),
+    n, c = x.shape[:2]
+    col = cp.empty((c, win.kh, win.kw, n, win.oh, win.ow), dtype=x.dtype)
+    _launch(_raw(_IM2COL, "im2col", x.dtype), col.size, x, col, np.int64(col.size), *_geometry(n, c, win),
             x.dtype.type(value))
     return col
 
 
 def col2im(gcol: Any, win: Window) -> Any:
-    """gx (N, C, H, W) from gcol (N, C, kh, kw, oH, oW) on the GPU, one thread per pixel."""
+    """gx (N, C, H, W) from gcol (C, kh, kw, N, oH, oW) on the GPU, one thread per pixel."""
     cp = usable_cupy()
     gcol = cp.ascontiguousarray(gcol)
-    gx = cp.empty((*gcol.shape[:2], win.h, win.w), dtype=gcol.dtype)
-    _launch(_raw(_COL2IM, "col2im", gcol.dtype), gx.size, gcol, gx, np.int64(gx.size), *_geometry(win))
+    n, c = gcol.shape[3], gcol.shape[0]
+    gx = cp.empty((n, c, win.h, win.w), dtype=gcol.dtype)
+    _launch(_raw(_COL2IM, "col2im", gcol.dtype), gx.size, gcol, gx, np.int64(gx.size), *_geometry(n, c, win))
     return gx
 
 

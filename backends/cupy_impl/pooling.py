@@ -1,6 +1,6 @@
 """Max, average and global average pooling over im2col windows, forward and vjp.
 
-Both window poolings look at col = im2col(x) (N, C, kh·kw, oH, oW) and send their gradients back
+Both window poolings look at col = im2col(x) (C, kh·kw, N, oH, oW) and send their gradients back
 through col2im, so overlapping windows (kernel > stride) accumulate their contributions.
 
 max:  the windows are padded with −inf; idx = argmax over the window in row-major order keeps the
@@ -30,20 +30,30 @@ def window(x_shape: tuple, attrs: dict) -> Window:
                        attrs.get("dilation", [1, 1]), attrs["ceil_mode"])
 
 
+def _columns(x: Any, win: Window, value: float) -> Any:
+    """im2col(x) as (C, K, N, oH, oW), K = kh·kw taps in row-major window order."""
+    return im2col(x, win, value).reshape(x.shape[1], win.taps, x.shape[0], win.oh, win.ow)
+
+
+def _nchw(a: Any) -> Any:
+    """(C, N, oH, oW) → a contiguous (N, C, oH, oW)."""
+    return array_module(a).ascontiguousarray(a.transpose(1, 0, 2, 3))
+
+
 def max_pool_forward(x: Any, win: Window) -> tuple[Any, Any]:
-    """(y, idx), both (N, C, oH, oW); idx is the winning tap p·kw + q of each window."""
+    """(y (N, C, oH, oW), idx (C, N, oH, oW)); idx is the winning tap p·kw + q of each window."""
     xp = array_module(x)
-    col = im2col(x, win, -math.inf).reshape(*x.shape[:2], win.taps, win.oh, win.ow)   # (N, C, K, oH, oW)
-    idx = col.argmax(axis=2)
-    return xp.take_along_axis(col, idx[:, :, None], axis=2)[:, :, 0], idx
+    col = _columns(x, win, -math.inf)
+    idx = col.argmax(axis=1)
+    return _nchw(xp.take_along_axis(col, idx[:, None], axis=1)[:, 0]), idx
 
 
 def max_pool_backward(gy: Any, idx: Any, win: Window) -> Any:
     """gx: each window's gy goes to its winning tap; col2im adds up overlapping windows."""
     xp = array_module(gy)
-    taps = xp.arange(win.taps).reshape(1, 1, -1, 1, 1)
-    gcol = xp.where(taps == idx[:, :, None], gy[:, :, None], 0)                       # (N, C, K, oH, oW)
-    return col2im(gcol.reshape(*gy.shape[:2], win.kh, win.kw, win.oh, win.ow), win)
+    taps = xp.arange(win.taps).reshape(1, win.taps, 1, 1, 1)
+    gcol = xp.where(taps == idx[:, None], gy.transpose(1, 0, 2, 3)[:, None], 0)         # (C, K, N, oH, oW)
+    return col2im(gcol.reshape(gy.shape[1], win.kh, win.kw, gy.shape[0], win.oh, win.ow), win)
 
 
 def max_pool2d(inputs: Arrays, attrs: dict) -> Arrays:
@@ -75,8 +85,8 @@ def divisor(win: Window, include_pad: bool, like: Any) -> Any:
 def avg_pool2d(inputs: Arrays, attrs: dict) -> Arrays:
     x = inputs["x"]
     win = window(x.shape, attrs)
-    col = im2col(x, win).reshape(*x.shape[:2], win.taps, win.oh, win.ow)              # (N, C, K, oH, oW)
-    return {"y": col.sum(axis=2) / divisor(win, attrs["count_include_pad"], x)}
+    total = _nchw(_columns(x, win, 0.0).sum(axis=1))                                    # (N, C, oH, oW)
+    return {"y": total / divisor(win, attrs["count_include_pad"], x)}
 
 
 def avg_pool2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
@@ -84,8 +94,9 @@ def avg_pool2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     xp = array_module(inputs["x"])
     gy = cots["y"]
     win = window(inputs["x"].shape, attrs)
-    share = (gy / divisor(win, attrs["count_include_pad"], gy))[:, :, None, None]     # (N, C, 1, 1, oH, oW)
-    return {"x": col2im(xp.broadcast_to(share, (*gy.shape[:2], win.kh, win.kw, win.oh, win.ow)), win)}
+    share = (gy / divisor(win, attrs["count_include_pad"], gy)).transpose(1, 0, 2, 3)  # (C, N, oH, oW)
+    n, c = gy.shape[:2]
+    return {"x": col2im(xp.broadcast_to(share[:, None, None], (c, win.kh, win.kw, n, win.oh, win.ow)), win)}
 
 
 def global_avg_pool2d(inputs: Arrays, attrs: dict) -> Arrays:

@@ -223,6 +223,18 @@ class OnnxBackend(Backend):
             if not i.optional and i.name not in names:
                 raise ShapeError("required input is missing", concept=concept, argument=i.name)
 
+    # --- imported ONNX models -------------------------------------------------------------------------
+
+    def import_onnx(self, source: Any, direct: bool = True):
+        """An ONNX model validated and lowered like on every backend, then run by ONNX Runtime whole
+        (``direct``, see imported.py), or with ``direct=False`` concept by concept like elsewhere."""
+        from backends.onnx_impl.imported import OrtImported
+        from backends.onnx_import import graph_of
+
+        if not direct:
+            return super().import_onnx(source)
+        return OrtImported(graph_of(source), self)
+
     # --- benchmark level ----------------------------------------------------------------------------
 
     def to_native(self, a: np.ndarray) -> Any:

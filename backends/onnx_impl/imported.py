@@ -1,0 +1,59 @@
+"""An imported ONNX graph handed to ONNX Runtime whole (the ONNX backend's ``import_onnx``).
+
+The model is read, validated and lowered by backends/onnx_import.py first, exactly as on every
+other backend, so the same files are refused with the same errors; then the validated model (every
+tensor's data inline) becomes one ONNX Runtime session on this backend's device. ``run(feeds,
+every=True)`` uses a second session that also exposes every value an ONNX node defines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from backends.errors import BackendFailure
+from backends.onnx_impl import graph as ograph
+from backends.onnx_import import Graph, Imported
+
+
+def with_outputs(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph also outputs ``names`` (the typed ones among them)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {o.name for o in out.graph.output}
+    out.graph.output.extend(helper.make_tensor_value_info(n, types[n], None)
+                            for n in names if n not in have and n in types)
+    return out
+
+
+class OrtImported(Imported):
+    """Runs the validated model in one ONNX Runtime session (two with ``every``)."""
+
+    def __init__(self, graph: Graph, backend):
+        super().__init__(graph, backend)
+        self._sessions: dict[bool, Any] = {}
+
+    def _session(self, every: bool):
+        if every not in self._sessions:
+            model = with_outputs(self.graph.model, list(self.graph.values), self.graph.types) if every \
+                else self.graph.model
+            try:
+                self._sessions[every] = ograph.session(model, self.backend._providers)
+            except Exception as exc:
+                raise BackendFailure(f"backend 'onnx': ONNX Runtime cannot run graph {self.graph.name!r}: "
+                                     f"{type(exc).__name__}: {exc}") from None
+        return self._sessions[every]
+
+    def run(self, feeds: Mapping[str, Any], every: bool = False) -> dict[str, np.ndarray]:
+        sess = self._session(every)
+        names = [o.name for o in sess.get_outputs()]
+        try:
+            arrays = sess.run(names, self.graph.check_feeds(feeds))
+        except Exception as exc:
+            raise BackendFailure(f"backend 'onnx': ONNX Runtime failed on graph {self.graph.name!r}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        return dict(zip(names, arrays, strict=True))
