@@ -24,8 +24,8 @@ def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faulty")
-    r = run(tmp, "-b", "faulty", "-b", "torch", "-k", "(relu or sigmoid or tanh or softmax) and not model_ and not claim",
-            "--timeout", "5")
+    selection = "(relu or sigmoid or tanh or softmax) and not model_ and not claim"
+    r = run(tmp, "-b", "faulty", "-b", "torch", "-k", selection, "--timeout", "5")
     doc = json.loads((tmp / "reports" / "results.json").read_text())
     return r, doc, tmp
 
