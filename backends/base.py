@@ -124,6 +124,10 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work; a no-op on the CPU."""
 
+    def warmup(self) -> None:
+        """Compile or load whatever the first call would (kernels, sessions); benchmarks call it
+        before timing. A no-op unless a backend needs it."""
+
     # --- hooks a backend implements ----------------------------------------------------------
 
     def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -573,6 +573,8 @@ def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[s
     """Run the benchmark, writing ``out`` after every case; returns the document."""
     selected = cases(load_entries(), concepts, sizes)
     loaded, missing = backends.available(names, device)
+    for b in loaded.values():
+        b.warmup()                                   # kernels compiled before anything is timed
     keys = {device_key(b.device) for b in loaded.values()}
     doc = {"kind": KIND, "schema_version": 1, "spec_version": spec_mod.load().version,
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": False,

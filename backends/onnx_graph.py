@@ -1,0 +1,92 @@
+"""The imported graph: spec concepts and structural steps, with the values they connect.
+
+A :class:`Graph` is what :func:`backends.onnx_import.parse` makes of an ONNX model: constants
+(initializers and folded structural steps), the graph inputs it still needs, and the steps in
+order. Value names are the ONNX ones; a value a lowering adds between steps of one node is named
+after the node's first output with ``~k`` appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from backends.errors import DTypeError, ShapeError
+from backends.onnx_structural import STRUCTURAL
+
+
+@dataclass(frozen=True)
+class Value:
+    """A graph input: its element type and shape (None for a dynamic dimension)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...] | None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One spec concept (run by the backend) or one structural step (NumPy plumbing).
+
+    ``rule`` names attrs that depend on the input shapes: "SAME_UPPER" / "SAME_LOWER" (pads of
+    ONNX auto_pad, from :func:`backends.shapes.same_pads`) or "groups" (x channels ÷ w channels).
+    """
+
+    op: str
+    inputs: tuple[tuple[str, str], ...]       # (argument, value name)
+    outputs: tuple[tuple[str, str], ...]      # (result, value name)
+    attrs: dict
+    node: str                                 # the ONNX node it implements, e.g. "Conv 'conv1'"
+    rule: str = ""
+
+    @property
+    def structural(self) -> bool:
+        return self.op in STRUCTURAL
+
+
+@dataclass
+class Graph:
+    """An ONNX model lowered to steps; :meth:`Backend.import_onnx` binds it to a backend."""
+
+    name: str
+    opset: int
+    inputs: tuple[Value, ...]
+    outputs: tuple[str, ...]
+    constants: dict[str, np.ndarray]
+    steps: tuple[Step, ...]
+    values: dict[str, str]          # every value an ONNX node defines -> that node, in graph order
+    types: dict[str, int]           # ONNX element type of every value whose type is known
+    model: onnx.ModelProto          # the validated model, every tensor's data inline
+
+    def check_feeds(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The feeds as arrays: every graph input, of its declared type and static dims."""
+        if not isinstance(feeds, Mapping):
+            raise ShapeError("feeds must be a dict {input name: array}", argument="feeds")
+        want = {v.name: v for v in self.inputs}
+        extra = sorted(set(feeds) - set(want))
+        if extra:
+            raise ShapeError(f"the graph has no input {extra[0]!r}; its inputs are {sorted(want)}", argument=extra[0])
+        out = {}
+        for name, v in want.items():
+            if name not in feeds:
+                raise ShapeError(f"input {name!r} is missing", argument=name)
+            a = np.asarray(feeds[name])
+            if a.dtype != v.dtype:
+                raise DTypeError(f"input {name!r} must be {v.dtype}, got {a.dtype}", argument=name)
+            if v.shape is not None and (a.ndim != len(v.shape) or
+                                        any(d is not None and d != s for d, s in zip(v.shape, a.shape, strict=True))):
+                raise ShapeError(f"input {name!r} must have shape {_show(v.shape)}, got {a.shape}", argument=name)
+            out[name] = a
+        return out
+
+
+def _show(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def _show(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
