@@ -43,7 +43,8 @@ ATTRS: dict[str, tuple[str, ...]] = {   # the attributes each operator may carry
 
 def label(node: onnx.NodeProto) -> str:
     """How messages name a node: its name, or its first output."""
-    return repr(node.name) if node.name else f"#{node.output[0]!r}" if node.output else "(unnamed)"
+    first = next(filter(None, node.output), "")
+    return repr(node.name) if node.name else f"writing {first!r}" if first else "(unnamed)"
 
 
 def _inferred(model: onnx.ModelProto) -> dict[str, tuple[int, tuple[int | None, ...] | None]]:

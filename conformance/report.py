@@ -626,6 +626,22 @@ table.runs td{font-size:12.5px}
 """
 
 
+def determinism(records: list[dict], cols: list[dict]) -> str:
+    """Which concepts gave different bits on two runs of the same backend (catalogue 'determinism')."""
+    runs = [r for r in records if r.get("check") == "catalogue" and r.get("vector") is not None
+            and r["id"].endswith("-determinism]") and r["outcome"] == "pass"]
+    title = "<section id='determinism'><h2>Determinism</h2>"
+    if not runs:
+        return title + "<p>not run</p></section>"
+    differ = [r for r in runs if not (r.get("details") or {}).get("identical", True)]
+    if not differ:
+        return title + f"<p>Every concept gave bit-identical results on two runs ({len(runs)} concept × backend " \
+                       "pairs).</p></section>"
+    rows = "".join(f"<tr><td>{esc(r['concept'])}</td><td>{esc(_record_label(r, cols))}</td></tr>" for r in differ)
+    return (title + f"<p class='fail'>{len(differ)} of {len(runs)} concept × backend pairs gave different bits on "
+            f"two runs:</p><table><tr><th>concept</th><th>backend</th></tr>{rows}</table></section>")
+
+
 def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path) -> Path:
     """Render the page for the given runs (already loaded) and write it to ``out``."""
     spec = spec_mod.load()
@@ -649,12 +665,12 @@ def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path) ->
     nav = "".join(f"<a href='#{k}'>{t}</a>" for k, t in (
         ("coverage", "Coverage"), ("agreement", "Agreement"), ("performance", "Performance"),
         ("training", "Training"), ("claims", "Claims"), ("node-tests", "ONNX node tests"),
-        ("reliability", "Reliability"), ("onnx", "ONNX"), ("concepts", "Concepts")))
+        ("reliability", "Reliability"), ("determinism", "Determinism"), ("onnx", "ONNX"), ("concepts", "Concepts")))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>nutshell report — spec {esc(spec.version)}</title><style>{CSS}</style></head><body>"
             f"{header(results_docs, bench_doc, spec.version)}<nav>{nav}</nav>"
-            f"{coverage(spec, core, cols)}{agreement(cross, cols)}{performance(bench_doc)}"
+            f"{coverage(spec, core, cols)}{agreement(cross, cols)}{determinism(others, cols)}{performance(bench_doc)}"
             f"{other_sections(others, cols)}{concept_details(spec, core, cols)}</body></html>\n")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -190,3 +190,17 @@ def test_run_writes_index_html_from_a_real_run(tmp_path):
     write(tmp_path / "reports" / "bench.json", bench_doc() | {"spec_version": "0.0.1"})
     text = report.write_from_reports_dir(tmp_path / "reports").read_text()   # a stale bench.json is left out
     assert "relu" in text and "200 GFLOP/s" not in text
+
+
+def test_determinism_differences_are_marked(tmp_path):
+    from conformance.report import determinism
+
+    def rec(concept, identical):
+        return {"id": f"{concept}[torch-determinism]", "concept": concept, "backend": "torch", "check": "catalogue",
+                "vector": "grid", "outcome": "pass", "details": {"identical": identical}, "run": 0}
+
+    cols = [{"key": "b0", "run": 0, "name": "torch", "label": "torch"}]
+    same = determinism([rec("relu", True), rec("conv2d", True)], cols)
+    assert "bit-identical" in same and "2 concept" in same
+    marked = determinism([rec("relu", True), rec("conv2d", False)], cols)
+    assert "1 of 2" in marked and "conv2d" in marked and "relu</td>" not in marked

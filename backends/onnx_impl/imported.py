@@ -3,7 +3,8 @@
 The model is read, validated and lowered by backends/onnx_import.py first, exactly as on every
 other backend, so the same files are refused with the same errors; then the validated model (every
 tensor's data inline) becomes one ONNX Runtime session on this backend's device. ``run(feeds,
-every=True)`` uses a second session that also exposes every value an ONNX node defines.
+every=True)`` uses a second session that also exposes every value an ONNX node defines. ONNX
+Runtime logs only fatal errors here: a model it cannot take is not an error (see OrtImported).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import helper
 
-from backends.errors import BackendFailure
-from backends.onnx_impl import graph as ograph
+from backends.errors import BackendFailure, NutshellError
 from backends.onnx_import import Graph, Imported
 
 
@@ -30,29 +31,44 @@ def with_outputs(model: onnx.ModelProto, names: list[str], types: dict[str, int]
     return out
 
 
+def _session(model: onnx.ModelProto, providers: list) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+
+
 class OrtImported(Imported):
-    """Runs the validated model in one ONNX Runtime session (two with ``every``)."""
+    """Runs the validated model in one ONNX Runtime session (two with ``every``). Where ONNX Runtime
+    cannot take the model whole (it dropped the kernels of old opsets, e.g. Add-6 and Gemm-6, and
+    has no batch-first LSTM), the graph runs concept by concept instead, like on every backend;
+    ``fallback`` then says why."""
 
     def __init__(self, graph: Graph, backend):
         super().__init__(graph, backend)
         self._sessions: dict[bool, Any] = {}
+        self.fallback: str | None = None
 
     def _session(self, every: bool):
         if every not in self._sessions:
             model = with_outputs(self.graph.model, list(self.graph.values), self.graph.types) if every \
                 else self.graph.model
             try:
-                self._sessions[every] = ograph.session(model, self.backend._providers)
+                self._sessions[every] = _session(model, self.backend._providers)
             except Exception as exc:
-                raise BackendFailure(f"backend 'onnx': ONNX Runtime cannot run graph {self.graph.name!r}: "
-                                     f"{type(exc).__name__}: {exc}") from None
+                self._sessions[every] = None
+                self.fallback = f"ONNX Runtime cannot take the model whole: {type(exc).__name__}: {exc}"
         return self._sessions[every]
 
     def run(self, feeds: Mapping[str, Any], every: bool = False) -> dict[str, np.ndarray]:
         sess = self._session(every)
+        if sess is None:
+            return super().run(feeds, every)
         names = [o.name for o in sess.get_outputs()]
         try:
             arrays = sess.run(names, self.graph.check_feeds(feeds))
+        except NutshellError:
+            raise
         except Exception as exc:
             raise BackendFailure(f"backend 'onnx': ONNX Runtime failed on graph {self.graph.name!r}: "
                                  f"{type(exc).__name__}: {exc}") from None
