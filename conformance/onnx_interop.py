@@ -225,7 +225,7 @@ def googlenet_check(backend: Backend, tol: dict, width: float = 0.125, size: int
     ort = check.ort_values(graph, feeds, every=True)
     run = imp.run(feeds)
     d = check.difference(run["prob"], ort["prob"], check.reference(graph, feeds)["prob"], tol)
-    local = check.local_usages(graph, {backend.name: imp}, ort, tol)
+    local = check.local_usages(graph, {backend.name: imp}, feeds, ort, tol)
     worst = max(local, key=lambda r: r[1][backend.name])
     details = {"nodes": len(local), "max_abs": d.max_abs, "outside": d.outside, "local_usage": worst[1][backend.name],
                "worst_node": worst[0], "onnxruntime_local_usage": max(u[check.ORT] for _, u in local)}

@@ -22,7 +22,8 @@ from conformance.results import EventWriter, ResultsWriter, summary_table
 
 DTYPES = ("float32", "float64")
 # Modules that add items beyond the op-level concepts; each defines items(spec_file, state).
-PROVIDERS = ("conformance.catalogue", "conformance.fuzz", "conformance.model_checks", "conformance.claims")
+PROVIDERS = ("conformance.catalogue", "conformance.fuzz", "conformance.model_checks", "conformance.claims",
+             "conformance.onnx_interop")
 _STATE = pytest.StashKey[dict]()
 
 

@@ -175,10 +175,11 @@ def compare_outputs(graph: Graph, runs: dict[str, dict], ort: dict, ref: dict, t
             for name in graph.outputs}
 
 
-def local_usages(graph: Graph, runs: dict[str, Any], ort: dict, tol: dict) -> list[tuple[str, dict[str, float]]]:
+def local_usages(graph: Graph, runs: dict[str, Any], feeds: dict, ort: dict, tol: dict
+                 ) -> list[tuple[str, dict[str, float]]]:
     """Per ONNX node, each backend's usage of the node's own bound when it runs the node on ONNX
     Runtime's values of the node's inputs (ONNX Runtime's own usage under ``onnxruntime``)."""
-    known = {**graph.constants, **ort}
+    known = {**graph.constants, **feeds, **ort}
     rows = []
     for node, steps in node_steps(graph):
         produced = {name for s in steps for _, name in s.outputs}
@@ -238,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     ref = reference(graph, feeds)
     bad = _print_outputs(compare_outputs(graph, runs, ort, ref, tol))
     if args.per_node:
-        bad |= _print_nodes(graph, runs, ort, ref, {k: imported[k] for k in runs}, tol)
+        bad |= _print_nodes(graph, runs, feeds, ort, ref, {k: imported[k] for k in runs}, tol)
     for name, why in failures.items():
         print(f"  {name}: FAILED: {why}")
     return 1 if bad or failures else 0
@@ -257,12 +258,12 @@ def _print_outputs(table: dict[str, dict[str, Difference]]) -> bool:
     return bad
 
 
-def _print_nodes(graph: Graph, runs: dict, ort: dict, ref: dict, imported: dict, tol: dict) -> bool:
+def _print_nodes(graph: Graph, runs: dict, feeds: dict, ort: dict, ref: dict, imported: dict, tol: dict) -> bool:
     names = list(runs)
     print(f"\nper node: max abs difference from {ORT} along the whole chain; local usage = the node run on "
           f"{ORT}'s inputs, against its own bound (> 1: outside)")
     print(f"  {'node':<44}" + "".join(f"{n:>12}" for n in names) + "".join(f"{'local ' + n:>14}" for n in names))
-    local = dict(local_usages(graph, imported, ort, tol))
+    local = dict(local_usages(graph, imported, feeds, ort, tol))
     first = None
     for value, node in graph.values.items():
         if value not in ort or any(value not in r for r in runs.values()):

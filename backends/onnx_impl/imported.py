@@ -31,6 +31,16 @@ def with_outputs(model: onnx.ModelProto, names: list[str], types: dict[str, int]
     return out
 
 
+def _diverges(graph: Graph) -> str | None:
+    """Why ONNX Runtime would not follow the ONNX specification on this graph, if it would not: it
+    refuses a dilated SAME Conv and pads a dilated SAME MaxPool for the undilated kernel (ONNX
+    asks for out = ⌈n / s⌉ with the dilated kernel, as backends/shapes.same_pads computes)."""
+    for step in graph.steps:
+        if step.rule.startswith("SAME") and step.attrs.get("dilation", [1, 1]) != [1, 1]:
+            return f"ONNX Runtime pads a dilated {step.rule} window differently from ONNX ({step.node})"
+    return None
+
+
 def _session(model: onnx.ModelProto, providers: list) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 4
@@ -41,8 +51,8 @@ def _session(model: onnx.ModelProto, providers: list) -> ort.InferenceSession:
 class OrtImported(Imported):
     """Runs the validated model in one ONNX Runtime session (two with ``every``). Where ONNX Runtime
     cannot take the model whole (it dropped the kernels of old opsets, e.g. Add-6 and Gemm-6, and
-    has no batch-first LSTM), the graph runs concept by concept instead, like on every backend;
-    ``fallback`` then says why."""
+    has no batch-first LSTM) or would not follow ONNX (:func:`_diverges`), the graph runs concept by
+    concept instead, like on every backend; ``fallback`` then says why."""
 
     def __init__(self, graph: Graph, backend):
         super().__init__(graph, backend)
@@ -50,6 +60,10 @@ class OrtImported(Imported):
         self.fallback: str | None = None
 
     def _session(self, every: bool):
+        if self.fallback is None:
+            self.fallback = _diverges(self.graph)
+        if self.fallback is not None:
+            return None
         if every not in self._sessions:
             model = with_outputs(self.graph.model, list(self.graph.values), self.graph.types) if every \
                 else self.graph.model
