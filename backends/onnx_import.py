@@ -10,10 +10,13 @@
 runs: a graph with a cycle, a node reading a value nothing defines, a value defined twice
 (SpecError); an operator outside :data:`SUPPORTED`, an attribute value or element type the spec
 cannot express (UnsupportedOnnxOp, naming the operator and the node); a model the ONNX checker
-rejects (SpecError). Then every ONNX node becomes one or more :class:`Step`: a spec concept run
-by ``backend.run``, or a structural step (:data:`STRUCTURAL`) that only moves numbers around in
-NumPy. Structural steps whose inputs are all constant are folded at parse time. All arithmetic is
-the backend's, one rounding per IEEE operation:
+rejects (SpecError). Then every ONNX node becomes one or more :class:`Step`
+(backends/onnx_lowering.py): a spec concept run by ``backend.run``, or a structural step
+(:data:`STRUCTURAL`, backends/onnx_structural.py) that only moves numbers around in NumPy.
+Structural steps whose inputs are all constant are folded at parse time; attrs that depend on the
+input shapes (auto_pad's pads, a grouped convolution's groups) are resolved when a step runs. The
+supported operators are those of the issue plus Transpose, Squeeze and Unsqueeze (plumbing that
+exported LSTM models use). All arithmetic is the backend's, one rounding per IEEE operation:
 
 * Gemm and MatMul (and a MatMul followed by Add of a constant bias) are ``dense``; a batched
   MatMul is a grouped 1×1 ``conv2d`` (groups = batch, K input channels per group);

@@ -127,8 +127,9 @@ class Lowering:
     # --- helpers ---------------------------------------------------------------------------------
 
     def tmp(self) -> str:
+        """A fresh value name between the steps of one node: its first output's name + ``~k``."""
         self._count += 1
-        return f"{self.node.outputs[0] if self.node.outputs else 'v'}~{self._count}"
+        return f"{next(filter(None, self.node.outputs), 'v')}~{self._count}"
 
     def emit(self, op: str, inputs: dict[str, str], outputs: dict[str, str], attrs: dict | None = None,
              rule: str = "") -> None:

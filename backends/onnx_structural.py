@@ -65,11 +65,19 @@ def _concat(i: dict, a: dict) -> dict:
         raise ShapeError(f"cannot concatenate {[p.shape for p in parts]} on axis {a['axis']}: {exc}") from None
 
 
+def limit(shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
+    """A result a step is about to allocate must fit the tensor limit (a hostile graph can ask
+    broadcasting or ConstantOfShape for far more memory than its file holds)."""
+    dims = [int(d) for d in shape]
+    onnx_files.check_declared(math.prod(dims) * np.dtype(dtype).itemsize, dims, what, onnx_files.max_tensor_bytes())
+
+
 def _broadcast(i: dict, a: dict) -> dict:
     try:
         shape = np.broadcast_shapes(i["a"].shape, i["b"].shape)
     except ValueError:
         raise ShapeError(f"shapes {i['a'].shape} and {i['b'].shape} do not broadcast") from None
+    limit(shape, i["a"].dtype, "a broadcast")
     return {"a": np.broadcast_to(i["a"], shape), "b": np.broadcast_to(i["b"], shape)}
 
 
@@ -108,6 +116,7 @@ def _batched(i: dict, a: dict) -> dict:
     am = i["a"] if i["a"].ndim > 1 else i["a"][None]
     bm = i["b"]
     batch = np.broadcast_shapes(am.shape[:-2], bm.shape[:-2])
+    limit((*batch, *am.shape[-2:], 2), am.dtype, "a batched MatMul")                # a's copy and b's (bound)
     am = np.broadcast_to(am, (*batch, *am.shape[-2:])).reshape(-1, *am.shape[-2:])  # (G, M, K)
     bm = np.broadcast_to(bm, (*batch, *bm.shape[-2:])).reshape(-1, *bm.shape[-2:])  # (G, K, N)
     g, m, k = am.shape
@@ -130,8 +139,7 @@ def _fill(i: dict, a: dict) -> dict:
     value = a["value"]
     if min(dims, default=0) < 0:
         raise ShapeError(f"ConstantOfShape of negative dims {dims}", argument="input")
-    onnx_files.check_declared(math.prod(dims) * value.dtype.itemsize, dims, "ConstantOfShape",
-                              onnx_files.max_tensor_bytes())
+    limit(dims, value.dtype, "ConstantOfShape")
     return {"y": np.full(dims, value.reshape(()), value.dtype)}
 
 

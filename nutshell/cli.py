@@ -73,7 +73,7 @@ def _claim_lines(records: list[dict]) -> list[str]:
     lines = ["", "glossary claims:"]
     for r in sorted(claims, key=lambda r: (r["concept"], r["backend"])):
         numbers = headline(r["concept"], r.get("details") or {}) if r["outcome"] == "pass" else r.get("message", "")
-        lines.append(f"  {r['concept']:<28} {r['backend']:<7} {r['outcome']:<11} {numbers}"[:200])
+        lines.append(f"  {r['concept']:<34} {r['backend']:<7} {r['outcome']:<5} {numbers}"[:200])
     return lines
 
 
