@@ -61,7 +61,7 @@ def _concat(i: dict, a: dict) -> dict:
     parts = [i[f"x{k}"] for k in range(len(i))]
     try:
         return {"y": np.concatenate(parts, axis=a["axis"])}
-    except (ValueError, np.exceptions.AxisError) as exc:
+    except ValueError as exc:                                     # AxisError is one
         raise ShapeError(f"cannot concatenate {[p.shape for p in parts]} on axis {a['axis']}: {exc}") from None
 
 
@@ -116,7 +116,8 @@ def _batched(i: dict, a: dict) -> dict:
     am = i["a"] if i["a"].ndim > 1 else i["a"][None]
     bm = i["b"]
     batch = np.broadcast_shapes(am.shape[:-2], bm.shape[:-2])
-    limit((*batch, *am.shape[-2:], 2), am.dtype, "a batched MatMul")                # a's copy and b's (bound)
+    limit((*batch, *am.shape[-2:]), am.dtype, "a batched MatMul's A")
+    limit((*batch, *bm.shape[-2:]), bm.dtype, "a batched MatMul's B")
     am = np.broadcast_to(am, (*batch, *am.shape[-2:])).reshape(-1, *am.shape[-2:])  # (G, M, K)
     bm = np.broadcast_to(bm, (*batch, *bm.shape[-2:])).reshape(-1, *bm.shape[-2:])  # (G, K, N)
     g, m, k = am.shape

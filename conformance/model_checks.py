@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backends.base import Backend
-from conformance.checks import CheckFailed, Record, Unsupported, _compare_all
+from conformance.checks import CheckFailed, Record, Unsupported, _compare_all, pairwise_max_abs
 from spec import models
 
 DTYPES = ("float32", "float64")
@@ -134,10 +134,8 @@ def train_agree(backends: dict[str, Backend], spec: models.ModelSpec, tol: dict,
                 skipped[f"{name}-{dtype}"] = str(exc)
             except CheckFailed as exc:
                 failures.append(f"{name} {dtype}: {exc}")
-    keys = sorted(runs)
-    rec.details["pairwise_max_abs"] = {
-        f"{a}~{c}": max(float(np.max(np.abs(runs[a][k].astype(np.float64) - runs[c][k]), initial=0.0)) for k in runs[a])
-        for i, a in enumerate(keys) for c in keys[i + 1:] if a.rsplit("-", 1)[1] == c.rsplit("-", 1)[1]}
+    rec.details["pairwise_max_abs"] = pairwise_max_abs(
+        runs, comparable=lambda a, c: a.rsplit("-", 1)[1] == c.rsplit("-", 1)[1])   # same dtype only
     rec.details["skipped"] = skipped
     if failures:
         raise CheckFailed("; ".join(failures), {"usage": rec.usage, "details": rec.details})

@@ -202,6 +202,27 @@ def test_huge_constant_of_shape(every_backend):
     _refused(m.SerializeToString(), every_backend, match="over the limit")
 
 
+def test_broadcast_over_the_limit(every_backend, monkeypatch, tmp_path, capsys):
+    """Add of (n, 1) and (1, n) asks for n² elements: the importer's steps refuse it before
+    allocating, at run time (where n is known), like an input ``nutshell check`` would have to
+    generate over the limit. (The ONNX backend's direct path leaves memory to ONNX Runtime.)"""
+    m = _model([helper.make_node("Add", ["x", "t"], ["y"])], [],
+               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1]),
+                helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, "n"])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "n"])])
+    monkeypatch.setenv(onnx_files.LIMIT_ENV, "1")
+    x = np.zeros((1024, 1), np.float32)
+    for b in every_backend.values():
+        with pytest.raises(SpecError, match="over the limit"):
+            b.import_onnx(m.SerializeToString(), **({"direct": False} if b.name == "onnx" else {})).run(
+                {"x": x, "t": x.T.copy()})
+    huge = _model([helper.make_node("Relu", ["x"], ["y"])], [], [helper.make_tensor_value_info("x", 1, [1 << 30, 4])],
+                  [helper.make_tensor_value_info("y", 1, [1 << 30, 4])])
+    path = tmp_path / "huge_input.onnx"
+    path.write_bytes(huge.SerializeToString())
+    assert "over the limit" in _check_cli(path, capsys)
+
+
 def test_tensor_data_not_matching_its_shape(every_backend):
     w = _raw("w", [2, 3], np.zeros(4, np.float32).tobytes())
     _refused(_model([helper.make_node("Add", ["x", "w"], ["y"])], [w]).SerializeToString(), every_backend)
