@@ -23,6 +23,8 @@ from backends.onnx_structural import apply
 SUPPORTED = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Sigmoid", "Tanh", "Softmax",
              "LogSoftmax", "Gemm", "MatMul", "Add", "Mul", "Concat", "Flatten", "Reshape", "Dropout", "LRN",
              "LSTM", "Constant", "ConstantOfShape", "Identity", "Transpose", "Squeeze", "Unsqueeze")
+CONCEPTS = frozenset({"conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "relu", "sigmoid", "tanh",
+                      "softmax", "log_softmax", "dense", "lrn", "lstm"})     # what the operators become
 FLOATS = (TensorProto.FLOAT, TensorProto.DOUBLE)
 _POOL = ("auto_pad", "kernel_shape", "pads", "strides", "ceil_mode")
 ATTRS: dict[str, tuple[str, ...]] = {   # the attributes each operator may carry

@@ -12,9 +12,10 @@ pytest.importorskip("onnxruntime")
 from onnx import helper  # noqa: E402
 
 import backends  # noqa: E402
-from backends import onnx_structural  # noqa: E402
+from backends import onnx_import, onnx_structural  # noqa: E402
 from backends.errors import UnsupportedOnnxOp  # noqa: E402
 from backends.onnx_backend_adapter import adapter  # noqa: E402
+from backends.onnx_lowering import CONCEPTS  # noqa: E402
 from conformance import onnx_interop  # noqa: E402
 
 # the node case modules that build quickly (the pooling ones compute large references on import)
@@ -42,6 +43,13 @@ def test_the_subset_covers_the_operators(cases):
     assert {"Conv", "Gemm", "MatMul", "Add", "Mul", "LSTM", "Softmax", "LRN", "Reshape", "MaxPool",
             "AveragePool"} <= ops
     assert len(cases) >= 120
+    steps = set()
+    for c in cases:
+        try:
+            steps |= {s.op for s in onnx_import.parse(c.model.SerializeToString()).steps if not s.structural}
+        except UnsupportedOnnxOp:
+            continue
+    assert steps == CONCEPTS                                     # what conformance counts on
 
 
 @pytest.mark.parametrize("name,kw", [("torch", {}), ("cupy", {}), ("onnx", {}), ("onnx", {"direct": False})])
