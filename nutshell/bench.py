@@ -544,6 +544,18 @@ def _num(v: float | None, width: int) -> str:
     return f"{v:{width}.{digits}f}"
 
 
+def ratios(results: list[dict], reference: str = "torch") -> list[str]:
+    """Each other backend's throughput over ``reference``'s on the same case in the same run
+    (median time of the reference / median time of the backend; above 1 is faster)."""
+    ref = {(r["concept"], r["size"], r["direction"]): r["time"]["median_s"]
+           for r in results if r["backend"] == reference and r["outcome"] == "ok"}
+    lines = [f"{r['concept'][:20]:<20} {r['size']:<6} {r['direction']:<8} {r['backend'][:7]:<7}"
+             f"{ref[key] / r['time']['median_s']:8.2f}×"
+             for r in results if r["backend"] != reference and r["outcome"] == "ok"
+             and (key := (r["concept"], r["size"], r["direction"])) in ref]
+    return [f"throughput relative to {reference} (same shapes, same run):", *lines] if lines else []
+
+
 def table(doc: dict) -> str:
     """The results in 80 columns: one line per measurement, the peaks first."""
     lines = []
@@ -563,6 +575,7 @@ def table(doc: dict) -> str:
                      f"{_num(r['overhead'], 5)} {100 * r['time']['spread']:4.0f}%")
     lines.append("* through the NumPy API (host copies included)")
     lines.append("ovh× = time / the library called directly; ± = interquartile range / median")
+    lines += ratios(doc["results"])
     for name, why in doc["unavailable"].items():
         lines.append(f"{name}: unavailable: {why}"[:80])
     return "\n".join(lines)

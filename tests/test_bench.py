@@ -151,6 +151,20 @@ def test_table_fits_80_columns(doc):
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
+def test_ratios_are_reference_time_over_backend_time():
+    def rec(backend, direction, ms, outcome="ok"):
+        return {"backend": backend, "concept": "conv2d", "size": "large", "direction": direction,
+                "outcome": outcome, "time": {"median_s": ms / 1e3}}
+
+    results = [rec("cupy", "forward", 20.0), rec("torch", "forward", 10.0), rec("onnx", "forward", 5.0),
+               rec("cupy", "vjp", 1.0, "error"), rec("torch", "vjp", 4.0), rec("onnx", "vjp", 8.0)]
+    lines = bench.ratios(results)
+    assert lines[0].startswith("throughput relative to torch")
+    assert [(line.split()[2], line.split()[3], line.split()[4]) for line in lines[1:]] == [
+        ("forward", "cupy", "0.50×"), ("forward", "onnx", "2.00×"), ("vjp", "onnx", "0.50×")]
+    assert bench.ratios([r for r in results if r["backend"] != "torch"]) == []
+
+
 def test_a_failing_backend_is_recorded_and_the_run_goes_on(tmp_path):
     """A backend whose conv2d raises: its records say error, the others still run."""
     env_backend = "broken=bench_broken_backend:BrokenBackend"

@@ -92,6 +92,17 @@ def test_window_kernels_equal_numpy_and_are_deterministic(gpu, dtype):
     np.testing.assert_allclose(gpu.to_numpy(gx1), im2col.col2im(g, win), rtol=1e-6 if dtype == np.float32 else 1e-14)
 
 
+@pytest.mark.parametrize(("shape", "kernel"), [
+    ((3, 64, 28, 28), (3, 3)),      # 576 rows × 784 positions ≥ 2¹⁸ threads: one thread walks all 3 samples
+    ((2, 8192, 3, 3), (3, 3)),      # 73,728 rows > the 65,535 blocks of grid y: the row loop strides
+])
+def test_im2col_grid_loops_equal_numpy(gpu, shape, kernel):
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    win = im2col.Window.make(shape[2:], kernel, (1, 1), (1, 0, 0, 1), (1, 1))
+    got = gpu.to_numpy(kernels.im2col(gpu.to_native(x), win, 0.0))
+    np.testing.assert_array_equal(got, im2col.im2col(x, win, 0.0))
+
+
 def test_lstm_gate_kernels_equal_numpy(gpu):
     rng = np.random.default_rng(1)
     z, c = rng.standard_normal((5, 12)) * 4, rng.standard_normal((5, 3))

@@ -62,9 +62,11 @@ def conv2d_forward(x: Any, w: Any, b: Any | None, attrs: dict, budget: int) -> A
         col = im2col(x[sl], win).reshape(g, wg.shape[2], m * win.out_size)              # (G, K, m·L)
         yc = wg @ col                                                                   # (G, Og, m·L)
         del col                                   # before the next chunk's columns are allocated
-        y[sl] = yc.reshape(o, m, win.oh, win.ow).transpose(1, 0, 2, 3)
-    if b is not None:
-        y += b[:, None, None]
+        yc = yc.reshape(o, m, win.oh, win.ow).transpose(1, 0, 2, 3)                     # (m, O, oH, oW)
+        if b is None:
+            y[sl] = yc
+        else:                                     # the bias rides on the copy into y: one pass
+            xp.add(yc, b[:, None, None], out=y[sl])
     return y
 
 

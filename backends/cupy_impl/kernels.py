@@ -73,21 +73,27 @@ _ELEMENTWISE = {
 }
 
 # col[c, p, q, n, i, j] = x[n, c, i·sh − pt + p·dh, j·sw − pl + q·dw], or `value` outside x.
+# One thread per (c, p, q, i, j) (the block's y index is the row r = (c·kh + p)·kw + q, its x
+# index and thread the position l = i·ow + j); it walks the samples n, so its divisions are done
+# once and each sample costs one load and one store. Grid-stride loops cover any N and C·kh·kw.
 _IM2COL = r"""
 extern "C" __global__ void nutshell_im2col_DTYPE(
-        const DTYPE* x, DTYPE* col, long long total, int N, int C, int H, int W, int kh, int kw,
+        const DTYPE* x, DTYPE* col, int N, int C, int H, int W, int kh, int kw,
         int sh, int sw, int pt, int pl, int dh, int dw, int oh, int ow, DTYPE value) {
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= total) return;
-    long long t = idx;
-    const int j = t % ow; t /= ow;
-    const int i = t % oh; t /= oh;
-    const long long n = t % N; t /= N;
-    const int q = t % kw; t /= kw;
-    const int p = t % kh;
-    const long long c = t / kh;
-    const int y = i * sh - pt + p * dh, u = j * sw - pl + q * dw;
-    col[idx] = (y >= 0 && y < H && u >= 0 && u < W) ? x[((n * C + c) * H + y) * W + u] : value;
+    const int L = oh * ow;
+    const int l = blockIdx.x * blockDim.x + threadIdx.x;
+    if (l >= L) return;
+    const int i = l / ow, j = l - i * ow;
+    const long long rows = (long long)C * kh * kw, plane = (long long)H * W, sample = C * plane;
+    for (long long r = blockIdx.y; r < rows; r += gridDim.y) {
+        const int q = r % kw, p = (r / kw) % kh;
+        const long long c = r / ((long long)kh * kw);
+        const int y = i * sh - pt + p * dh, u = j * sw - pl + q * dw;
+        const bool inside = y >= 0 && y < H && u >= 0 && u < W;
+        const long long src = inside ? c * plane + (long long)y * W + u : 0;
+        for (int n = blockIdx.z; n < N; n += gridDim.z)
+            col[(r * N + n) * L + l] = inside ? x[n * sample + src] : value;
+    }
 }
 """
 
@@ -118,6 +124,8 @@ extern "C" __global__ void nutshell_col2im_DTYPE(
 
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _BLOCK = 256
+_GRID_YZ = 65535            # the largest y and z grid dimensions CUDA allows
+_THREADS = 1 << 18          # enough threads to fill a large GPU (132 SMs × 2048)
 
 
 @functools.cache
@@ -151,8 +159,11 @@ def im2col(x: Any, win: Window, value: float) -> Any:
     x = cp.ascontiguousarray(x)
     n, c = x.shape[:2]
     col = cp.empty((c, win.kh, win.kw, n, win.oh, win.ow), dtype=x.dtype)
-    _launch(_raw(_IM2COL, "im2col", x.dtype), col.size, x, col, np.int64(col.size), *_geometry(n, c, win),
-            x.dtype.type(value))
+    if col.size:
+        rows, block = c * win.kh * win.kw, min(_BLOCK, -(-win.out_size // 32) * 32)
+        splits = min(n, max(1, _THREADS // (rows * win.out_size)))       # samples split over blocks
+        grid = (-(-win.out_size // block), min(rows, _GRID_YZ), min(splits, _GRID_YZ))
+        _raw(_IM2COL, "im2col", x.dtype)(grid, (block,), (x, col, *_geometry(n, c, win), x.dtype.type(value)))
     return col
 
 
