@@ -7,17 +7,21 @@ milliseconds, with the device synchronised at the end of every sample; sampling 
 median is stable (its standard error, estimated from the median absolute deviation, under 1%) or
 the time cap is reached. Reported: the median, the interquartile spread, the best sample. A
 backend's call and its native baseline are sampled in turn, so that a change in the machine's
-load moves both and their ratio stays meaningful on a busy machine.
+load moves both and their ratio stays meaningful on a busy machine. Different backends are not
+sampled in turn: their thread pools keep spinning after a call (OpenBLAS's for up to ~0.1 s), so
+on a 2-core machine torch's conv2d at the large shape took 18–24 ms when alternated with NumPy
+calls against 9.5 ms back to back. Each backend is measured in its own steady state, one after
+the other; repeat the run to see how much the machine's load moved their ratio.
 
 Forward calls go through the contract's benchmark level (``b.op`` on native arrays: no host
 copies inside the timed region). The contract has no native-level vjp, so vjp calls go through
 ``b.vjp`` with NumPy arrays (marked ``api`` in bench.json and ``*`` in the table). A model's
 training step is ``m.step`` (also ``api``).
 
-Two ratios come from the same run: the share of the machine's peak (the best float32 matrix
-product among the installed libraries at a large square size, per device) and the overhead
+Three ratios come from the same run: the share of the machine's peak (the best float32 matrix
+product among the installed libraries at a large square size, per device), the overhead
 against the native baseline (the same work called directly on the library, see
-nutshell/baselines.py).
+nutshell/baselines.py) and each backend's throughput relative to torch's on the same case.
 """
 
 from __future__ import annotations
@@ -290,6 +294,8 @@ def _matmul_calls(device: str, n: int) -> dict[str, Callable[[], tuple[Callable,
                               [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
         model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        if device != "cpu" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError("onnxruntime has no CUDA provider here (onnxruntime-gpu is not installed)")
         providers = ["CPUExecutionProvider"] if device == "cpu" else [("CUDAExecutionProvider", {"device_id": index})]
         sess = ort.InferenceSession(model.SerializeToString(), providers=providers)
         if device != "cpu" and sess.get_providers()[0] != "CUDAExecutionProvider":
