@@ -245,8 +245,12 @@ def _finish(model: ModelSpec, b: _Builder, logits: str) -> onnx.ModelProto:
     x = helper.make_tensor_value_info(INPUT, elem, [BATCH, *model.input_shape])
     y = helper.make_tensor_value_info("logits", elem, out_shape)
     graph = helper.make_graph(b.nodes, model.id, [x], [y], initializer=b.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="nutshell",
-                              producer_version=__version__, doc_string=f"{model.title}: {model.description}")
+    # The IR version the opset needs, not the onnx package's newest: onnx 1.23 writes IR 14 by
+    # default, which onnxruntime before 1.31 refuses to load ("max supported IR version: 13").
+    opsets = [helper.make_opsetid("", OPSET)]
+    proto = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
+                              producer_name="nutshell", producer_version=__version__,
+                              doc_string=f"{model.title}: {model.description}")
     helper.set_model_props(proto, {"nutshell.spec_version": spec_mod.load().version, "nutshell.model": model.id,
                                    "nutshell.dims": json.dumps(model.dims, sort_keys=True)})
     try:

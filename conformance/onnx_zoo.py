@@ -112,6 +112,8 @@ def googlenet(width: float = 1.0, size: int = 224, classes: int = 1000, seed: in
         net.nodes, f"googlenet_w{width:g}_s{size}", [helper.make_tensor_value_info("data", onnx.TensorProto.FLOAT,
                                                                                    ["N", 3, size, size])],
         [helper.make_tensor_value_info("prob", onnx.TensorProto.FLOAT, ["N", classes])], initializer=net.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="nutshell-zoo")
+    opsets = [helper.make_opsetid("", 13)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
+                              producer_name="nutshell-zoo")
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -293,7 +293,8 @@ def _matmul_calls(device: str, n: int) -> dict[str, Callable[[], tuple[Callable,
         g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "peak",
                               [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
-        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        opsets = [helper.make_opsetid("", 17)]
+        model = helper.make_model(g, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
         if device != "cpu" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise RuntimeError("onnxruntime has no CUDA provider here (onnxruntime-gpu is not installed)")
         providers = ["CPUExecutionProvider"] if device == "cpu" else [("CUDAExecutionProvider", {"device_id": index})]

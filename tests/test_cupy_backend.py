@@ -589,6 +589,7 @@ def test_device_selection():
     assert backends.load("cupy", device="cpu").name == "cupy"
     with pytest.raises(BackendUnavailable, match="unknown device"):
         CupyBackend(device="tpu")
+    assert CupyBackend(device="cpu").deviations == {}          # the NumPy path keeps subnormals
     if CupyBackend().device == "cpu (numpy)":
         for dev in ("cuda", "cuda:0", "cuda:3"):
             with pytest.raises(BackendUnavailable):

@@ -130,6 +130,14 @@ def test_non_contiguous_native_inputs(gpu, cpu):
     np.testing.assert_allclose(gpu.to_numpy(s), cpu.run("sigmoid", {"x": x})["y"], rtol=1e-6)
 
 
+def test_subnormals_are_flushed_as_declared(gpu, cpu):
+    """The declared deviation holds: on the GPU CuPy's kernels flush float32 subnormals; NumPy keeps them."""
+    x = np.full((2, 3), 2.0**-140, np.float32)
+    assert gpu.run("relu", {"x": x})["y"].max() == 0 and cpu.run("relu", {"x": x})["y"].min() == 2.0**-140
+    assert set(gpu.deviations) == {f"{c}[cupy-subnormal]" for c in
+                                   ("relu", "tanh", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "lrn")}
+
+
 def test_tf32_stays_off(gpu):
     """1 + 2⁻¹² needs 13 mantissa bits: TF32 (10) would round it to 1 and the sum to 64."""
     a = np.full((64, 64), 1 + 2.0**-12, np.float32)

@@ -151,6 +151,16 @@ def test_op_callable_uses_the_cache(b):
         call(x=native["x"])
 
 
+def test_graphs_carry_the_ir_version_of_their_opset(b):
+    """Not the onnx package's newest IR (14 with onnx 1.23), which onnxruntime < 1.31 refuses."""
+    from onnx import helper
+
+    from backends.onnx_impl.graph import OPSET
+
+    proto = b.build("relu", {}, {"x": (2, 3)}, "float32", "forward")
+    assert proto.ir_version == helper.find_min_ir_version_for([helper.make_opsetid("", OPSET)]) == 8
+
+
 def test_save_graph_writes_a_checked_model(b, tmp_path):
     path = b.save_graph("lstm", {}, SAMPLES["lstm"][0], "float32", "vjp", tmp_path / "lstm_vjp.onnx")
     model = onnx.load(path)

@@ -53,6 +53,7 @@ def test_export_checks_and_carries_its_metadata(model_id):
     onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     assert proto.producer_name == "nutshell" and proto.producer_version
     assert max(o.version for o in proto.opset_import if o.domain == "") >= 17
+    assert proto.ir_version == 8       # what opset 18 needs, so onnxruntime ≥ 1.14 loads it (not onnx's newest)
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["nutshell.spec_version"] == spec_mod.load().version and props["nutshell.model"] == model_id
     concepts = {n.op for n in spec.nodes}

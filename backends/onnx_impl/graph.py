@@ -80,8 +80,9 @@ class Graph:
     def model(self) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs,
                                   initializer=self.inits)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                 producer_name="nutshell")
+        opsets = [helper.make_opsetid("", OPSET)]
+        return helper.make_model(graph, opset_imports=opsets, producer_name="nutshell",
+                                 ir_version=helper.find_min_ir_version_for(opsets))    # loads on older runtimes
 
 
 # --- shape plumbing used by several areas --------------------------------------------------------
