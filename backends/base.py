@@ -52,6 +52,15 @@ class Backend:
     # entry is noticed and removed. Example: {"*[tf-subnormal]": "TensorFlow flushes subnormals"}.
     deviations: ClassVar[dict[str, str]] = {}
 
+    @classmethod
+    def flushes_subnormals(cls, why: str) -> dict[str, str]:
+        """The deviations of float32 kernels that flush subnormals to zero: the catalogue's subnormal
+        checks (inputs × 2⁻¹⁴⁰) of the concepts whose outputs stay subnormal through elementwise or
+        pooling kernels. Seen identically for TensorFlow's CPU kernels and CuPy's GPU kernels; their
+        matrix products (BLAS) kept subnormals, so conv2d and dense are not among them."""
+        concepts = ("relu", "tanh", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "lrn")
+        return {f"{c}[{cls.name}-subnormal]": why for c in concepts}
+
     def deviation(self, check_id: str) -> str | None:
         """The declared reason why check ``check_id`` is expected to fail here, if any."""
         import re

@@ -40,14 +40,6 @@ from backends.errors import BackendUnavailable
 BUDGET_ENV = "NUTSHELL_CUPY_MEM_BUDGET_MB"
 DEFAULT_BUDGET_MB = 256.0
 
-# CuPy compiles every GPU kernel, its own and this backend's, with -ftz=true (cupy/cuda/compiler.py;
-# its nextafter documentation says so): float32 subnormals become zero on the GPU, and comparisons
-# see them as zero. Seen on an H200 with CuPy 14.2 in exactly these six catalogue checks (inputs
-# × 2⁻¹⁴⁰); float64 and the NumPy path keep subnormals.
-FLUSHED = ("relu", "tanh", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "lrn")
-GPU_DEVIATIONS = {f"{c}[cupy-subnormal]": "CuPy compiles its GPU kernels with -ftz=true: float32 subnormals "
-                  "are flushed to zero" for c in FLUSHED}
-
 # concept -> (forward(inputs, attrs), vjp(inputs, cotangents, attrs))
 PLAIN: dict[str, tuple[Callable, Callable]] = {
     **activations.CONCEPTS, **dense.CONCEPTS, **losses.CONCEPTS, **pooling.CONCEPTS,
@@ -104,7 +96,10 @@ class CupyBackend(Backend):
         self.xp, self.device, self._cuda_index = select_device(device)
         self.mem_budget_mb: float = _budget_from_env()
         if self._cuda_index is not None:
-            self.deviations = GPU_DEVIATIONS
+            # CuPy compiles every GPU kernel, its own and this backend's, with -ftz=true
+            # (cupy/cuda/compiler.py); seen on an H200 with CuPy 14.2. float64 and NumPy keep subnormals.
+            self.deviations = self.flushes_subnormals("CuPy compiles its GPU kernels with -ftz=true: "
+                                                      "float32 subnormals are flushed to zero")
 
     @property
     def budget_bytes(self) -> int:

@@ -9,7 +9,7 @@ forward under a tape watching the differentiable inputs, then
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -65,12 +65,11 @@ class TfBackend(Backend):
     """Every concept of the spec on TensorFlow, on the CPU or one GPU."""
 
     name = "tf"
-    # TensorFlow's CPU kernels flush subnormal float32 values to zero (by design, with no switch).
-    deviations: ClassVar[dict[str, str]] = {f"{c}[tf-subnormal]": "TensorFlow flushes subnormal float32 values to zero"
-                  for c in ("relu", "tanh", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "lrn")}
 
     def __init__(self, device: str | None = None, spec=None):
         super().__init__(device, spec)
+        # TensorFlow's CPU kernels flush subnormal float32 values to zero (by design, with no switch).
+        self.deviations = self.flushes_subnormals("TensorFlow flushes subnormal float32 values to zero")
         self.device = select_device(device)
         self._placement = "/CPU:0" if self.device == "cpu" else "/" + self.device.upper()   # "/GPU:0"
         tf.config.experimental.enable_tensor_float_32_execution(False)   # full float32 matmuls on the GPU
