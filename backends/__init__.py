@@ -1,7 +1,7 @@
 """The backend registry: built-in backends plus any registered under the ``nutshell.backends``
 entry-point group.
 
->>> import backends
+>>> from nutshell import backends      # the public spelling: nutshell.names(), nutshell.load()
 >>> backends.names()
 ['cupy', 'onnx', 'torch']
 >>> b = backends.load("torch")          # raises BackendUnavailable naming the extra to install
@@ -13,8 +13,12 @@ import importlib
 import os
 from importlib.metadata import entry_points
 
-from backends.base import Backend
-from backends.errors import BackendUnavailable
+from nutshell.backends.base import Backend
+from nutshell.errors import BackendUnavailable
+
+if __name__ != "nutshell.backends":  # the folder backends/ installs as nutshell.backends: one module, one name
+    raise ImportError("import nutshell.backends, not backends: nutshell installs one import package")
+
 
 __all__ = ["BUILTIN", "Backend", "BackendUnavailable", "available", "load", "names"]
 
@@ -22,9 +26,9 @@ ENTRY_POINT_GROUP = "nutshell.backends"
 
 # name -> ("module:Class", extra that installs what it needs)
 BUILTIN: dict[str, tuple[str, str]] = {
-    "cupy": ("backends.cupy_impl:CupyBackend", "cupy"),
-    "onnx": ("backends.onnx_impl:OnnxBackend", "onnx"),
-    "torch": ("backends.torch_impl:TorchBackend", "torch"),
+    "cupy": ("nutshell.backends.cupy_impl:CupyBackend", "cupy"),
+    "onnx": ("nutshell.backends.onnx_impl:OnnxBackend", "onnx"),
+    "torch": ("nutshell.backends.torch_impl:TorchBackend", "torch"),
 }
 
 

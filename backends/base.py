@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-import spec as spec_mod
-from backends import validate
-from backends.errors import BackendFailure, BackendUnavailable, NutshellError, UnsupportedConcept
+from nutshell import spec as spec_mod
+from nutshell.errors import BackendFailure, BackendUnavailable, NutshellError, UnsupportedConcept
+from nutshell.spec import validate
 
 
 class Backend:
@@ -105,8 +105,8 @@ class Backend:
         unless given; with ``params``, their dtype). ``dims`` override the model's dimensions. The
         default runs the graph node by node through this backend's ops (backends/graph.py); a backend
         may override it with a native whole-model implementation."""
-        from backends.graph import Model
-        from spec import models
+        from nutshell.spec import models
+        from nutshell.spec.graph import Model
 
         return Model(self, models.get(name, **(dims or {})), params=params, seed=seed, dtype=dtype)
 
@@ -116,7 +116,7 @@ class Backend:
         lowered to spec concepts once (backends/onnx_import.py); the default runs those concepts with
         this backend's ops; a backend may override it with a native whole-graph runtime."""
         try:
-            from backends import onnx_import
+            from nutshell.onnxio.codec import reader as onnx_import
         except ImportError as exc:
             raise BackendUnavailable(f"importing ONNX needs the onnx package ({exc.name or exc}); "
                                      "pip install 'nutshell[onnx]'") from None
@@ -155,7 +155,7 @@ class Backend:
 
     def output_shapes(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict) -> dict[str, tuple]:
         """Output shapes from the spec's shape arithmetic (backend-neutral)."""
-        from backends.signatures import output_shapes
+        from nutshell.spec.signatures import output_shapes
         return output_shapes(concept, {k: v.shape for k, v in inputs.items()}, attrs)
 
     def _require(self, concept: str, dtype: str) -> None:

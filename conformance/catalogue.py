@@ -20,13 +20,12 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-import spec as spec_mod
-from backends import validate
-from backends.base import Backend
-from backends.errors import ALL as ERROR_CLASSES
-from backends.errors import NutshellError
-from conformance import checks
-from spec import generate, tolerance
+from nutshell import spec as spec_mod
+from nutshell.backends.base import Backend
+from nutshell.conformance import checks
+from nutshell.errors import ALL as ERROR_CLASSES
+from nutshell.errors import NutshellError
+from nutshell.spec import generate, tolerance, validate
 
 WRONG_TYPE = {"int": 1.5, "ints": "1", "float": "x", "bool": 1, "string": 3}
 BATCH_AXIS = {"lstm": {"x": 1, "h0": 0, "c0": 0}}   # default: axis 0 of every batched input
@@ -81,7 +80,7 @@ def empty(b: Backend, concept, vec) -> checks.Record:
 
 def scaled(factor: float) -> Callable:
     def check(b: Backend, concept, vec) -> checks.Record:
-        from spec import reference
+        from nutshell.spec import reference
 
         raw = generate.vector_inputs(concept, vec)
         data = concept.inputs[0].name            # the data (x or logits), not the weights
@@ -156,7 +155,7 @@ def cases(concept) -> Iterator[tuple[str, Callable]]:
 
 
 def items(parent, st: dict):
-    from conformance.plugin import CheckItem
+    from nutshell.conformance.plugin import CheckItem
 
     for concept in st["spec"].concepts.values():
         vec = _first_generated(concept)

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import spec as spec_mod
-from backends.base import Backend
-from backends.errors import ALL as ERROR_CLASSES
-from backends.errors import NutshellError, UnsupportedConcept
-from spec import generate, tolerance
+from nutshell import spec as spec_mod
+from nutshell.backends.base import Backend
+from nutshell.errors import ALL as ERROR_CLASSES
+from nutshell.errors import NutshellError, UnsupportedConcept
+from nutshell.spec import generate, tolerance
 
 
 class Unsupported(Exception):
@@ -177,8 +177,7 @@ def cross(backends: dict[str, Backend], concept: spec_mod.Concept, vec: spec_mod
 
     Records each backend's bound usage and the pairwise largest absolute differences.
     """
-    from backends import validate
-    from spec import reference
+    from nutshell.spec import reference, validate
 
     fresh = spec_mod.Vector(**{**vec.__dict__, "seed": (vec.seed or 0) + 5000})
     inputs = generate.vector_inputs(concept, fresh)

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-import spec as spec_mod
-from backends import validate
-from backends.base import Backend
-from backends.errors import SpecError, UnsupportedConcept
-from backends.graph import Model
-from conformance.checks import CheckFailed, Record, Unsupported
-from nutshell import datasets, train
-from spec import models, reference, tolerance
-from spec.reference import tracked
+from nutshell import spec as spec_mod
+from nutshell.backends.base import Backend
+from nutshell.conformance.checks import CheckFailed, Record, Unsupported
+from nutshell.errors import SpecError, UnsupportedConcept
+from nutshell.spec import models, reference, tolerance, validate
+from nutshell.spec.graph import Model
+from nutshell.spec.reference import tracked
+from nutshell.training import datasets
+from nutshell.training import fit as train
 
 CLAIMS_FILE = spec_mod.SPEC_DIR / "claims.yaml"
 
@@ -494,7 +494,7 @@ def headline(claim_id: str, details: dict) -> str:
 
 def items(spec_file, state: dict) -> Iterator:
     """One item per claim × backend: ``claim_<id>[<backend>]``; claims marked slow get the mark."""
-    from conformance.plugin import CheckItem
+    from nutshell.conformance.plugin import CheckItem
 
     for claim in load():
         ref = ClaimRef(claim["id"])

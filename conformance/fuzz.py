@@ -17,12 +17,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import spec as spec_mod
-from backends import validate
-from backends.base import Backend
-from backends.errors import NutshellError
-from conformance import checks
-from spec import generate, tolerance
+from nutshell import spec as spec_mod
+from nutshell.backends.base import Backend
+from nutshell.conformance import checks
+from nutshell.errors import NutshellError
+from nutshell.spec import generate, tolerance, validate
 
 EXAMPLES = int(os.environ.get("NUTSHELL_FUZZ_EXAMPLES", "20"))
 
@@ -100,7 +99,7 @@ class Counter:
 
 
 def _check_one(b: Backend, concept, inputs, attrs, tol, count: Counter) -> None:
-    from spec import reference
+    from nutshell.spec import reference
 
     count.tried += 1
     try:
@@ -143,7 +142,7 @@ def fuzz_concept(b: Backend, concept, tol, examples: int = EXAMPLES) -> Counter:
 
 
 def items(parent, state: dict):
-    from conformance.plugin import CheckItem
+    from nutshell.conformance.plugin import CheckItem
 
     for concept in state["spec"].concepts.values():
         for bname, backend in state["backends"].items():

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.base import Backend
-from conformance.checks import CheckFailed, Record, Unsupported, _compare_all, pairwise_max_abs
-from spec import models
+from nutshell.backends.base import Backend
+from nutshell.conformance.checks import CheckFailed, Record, Unsupported, _compare_all, pairwise_max_abs
+from nutshell.spec import models
 
 DTYPES = ("float32", "float64")
 
@@ -146,7 +146,7 @@ def train_agree(backends: dict[str, Backend], spec: models.ModelSpec, tol: dict,
 
 def digits(b: Backend, spec: models.ModelSpec) -> Record:
     """The spec's training recipe on its dataset; the test accuracy must reach ``min_accuracy``."""
-    from nutshell import train as trainer
+    from nutshell.training import fit as trainer
 
     missing = [c for c in sorted(spec.concepts) if b.unsupported(c, "float32") is not None]
     if missing:
@@ -168,7 +168,7 @@ CHECKS = {"forward": forward, "loss": loss, "grads": grads}
 
 def items(spec_file, st: dict) -> Iterator:
     """One conformance item per model × backend × check × dtype (see the module docstring)."""
-    from conformance.plugin import CheckItem
+    from nutshell.conformance.plugin import CheckItem
 
     tol, cache = st["spec"].tolerance, st.setdefault("model_trajectories", {})
     for spec in models.load().values():

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Backend
-from backends.errors import NutshellError, UnsupportedConcept, UnsupportedOnnxOp
-from conformance.checks import CheckFailed, Record, Unsupported, _compare_all
-from spec import models
+from nutshell.backends.base import Backend
+from nutshell.conformance.checks import CheckFailed, Record, Unsupported, _compare_all
+from nutshell.errors import NutshellError, UnsupportedConcept, UnsupportedOnnxOp
+from nutshell.spec import models
 
 NODE_MODULES = ("conv", "maxpool", "averagepool", "globalaveragepool", "relu", "sigmoid", "tanh", "softmax",
                 "logsoftmax", "gemm", "matmul", "add", "mul", "concat", "flatten", "reshape", "dropout", "lrn",
@@ -61,7 +61,7 @@ class Case:
 
 def supported(model) -> bool:
     """Every node is an operator nutshell imports (attribute values may still be refused)."""
-    from backends.onnx_import import SUPPORTED
+    from nutshell.onnxio.codec.reader import SUPPORTED
 
     return all(n.domain in ("", "ai.onnx") and n.op_type in SUPPORTED for n in model.graph.node)
 
@@ -179,7 +179,7 @@ class Summary:
 
 
 def run_suite(backend: Backend, cases: list[Case], **import_kwargs) -> Summary:
-    from backends.onnx_backend_adapter import adapter
+    from nutshell.onnxio.tools.adapter import adapter
 
     cls = adapter(backend, **import_kwargs)
     return Summary(backend.name, [run_case(cls, c) for c in cases])
@@ -189,7 +189,7 @@ def node_tests(backend: Backend, cases: list[Case]) -> Record:
     """The record of ``onnx_node_tests[<backend>]``: failures beyond the documented differences fail.
     A backend offering none of the concepts ONNX graphs are lowered to has nothing to check (the
     cases made of plumbing alone would pass without it)."""
-    from backends.onnx_lowering import CONCEPTS
+    from nutshell.onnxio.codec.lowering import CONCEPTS
 
     if not backend.concepts & CONCEPTS:
         raise Unsupported(f"{backend.name} offers none of the concepts ONNX graphs are lowered to")
@@ -208,7 +208,7 @@ def export_round_trip(backend: Backend, model_id: str, tol: dict) -> Record:
     within the goldens' bounds (float32)."""
     import onnxruntime as ort
 
-    from backends import onnx_export
+    from nutshell.onnxio.codec import writer as onnx_export
 
     spec = models.get(model_id).vector_model()
     if any(backend.unsupported(c, "float32") for c in spec.concepts):
@@ -233,9 +233,9 @@ def export_round_trip(backend: Backend, model_id: str, tol: dict) -> Record:
 def googlenet_check(backend: Backend, tol: dict, width: float = 0.125, size: int = 64) -> Record:
     """The narrow GoogLeNet on ``backend``: every node within its own bound, the output within the
     end-to-end bound (both against ONNX Runtime, see nutshell/onnx_compare.py)."""
-    from backends import onnx_import
-    from conformance import onnx_zoo
-    from nutshell import onnx_compare as compare
+    from nutshell.onnxio.codec import reader as onnx_import
+    from nutshell.onnxio.tools import compare
+    from nutshell.onnxio.tools import zoo as onnx_zoo
 
     graph = onnx_import.parse(onnx_zoo.googlenet(width, size, classes=10).SerializeToString())
     missing = sorted({s.op for s in graph.steps if not s.structural and backend.unsupported(s.op, "float32")})
@@ -267,7 +267,7 @@ class _Ref:
 
 def items(spec_file, st: dict) -> Iterator:
     """onnx_node_tests[<backend>], export[<model>-<backend>], onnx_import[googlenet-<backend>]."""
-    from conformance.plugin import CheckItem
+    from nutshell.conformance.plugin import CheckItem
 
     if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
         return                                           # nothing to check without them (tox env torch)

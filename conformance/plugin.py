@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-import backends
-import spec as spec_mod
-from conformance import checks
-from conformance.results import EventWriter, ResultsWriter, summary_table
+from nutshell import backends
+from nutshell import spec as spec_mod
+from nutshell.conformance import checks
+from nutshell.conformance.results import EventWriter, ResultsWriter, summary_table
 
 DTYPES = ("float32", "float64")
 # Modules that add items beyond the op-level concepts; each defines items(spec_file, state).
-PROVIDERS = ("conformance.catalogue", "conformance.fuzz", "conformance.model_checks", "conformance.claims",
-             "conformance.onnx_interop")
+PROVIDERS = tuple(f"nutshell.conformance.{m}" for m in ("catalogue", "fuzz", "model_checks", "claims", "onnx_interop"))
 _STATE = pytest.StashKey[dict]()
+_OWN_DIRS = frozenset(Path(m.__file__).resolve().parent for m in (backends, spec_mod, checks))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -103,6 +103,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if isinstance(item, CheckItem) and item.config.getoption("--events"):
         _writer(item.config).start(item.name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collect_directory(path: Path, parent: pytest.Collector):
+    """nutshell's own folders are collected as plain directories: pytest would otherwise import their
+    ``__init__.py`` under a second name (``conformance``) and put the repository on ``sys.path``."""
+    if path.resolve() in _OWN_DIRS:
+        return pytest.Dir.from_parent(parent, path=path)
+    return None
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -278,7 +287,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     st = config.stash.get(_STATE, None)
     if not st or st.get("writer") is None or config.getoption("--no-nutshell-summary"):
         return
-    from conformance.results import summarize
+    from nutshell.conformance.results import summarize
 
     w = st["writer"]
     terminalreporter.section("nutshell conformance summary")

@@ -30,9 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import spec as spec_mod
-from backends.errors import NutshellError, SpecError
-from conformance.results import OUTCOMES, atomic_write
+from nutshell import spec as spec_mod
+from nutshell.conformance.results import OUTCOMES, atomic_write
+from nutshell.errors import NutshellError, SpecError
 
 CORE_CHECKS = ("forward", "vjp", "fd", "error", "cross")
 SECTIONS = (  # (anchor, title, test on "concept check" in lower case), first match wins
@@ -535,7 +535,7 @@ def _describe(spec: spec_mod.Spec, cid: str) -> tuple[str, str]:
         semantics = "".join(f"<li>{esc(s)}</li>" for s in c.semantics)
         return esc(c.title), f"<p>{esc(c.definition)}</p>" + (f"<ul>{semantics}</ul>" if semantics else "")
     try:
-        from spec import models
+        from nutshell.spec import models
 
         m = models.get(cid.removeprefix("model_"))
         return esc(m.title), f"<p>{esc(m.description)}</p>"

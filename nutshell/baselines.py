@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.signatures import output_shapes
+from nutshell.spec.signatures import output_shapes
 
 Call = Callable[[], Any]
 
@@ -93,7 +93,7 @@ class TorchBaseline(Baseline):
         """The model's graph (spec/models.yaml) with the same torch functions, autograd, SGD."""
         import torch
 
-        from spec import models
+        from nutshell.spec import models
 
         m, table = models.get(model), _torch_table()
         if any(n.op not in table for n in m.nodes if not n.structural):
@@ -121,7 +121,7 @@ def _torch_structural(node, args):
     """flatten, reshape, transpose and zeros of spec/models.py on tensors."""
     import torch
 
-    from spec import models
+    from nutshell.spec import models
 
     a = next(iter(args.values()))
     if node.op == "zeros":

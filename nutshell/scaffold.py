@@ -16,8 +16,8 @@ import textwrap
 from pathlib import Path
 from string import Template
 
-import backends
-import spec as spec_mod
+from nutshell import backends
+from nutshell import spec as spec_mod
 
 NAME_RULE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 CHECKOUT = Path(spec_mod.__file__).resolve().parents[1]     # the nutshell source tree
@@ -173,7 +173,7 @@ readme = "README.md"
 requires-python = ">=3.10"
 dependencies = ["nutshell", "numpy"]
 
-# How nutshell finds this backend: backends.load("$name"), nutshell list, nutshell run -b $name.
+# How nutshell finds this backend: nutshell.load("$name"), nutshell list, nutshell run -b $name.
 [project.entry-points."nutshell.backends"]
 $name = "$module:$cls"
 
@@ -206,7 +206,7 @@ nutshell run -b torch -b $name  # both backends, results in reports/results.json
 
 * `$module/ops.py`: one forward and one vjp function per concept, with the spec's
   signature, shapes and pinned semantics in the docstring. Each raises `UnsupportedConcept`.
-* `$module/backend.py`: the `$cls` class (a `backends.base.Backend`), the `FORWARD` and
+* `$module/backend.py`: the `$cls` class (a `nutshell.Backend`), the `FORWARD` and
   `VJP` tables, and `TODO`, the concepts declared unsupported.
 * `tests/conformance.nutshell`: the suite's entry point; `pyproject.toml` points it at `$name`.
 
@@ -249,8 +249,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from backends.base import Backend
-from backends.errors import BackendUnavailable
+from nutshell import Backend, BackendUnavailable
 
 from $module import ops
 
@@ -311,7 +310,7 @@ differentiable input that was given. Each raises UnsupportedConcept until it is 
 
 from __future__ import annotations
 
-from backends.errors import UnsupportedConcept
+from nutshell.errors import UnsupportedConcept
 
 
 def not_yet(concept: str) -> UnsupportedConcept:

@@ -1,6 +1,6 @@
 """The executable glossary: load ``spec/concepts.yaml``, validated against ``spec/schema.json``.
 
->>> import spec
+>>> from nutshell import spec
 >>> s = spec.load()
 >>> s.concepts["conv2d"].attr("stride").default
 [1, 1]
@@ -18,7 +18,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from backends.errors import SpecError
+from nutshell.errors import SpecError
+
+if __name__ != "nutshell.spec":  # the folder spec/ installs as nutshell.spec: one module, one name
+    raise ImportError("import nutshell.spec, not spec: nutshell installs one import package")
+
 
 SPEC_DIR = Path(__file__).resolve().parent
 SPEC_FILE = SPEC_DIR / "concepts.yaml"

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-import spec as spec_mod
-from backends import validate
-from backends.errors import SpecError
-from spec import tolerance
+from nutshell import spec as spec_mod
+from nutshell.errors import SpecError
+from nutshell.spec import tolerance, validate
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -84,7 +83,7 @@ def _check_exact(cid: str, vname: str, arrays: dict[str, np.ndarray]) -> None:
 
 def compute(concept: spec_mod.Concept, vec: spec_mod.Vector) -> dict[str, np.ndarray]:
     """Every array of one vector's file, from the reference."""
-    from spec import reference
+    from nutshell.spec import reference
 
     inputs = vector_inputs(concept, vec)
     arrays, attrs, _ = validate.check(concept, inputs, vec.attrs)
@@ -150,7 +149,7 @@ def generate(spec_path: Path | None = None, concepts: list[str] | None = None, c
         spec_path.write_text(text)
         spec_mod.load.cache_clear()
     if spec_path == spec_mod.SPEC_FILE and not concepts:
-        from spec import generate_models
+        from nutshell.spec import generate_models
         problems += generate_models.generate(check=check, log=log)
     return problems
 

@@ -34,13 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-import spec as spec_mod
-from backends import validate
-from backends.errors import SpecError
-from spec import models
-from spec.generate import _set_sha, npz_bytes, shuffled_linspace
-from spec.reference import models as ref
-from spec.reference.tracked import T
+from nutshell import spec as spec_mod
+from nutshell.errors import SpecError
+from nutshell.spec import models, validate
+from nutshell.spec.generate import _set_sha, npz_bytes, shuffled_linspace
+from nutshell.spec.reference import models as ref
+from nutshell.spec.reference.tracked import T
 
 
 def _batch(model: models.ModelSpec, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +135,7 @@ class _Oracle:
 
 def _executor_goldens(oracle: _Oracle, model: models.ModelSpec, data: dict[str, np.ndarray]) -> dict:
     """The goldens of one vector file recomputed by ``oracle`` through the neutral executor."""
-    from backends.graph import Model
+    from nutshell.spec.graph import Model
 
     params = {k[6:]: v for k, v in data.items() if k.startswith("param.")}
     m = Model(oracle, model, params, dtype="float64")
@@ -151,7 +150,7 @@ def _executor_goldens(oracle: _Oracle, model: models.ModelSpec, data: dict[str, 
 def verify(use_tf: bool = True) -> list:
     """One report per model (as ``spec.verify.ConceptReport``): the largest normwise disagreement
     of each oracle with the stored goldens of logits, loss, gradients and the training vector."""
-    from spec.verify import ACCEPT, ConceptReport, normwise
+    from nutshell.spec.verify import ACCEPT, ConceptReport, normwise
 
     tol = spec_mod.load().tolerance
     reports = []
@@ -160,7 +159,7 @@ def verify(use_tf: bool = True) -> list:
         rep = ConceptReport(f"model {spec.id}", vectors=1)
         fresh = {"reference": compute(spec, tol)}
         if use_tf:
-            from spec import tf_oracle
+            from nutshell.spec import tf_oracle
             fresh["tensorflow"] = _executor_goldens(_Oracle("tensorflow", tf_oracle.forward, tf_oracle.vjp), vm, data)
         for oname, got in fresh.items():
             for key in [k for k in got if k.startswith(GOLDENS)]:

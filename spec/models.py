@@ -1,6 +1,6 @@
 """The models section of the spec: ``spec/models.yaml`` as dataclasses, and its initialisation.
 
->>> from spec import models
+>>> from nutshell.spec import models
 >>> m = models.get("digits_cnn")
 >>> m.param("conv1_w").shape
 (16, 1, 3, 3)
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-import spec as spec_mod
-from backends.errors import NutshellError, SpecError
+from nutshell import spec as spec_mod
+from nutshell.errors import NutshellError, SpecError
 
 MODELS_FILE = spec_mod.SPEC_DIR / "models.yaml"
 INPUT = "x"
@@ -260,7 +260,7 @@ def _shape(vs: list, dims: Mapping[str, int], where: str) -> tuple[int, ...]:
 
 def _nodes(raw: list[dict], dims: Mapping[str, int], mid: str) -> tuple[Node, ...]:
     """Nodes with attrs completed and every input resolved to a value name."""
-    from backends import validate
+    from nutshell.spec import validate
 
     s = spec_mod.load()
     names: dict[str, str] = {}  # node id -> its first output's value name
@@ -288,8 +288,8 @@ def _nodes(raw: list[dict], dims: Mapping[str, int], mid: str) -> tuple[Node, ..
 def _infer_shapes(model: ModelSpec, batch: int) -> dict[str, tuple[int, ...]]:
     """Shape inference through the spec's own validation: a graph that does not fit is a SpecError
     naming the model and the node."""
-    from backends import validate
-    from backends.signatures import output_shapes
+    from nutshell.spec import validate
+    from nutshell.spec.signatures import output_shapes
 
     s = spec_mod.load()
     shapes = {INPUT: (batch, *model.input_shape)} | {p.name: p.shape for p in model.params}

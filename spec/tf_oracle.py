@@ -10,7 +10,7 @@ convolution are built here from primitives that keep float64 (strided slices, ``
 ``gather``, sums, ``conv2d``). TF CPU has no NCHW ``conv2d`` and no dilated ``conv2d`` gradient,
 so convolutions run in NHWC on a kernel with explicit zeros between its taps.
 
->>> from spec import tf_oracle
+>>> from nutshell.spec import tf_oracle
 >>> tf_oracle.forward("relu", {"x": np.array([-1.0, 2.0])}, {})["y"]
 array([0., 2.])
 """
@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from backends import shapes
-from backends.errors import BackendUnavailable
-from spec import load
+from nutshell.errors import BackendUnavailable
+from nutshell.spec import load, shapes
 
 Tensors = dict[str, Any]       # name -> tf.Tensor
 Op = Callable[[Tensors, dict], Tensors]

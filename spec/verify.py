@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import spec as spec_mod
-from backends import validate
+from nutshell import spec as spec_mod
+from nutshell.spec import validate
 
 ACCEPT = 1e-10
 
@@ -58,11 +58,11 @@ def _oracle_results(fn_fwd: Callable, fn_vjp: Callable, cid: str, arrays: dict, 
 
 def verify(s: spec_mod.Spec, use_tf: bool = True, concepts: list[str] | None = None) -> list[ConceptReport]:
     """One report per concept with the largest normwise disagreement of each oracle."""
-    from spec import reference
+    from nutshell.spec import reference
 
     oracles = {"reference": (reference.forward, reference.vjp)}
     if use_tf:
-        from spec import tf_oracle
+        from nutshell.spec import tf_oracle
         oracles["tensorflow"] = (tf_oracle.forward, tf_oracle.vjp)
     reports = []
     for concept in s.concepts.values():
@@ -84,6 +84,6 @@ def verify(s: spec_mod.Spec, use_tf: bool = True, concepts: list[str] | None = N
                         rep.problems.append(f"{vec.name} {key}: {oname} disagrees by {d:.3g}")
         reports.append(rep)
     if not concepts:
-        from spec import generate_models
+        from nutshell.spec import generate_models
         reports += generate_models.verify(use_tf)
     return reports

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from backends.torch_impl import TorchBackend
+from nutshell.backends.torch_impl import TorchBackend
 
 
 class FaultyBackend(TorchBackend):

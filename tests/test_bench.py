@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-import spec as spec_mod
-from backends.errors import SpecError
-from nutshell import bench
+from nutshell import spec as spec_mod
+from nutshell.conformance import bench
+from nutshell.errors import SpecError
 
 
 def test_every_concept_and_model_has_three_sizes():
     entries = bench.load_entries()
-    from spec import models
+    from nutshell.spec import models
 
     assert set(spec_mod.load().concepts) <= set(entries)
     assert set(models.names()) <= {e.get("model", name) for name, e in entries.items() if e["kind"] == "model"}
@@ -35,8 +35,8 @@ def test_inception_reduction_and_figure5_step_are_benchmarked():
 
 
 def test_flop_formulas_evaluate_at_every_shape():
-    from backends import validate
-    from backends.signatures import output_shapes
+    from nutshell.spec import validate
+    from nutshell.spec.signatures import output_shapes
 
     s = spec_mod.load()
     for case in bench.cases(bench.load_entries(), None, None):
@@ -169,7 +169,7 @@ def test_a_failing_backend_is_recorded_and_the_run_goes_on(tmp_path):
     """A backend whose conv2d raises: its records say error, the others still run."""
     env_backend = "broken=bench_broken_backend:BrokenBackend"
     (tmp_path / "bench_broken_backend.py").write_text(
-        "from backends.torch_impl import TorchBackend\n\n\n"
+        "from nutshell.backends.torch_impl import TorchBackend\n\n\n"
         "class BrokenBackend(TorchBackend):\n"
         "    name = 'broken'\n\n"
         "    def _op(self, concept, attrs):\n"

@@ -12,12 +12,12 @@ import copy
 import numpy as np
 import pytest
 
-import spec
-from backends.base import Backend
-from conformance import claims
-from conformance.checks import CheckFailed, Unsupported
-from nutshell import train
-from spec import reference
+from nutshell import spec
+from nutshell.backends.base import Backend
+from nutshell.conformance import claims
+from nutshell.conformance.checks import CheckFailed, Unsupported
+from nutshell.spec import reference
+from nutshell.training import fit as train
 
 TOL = spec.load().tolerance
 CLAIMS = {c["id"]: c for c in claims.load()}

@@ -15,10 +15,10 @@ import warnings
 import numpy as np
 import pytest
 
-import backends
-from backends.cupy_impl import CupyBackend, conv, im2col
-from backends.cupy_impl.backend import BUDGET_ENV
-from backends.errors import BackendUnavailable
+from nutshell import backends
+from nutshell.backends.cupy_impl import CupyBackend, conv, im2col
+from nutshell.backends.cupy_impl.backend import BUDGET_ENV
+from nutshell.errors import BackendUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -609,7 +609,7 @@ _INDEPENDENCE = """
 import sys
 {block}
 import numpy as np
-from backends.cupy_impl import CupyBackend
+from nutshell.backends.cupy_impl import CupyBackend
 b = CupyBackend()
 y = b.run("conv2d", {{"x": np.ones((1, 1, 3, 3)), "w": np.ones((1, 1, 2, 2))}})["y"]
 assert y.sum() == 16.0, y

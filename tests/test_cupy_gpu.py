@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import spec
-from backends.cupy_impl import CupyBackend, im2col, kernels, recurrent
-from backends.cupy_impl.xp import device_count
-from backends.errors import BackendUnavailable
+from nutshell import spec
+from nutshell.backends.cupy_impl import CupyBackend, im2col, kernels, recurrent
+from nutshell.backends.cupy_impl.xp import device_count
+from nutshell.errors import BackendUnavailable
 
 pytestmark = [
     pytest.mark.gpu,

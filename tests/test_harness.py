@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import spec
-from backends.base import Backend
-from conformance import checks
+from nutshell import spec
+from nutshell.backends.base import Backend
+from nutshell.conformance import checks
 
 S = spec.load()
 TOL = S.tolerance

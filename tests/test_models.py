@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import yaml
 
-import backends
-import spec as spec_mod
-from backends.errors import DTypeError, ShapeError, SpecError
-from conformance import model_checks
-from conformance.checks import CheckFailed, Unsupported
-from nutshell import datasets, train
-from spec import generate_models, models, tolerance
-from spec.reference import models as ref
-from spec.reference.tracked import T
+from nutshell import backends
+from nutshell import spec as spec_mod
+from nutshell.conformance import model_checks
+from nutshell.conformance.checks import CheckFailed, Unsupported
+from nutshell.errors import DTypeError, ShapeError, SpecError
+from nutshell.spec import generate_models, models, tolerance
+from nutshell.spec.reference import models as ref
+from nutshell.spec.reference.tracked import T
+from nutshell.training import datasets
+from nutshell.training import fit as train
 
 CONTRACT_MODELS = ["logistic_regression", "softmax_regression", "mlp", "traffic_sign_cnn", "digits_cnn",
                    "inception_net", "lstm_classifier"]
@@ -189,7 +190,7 @@ def test_a_parameter_read_twice_gets_both_gradients(b, tmp_path):
                             "attrs": {"activation": "tanh"}})
     mlp["graph"][3]["inputs"]["x"] = "again"
     spec = models.get("mlp", _write(tmp_path, doc))
-    from backends.graph import Model
+    from nutshell.spec.graph import Model
 
     params = models.init_params(spec, 0, "float64")
     rng = np.random.default_rng(1)
@@ -239,7 +240,7 @@ def test_model_checks_pass_and_refuse_what_the_bound_cannot_cover(b, tol):
 
 
 def test_a_wrong_gradient_fails_the_check(b, tol, monkeypatch):
-    from backends.graph import Model
+    from nutshell.spec.graph import Model
 
     real = Model.loss_and_grads
 

@@ -15,10 +15,10 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
-from backends.errors import BackendUnavailable, ShapeError, UnsupportedConcept  # noqa: E402
-from backends.onnx_impl import OnnxBackend  # noqa: E402
-from backends.onnx_impl.backend import UNSUPPORTED  # noqa: E402
-from backends.onnx_impl.graph import OPSET, session  # noqa: E402
+from nutshell.backends.onnx_impl import OnnxBackend  # noqa: E402
+from nutshell.backends.onnx_impl.backend import UNSUPPORTED  # noqa: E402
+from nutshell.backends.onnx_impl.graph import OPSET, session  # noqa: E402
+from nutshell.errors import BackendUnavailable, ShapeError, UnsupportedConcept  # noqa: E402
 
 CONV = {"stride": [2, 2], "pads": [1, 0, 2, 1], "dilation": [2, 2], "groups": 2}
 INCEPTION = {"x": (1, 3, 5, 5), "w1": (2, 3, 1, 1), "b1": (2,), "w3r": (2, 3, 1, 1), "b3r": (2,),
@@ -65,7 +65,7 @@ def sample(concept: str, dtype: str, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def full_attrs(b, concept: str) -> dict:
-    from backends import validate
+    from nutshell.spec import validate
     return validate._check_attrs(b.spec.concept(concept), SAMPLES[concept][1])
 
 
@@ -155,7 +155,7 @@ def test_graphs_carry_the_ir_version_of_their_opset(b):
     """Not the onnx package's newest IR (14 with onnx 1.23), which onnxruntime < 1.31 refuses."""
     from onnx import helper
 
-    from backends.onnx_impl.graph import OPSET
+    from nutshell.backends.onnx_impl.graph import OPSET
 
     proto = b.build("relu", {}, {"x": (2, 3)}, "float32", "forward")
     assert proto.ir_version == helper.find_min_ir_version_for([helper.make_opsetid("", OPSET)]) == 8
@@ -177,7 +177,7 @@ def test_cuda_without_a_gpu_is_unavailable():
 
 
 def test_imports_neither_torch_nor_cupy():
-    code = "import sys, backends; backends.load('onnx'); print(sorted({'torch', 'cupy'} & set(sys.modules)))"
+    code = "import sys, nutshell; nutshell.load('onnx'); print(sorted({'torch', 'cupy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "[]", out.stderr
 

@@ -11,14 +11,16 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-import backends  # noqa: E402
-import spec as spec_mod  # noqa: E402
-from backends import onnx_export  # noqa: E402
-from backends.errors import ShapeError  # noqa: E402
-from nutshell import cli  # noqa: E402
-from spec import models, tolerance  # noqa: E402
-from spec.reference import models as ref_models  # noqa: E402
-from spec.reference.tracked import T  # noqa: E402
+from nutshell import (
+    backends,
+    cli,
+)
+from nutshell import spec as spec_mod  # noqa: E402
+from nutshell.errors import ShapeError  # noqa: E402
+from nutshell.onnxio.codec import writer as onnx_export  # noqa: E402
+from nutshell.spec import models, tolerance  # noqa: E402
+from nutshell.spec.reference import models as ref_models  # noqa: E402
+from nutshell.spec.reference.tracked import T  # noqa: E402
 
 TOL = spec_mod.load().tolerance
 MODELS = models.names()

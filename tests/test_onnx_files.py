@@ -13,10 +13,10 @@ onnx = pytest.importorskip("onnx")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-import backends  # noqa: E402
-from backends import onnx_files, onnx_import  # noqa: E402
-from backends.errors import NutshellError, SpecError, UnsupportedOnnxOp  # noqa: E402
-from nutshell import cli  # noqa: E402
+from nutshell import backends, cli  # noqa: E402
+from nutshell.errors import NutshellError, SpecError, UnsupportedOnnxOp  # noqa: E402
+from nutshell.onnxio.codec import files as onnx_files  # noqa: E402
+from nutshell.onnxio.codec import reader as onnx_import  # noqa: E402
 
 
 def _model(nodes, inits=(), inputs=None, outputs=None) -> onnx.ModelProto:

@@ -15,13 +15,13 @@ pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-import backends  # noqa: E402
-import spec as spec_mod  # noqa: E402
-from backends import onnx_import  # noqa: E402
-from backends.errors import DTypeError, ShapeError, UnsupportedOnnxOp  # noqa: E402
-from conformance import onnx_zoo  # noqa: E402
-from nutshell import onnx_compare as compare  # noqa: E402
-from spec import tolerance  # noqa: E402
+from nutshell import backends  # noqa: E402
+from nutshell import spec as spec_mod  # noqa: E402
+from nutshell.errors import DTypeError, ShapeError, UnsupportedOnnxOp  # noqa: E402
+from nutshell.onnxio.codec import reader as onnx_import  # noqa: E402
+from nutshell.onnxio.tools import compare as compare  # noqa: E402
+from nutshell.onnxio.tools import zoo as onnx_zoo  # noqa: E402
+from nutshell.spec import tolerance  # noqa: E402
 
 TOL = spec_mod.load().tolerance
 F32 = TensorProto.FLOAT
@@ -177,7 +177,7 @@ def test_same_padding_with_dilation(runners, op, attrs, mode):
     """ONNX: SAME pads so that out = ⌈n / s⌉, with the dilated kernel. ONNX Runtime refuses a dilated
     SAME Conv and pads a dilated SAME MaxPool for the undilated kernel, so the reference here is
     ONNX Runtime on the explicit pads of backends.shapes.same_pads."""
-    from backends.shapes import same_pads
+    from nutshell.spec.shapes import same_pads
 
     x, w = _x(1, 2, 7, 9, seed=1), _x(3, 2, 3, 3, seed=2)
     inputs, inits = (["x", "w"], [_const("w", w)]) if op == "Conv" else (["x"], [])
@@ -228,7 +228,7 @@ def test_lstm(runners, with_b, with_state):
 def test_lstm_gate_order_matters(monkeypatch):
     """With ONNX's gate blocks taken in the spec's order, the LSTM above leaves the bound (so its
     distinct per-gate weights do detect a permutation, which ONNX's own LSTM cases cannot)."""
-    from backends import onnx_structural
+    from nutshell.onnxio.codec import structural as onnx_structural
 
     monkeypatch.setattr(onnx_structural, "ONNX_GATES", (0, 1, 2, 3))
     with pytest.raises(AssertionError, match="onnxruntime"):
@@ -409,7 +409,7 @@ def test_published_models_shipped_with_onnx(runners, name, output):
 # --- nutshell check ---------------------------------------------------------------------------------
 
 SKEWED = '''
-from backends.cupy_impl import CupyBackend
+from nutshell.backends.cupy_impl import CupyBackend
 
 
 class Skewed(CupyBackend):
@@ -426,9 +426,9 @@ class Skewed(CupyBackend):
 def test_check_command(tmp_path, monkeypatch, capsys):
     """``nutshell check`` compares every backend with ONNX Runtime per output, and with --per-node
     names the first node where a backend leaves its bound (here a skewed max pool)."""
-    from backends import onnx_export
     from nutshell import cli
-    from spec import models
+    from nutshell.onnxio.codec import writer as onnx_export
+    from nutshell.spec import models
 
     path = tmp_path / "digits.onnx"
     onnx.save(onnx_export.export(models.get("digits_cnn"), seed=1), path)

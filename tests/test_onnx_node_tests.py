@@ -11,12 +11,13 @@ pytest.importorskip("onnxruntime")
 
 from onnx import helper  # noqa: E402
 
-import backends  # noqa: E402
-from backends import onnx_import, onnx_structural  # noqa: E402
-from backends.errors import UnsupportedOnnxOp  # noqa: E402
-from backends.onnx_backend_adapter import adapter  # noqa: E402
-from backends.onnx_lowering import CONCEPTS  # noqa: E402
-from conformance import onnx_interop  # noqa: E402
+from nutshell import backends  # noqa: E402
+from nutshell.conformance import onnx_interop  # noqa: E402
+from nutshell.errors import UnsupportedOnnxOp  # noqa: E402
+from nutshell.onnxio.codec import reader as onnx_import  # noqa: E402
+from nutshell.onnxio.codec import structural as onnx_structural  # noqa: E402
+from nutshell.onnxio.codec.lowering import CONCEPTS  # noqa: E402
+from nutshell.onnxio.tools.adapter import adapter  # noqa: E402
 
 # the node case modules that build quickly (the pooling ones compute large references on import)
 FAST = ("conv", "globalaveragepool", "relu", "sigmoid", "tanh", "softmax", "logsoftmax", "gemm", "matmul", "add",

@@ -12,10 +12,10 @@ import math
 import numpy as np
 import pytest
 
-import spec
-from backends import validate
-from backends.signatures import output_shapes
-from spec.reference import forward, vjp
+from nutshell import spec
+from nutshell.spec import validate
+from nutshell.spec.reference import forward, vjp
+from nutshell.spec.signatures import output_shapes
 
 SPEC = spec.load()
 U32 = SPEC.tolerance["unit_roundoff"]["float32"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import backends
-from backends.errors import BackendUnavailable
+from nutshell import backends
+from nutshell.errors import BackendUnavailable
 
 
 def test_builtins_are_registered():
@@ -18,12 +18,12 @@ def test_unknown_backend_names_the_registered_ones():
 
 
 def test_missing_dependency_names_the_extra(monkeypatch):
-    monkeypatch.setitem(backends.BUILTIN, "ghost", ("backends.ghost_impl_missing:Ghost", "ghost"))
+    monkeypatch.setitem(backends.BUILTIN, "ghost", ("nutshell.backends.ghost_impl_missing:Ghost", "ghost"))
     with pytest.raises(BackendUnavailable, match=r"pip install 'nutshell\[ghost\]'"):
         backends.load("ghost")
 
 
 def test_available_collects_failures_without_raising(monkeypatch):
-    monkeypatch.setitem(backends.BUILTIN, "ghost", ("backends.ghost_impl_missing:Ghost", "ghost"))
+    monkeypatch.setitem(backends.BUILTIN, "ghost", ("nutshell.backends.ghost_impl_missing:Ghost", "ghost"))
     loaded, missing = backends.available(["ghost"])
     assert not loaded and "ghost" in missing

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import spec as spec_mod
-from backends.errors import SpecError
-from conformance import report
+from nutshell import spec as spec_mod
+from nutshell.conformance import report
+from nutshell.errors import SpecError
 
 VERSION = spec_mod.load().version
 
@@ -193,7 +193,7 @@ def test_run_writes_index_html_from_a_real_run(tmp_path):
 
 
 def test_determinism_differences_are_marked(tmp_path):
-    from conformance.report import determinism
+    from nutshell.conformance.report import determinism
 
     def rec(concept, identical):
         return {"id": f"{concept}[torch-determinism]", "concept": concept, "backend": "torch", "check": "catalogue",

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from test_report import bench_doc, results_doc
 
-from conformance.report import write_report
+from nutshell.conformance.report import write_report
 
 CHROMIUM = os.environ.get("NUTSHELL_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[1] / "reports" / "screenshots"

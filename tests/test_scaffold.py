@@ -15,9 +15,9 @@ import sys
 
 import pytest
 
-import spec as spec_mod
-from backends.errors import UnsupportedConcept
 from nutshell import scaffold
+from nutshell import spec as spec_mod
+from nutshell.errors import UnsupportedConcept
 
 NAME, BROKEN = "scaffold_probe", "broken_probe"
 DISTRIBUTIONS = ("nutshell-scaffold-probe-backend", "nutshell-broken-probe")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-import spec
-from backends.errors import SpecError
-from spec import generate
-from spec.reference import tracked
+from nutshell import spec
+from nutshell.errors import SpecError
+from nutshell.spec import generate
+from nutshell.spec.reference import tracked
 
 
 @pytest.fixture(scope="module")

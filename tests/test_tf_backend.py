@@ -12,10 +12,9 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("nutshell_tf_backend", reason="pip install --no-deps -e examples/tf_backend")
 
-import backends
-from backends import validate
-from backends.errors import BackendUnavailable
-from spec import reference
+from nutshell import backends
+from nutshell.errors import BackendUnavailable
+from nutshell.spec import reference, validate
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import spec
-from backends import shapes, validate
-from backends.errors import BackendUnavailable
-from spec import tf_oracle
+from nutshell import spec
+from nutshell.errors import BackendUnavailable
+from nutshell.spec import shapes, tf_oracle, validate
 
 try:  # through the oracle, so TF's start-up logging is silenced before the import
     tf_oracle.tensorflow()
@@ -234,7 +233,7 @@ def test_vjp_matches_finite_differences(cid):
 @pytest.mark.parametrize("cid", sorted(CASES))
 def test_agrees_with_numpy_reference(cid):
     """The two oracles agree normwise, max|a − b| / max|b| ≤ 1e-10, on outputs and vjp."""
-    reference = pytest.importorskip("spec.reference")
+    reference = pytest.importorskip("nutshell.spec.reference")
     inputs, attrs = case(cid, seed=1)
     out, ref = tf_oracle.forward(cid, inputs, attrs), reference.forward(cid, inputs, attrs)
     cots = {k: np.random.default_rng(2).standard_normal(y.shape) for k, y in out.items()}

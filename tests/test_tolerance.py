@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import spec
-from spec import tolerance
+from nutshell import spec
+from nutshell.spec import tolerance
 
 TOL = spec.load().tolerance
 

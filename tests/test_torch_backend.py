@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import backends  # noqa: E402
-from backends.errors import BackendUnavailable  # noqa: E402
+from nutshell import backends  # noqa: E402
+from nutshell.errors import BackendUnavailable  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import spec
-from backends import validate
-from backends.errors import AttrError, DTypeError, ShapeError
+from nutshell import spec
+from nutshell.errors import AttrError, DTypeError, ShapeError
+from nutshell.spec import validate
 
 S = spec.load()
 

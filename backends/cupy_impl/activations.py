@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.cupy_impl import kernels
-from backends.cupy_impl.xp import array_module, on_gpu
+from nutshell.backends.cupy_impl import kernels
+from nutshell.backends.cupy_impl.xp import array_module, on_gpu
 
 Arrays = dict[str, Any]
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Backend
-from backends.cupy_impl import (
+from nutshell.backends.base import Backend
+from nutshell.backends.cupy_impl import (
     activations,
     conv,
     dense,
@@ -33,9 +33,9 @@ from backends.cupy_impl import (
     pooling,
     recurrent,
 )
-from backends.cupy_impl.im2col import MIB
-from backends.cupy_impl.xp import device_count, to_numpy, usable_cupy
-from backends.errors import BackendUnavailable
+from nutshell.backends.cupy_impl.im2col import MIB
+from nutshell.backends.cupy_impl.xp import device_count, to_numpy, usable_cupy
+from nutshell.errors import BackendUnavailable
 
 BUDGET_ENV = "NUTSHELL_CUPY_MEM_BUDGET_MB"
 DEFAULT_BUDGET_MB = 256.0

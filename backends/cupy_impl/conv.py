@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from backends.cupy_impl.im2col import MIB, Window, chunks, col2im, im2col, pad
-from backends.cupy_impl.xp import array_module, on_gpu
+from nutshell.backends.cupy_impl.im2col import MIB, Window, chunks, col2im, im2col, pad
+from nutshell.backends.cupy_impl.xp import array_module, on_gpu
 
 Arrays = dict[str, Any]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.cupy_impl import activations as act
-from backends.cupy_impl.xp import array_module
+from nutshell.backends.cupy_impl import activations as act
+from nutshell.backends.cupy_impl.xp import array_module
 
 Arrays = dict[str, Any]
 

@@ -27,9 +27,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backends import shapes
-from backends.cupy_impl import kernels
-from backends.cupy_impl.xp import array_module, on_gpu
+from nutshell.backends.cupy_impl import kernels
+from nutshell.backends.cupy_impl.xp import array_module, on_gpu
+from nutshell.spec import shapes
 
 MIB = 1 << 20
 

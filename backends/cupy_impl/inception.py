@@ -16,11 +16,11 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from backends.cupy_impl.activations import relu, relu_vjp
-from backends.cupy_impl.conv import conv2d_backward, conv2d_forward
-from backends.cupy_impl.im2col import Window
-from backends.cupy_impl.pooling import max_pool_backward, max_pool_forward
-from backends.cupy_impl.xp import array_module
+from nutshell.backends.cupy_impl.activations import relu, relu_vjp
+from nutshell.backends.cupy_impl.conv import conv2d_backward, conv2d_forward
+from nutshell.backends.cupy_impl.im2col import Window
+from nutshell.backends.cupy_impl.pooling import max_pool_backward, max_pool_forward
+from nutshell.backends.cupy_impl.xp import array_module
 
 Arrays = dict[str, Any]
 

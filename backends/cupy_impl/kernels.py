@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backends.cupy_impl.xp import usable_cupy
+from nutshell.backends.cupy_impl.xp import usable_cupy
 
 if TYPE_CHECKING:
-    from backends.cupy_impl.im2col import Window
+    from nutshell.backends.cupy_impl.im2col import Window
 
 _PREAMBLE = r"""
 template <typename T> __device__ T nut_sigmoid(T x) {
@@ -195,7 +195,7 @@ def lstm_gates_grad(z: Any, c: Any, c_new: Any, gh: Any, gc: Any) -> tuple[Any, 
 
 def warmup() -> None:
     """Compile every kernel of this module for float32 and float64 (CuPy caches them on disk)."""
-    from backends.cupy_impl.im2col import Window
+    from nutshell.backends.cupy_impl.im2col import Window
 
     cp = usable_cupy()
     win = Window.make((3, 3), (2, 2), (1, 1), (1, 1, 0, 0), (1, 1))

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from backends.cupy_impl import activations as act
-from backends.cupy_impl.xp import array_module
+from nutshell.backends.cupy_impl import activations as act
+from nutshell.backends.cupy_impl.xp import array_module
 
 Arrays = dict[str, Any]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.cupy_impl.xp import array_module
+from nutshell.backends.cupy_impl.xp import array_module
 
 Arrays = dict[str, Any]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from backends.cupy_impl.im2col import Window, col2im, im2col
-from backends.cupy_impl.xp import array_module
+from nutshell.backends.cupy_impl.im2col import Window, col2im, im2col
+from nutshell.backends.cupy_impl.xp import array_module
 
 Arrays = dict[str, Any]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.onnx_impl.graph import Graph
+from nutshell.backends.onnx_impl.graph import Graph
 
 
 def sigmoid(g: Graph, x: str) -> str:

@@ -18,11 +18,21 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from backends import validate
-from backends.base import Backend
-from backends.errors import BackendUnavailable, ShapeError
-from backends.onnx_impl import activations, conv, dense, graph, inception, losses, normalization, pooling, recurrent
-from backends.signatures import output_shapes
+from nutshell.backends.base import Backend
+from nutshell.backends.onnx_impl import (
+    activations,
+    conv,
+    dense,
+    graph,
+    inception,
+    losses,
+    normalization,
+    pooling,
+    recurrent,
+)
+from nutshell.errors import BackendUnavailable, ShapeError
+from nutshell.spec import validate
+from nutshell.spec.signatures import output_shapes
 
 GRAPHS: dict[str, tuple[Callable, Callable]] = {
     **activations.GRAPHS, **dense.GRAPHS, **losses.GRAPHS, **conv.GRAPHS, **pooling.GRAPHS,
@@ -228,8 +238,8 @@ class OnnxBackend(Backend):
     def import_onnx(self, source: Any, direct: bool = True):
         """An ONNX model validated and lowered like on every backend, then run by ONNX Runtime whole
         (``direct``, see imported.py), or with ``direct=False`` concept by concept like elsewhere."""
-        from backends.onnx_impl.imported import OrtImported
-        from backends.onnx_import import graph_of
+        from nutshell.backends.onnx_impl.imported import OrtImported
+        from nutshell.onnxio.codec.reader import graph_of
 
         if not direct:
             return super().import_onnx(source)

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends import shapes
-from backends.onnx_impl.graph import (
+from nutshell.backends.onnx_impl.graph import (
     Graph,
     crop_hw,
     flip_hw,
@@ -30,6 +29,7 @@ from backends.onnx_impl.graph import (
     transpose,
     unsqueeze,
 )
+from nutshell.spec import shapes
 
 
 def _conv_attrs(attrs: dict) -> dict:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.onnx_impl.activations import activation, activation_grad, sigmoid, sigmoid_grad, softmax_grad
-from backends.onnx_impl.graph import Graph, reduce_sum, reshape, unsqueeze
+from nutshell.backends.onnx_impl.activations import activation, activation_grad, sigmoid, sigmoid_grad, softmax_grad
+from nutshell.backends.onnx_impl.graph import Graph, reduce_sum, reshape, unsqueeze
 
 
 def affine(g: Graph, x: str, w: str, b: str | None) -> str:

@@ -17,8 +17,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from backends.errors import BackendFailure, NutshellError
-from backends.onnx_import import Graph, Imported
+from nutshell.errors import BackendFailure, NutshellError
+from nutshell.onnxio.codec.reader import Graph, Imported
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> onnx.ModelProto:

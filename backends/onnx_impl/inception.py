@@ -12,10 +12,10 @@ and adds the four contributions to gx.
 
 from __future__ import annotations
 
-from backends.onnx_impl.activations import relu_grad
-from backends.onnx_impl.conv import conv, conv_grad
-from backends.onnx_impl.graph import Graph
-from backends.onnx_impl.pooling import max_pool, max_pool_grad
+from nutshell.backends.onnx_impl.activations import relu_grad
+from nutshell.backends.onnx_impl.conv import conv, conv_grad
+from nutshell.backends.onnx_impl.graph import Graph
+from nutshell.backends.onnx_impl.pooling import max_pool, max_pool_grad
 
 POOL = {"kernel": [3, 3], "stride": [1, 1], "pads": [1, 1, 1, 1], "dilation": [1, 1], "ceil_mode": False}
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.onnx_impl.activations import sigmoid
-from backends.onnx_impl.graph import Graph, unsqueeze
+from nutshell.backends.onnx_impl.activations import sigmoid
+from nutshell.backends.onnx_impl.graph import Graph, unsqueeze
 
 
 def log1p(g: Graph, e: str) -> str:

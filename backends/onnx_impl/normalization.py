@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends import shapes
-from backends.onnx_impl.graph import Graph
+from nutshell.backends.onnx_impl.graph import Graph
+from nutshell.spec import shapes
 
 
 def band(channels: int, size: int, dtype: np.dtype) -> np.ndarray:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from backends import shapes
-from backends.onnx_impl.graph import Graph, crop_hw, pad, reshape, slice_
+from nutshell.backends.onnx_impl.graph import Graph, crop_hw, pad, reshape, slice_
+from nutshell.spec import shapes
 
 
 def _max_pads(x_shape: tuple, attrs: dict) -> tuple[list[int], list[int]]:

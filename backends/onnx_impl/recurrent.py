@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.onnx_impl.activations import sigmoid, sigmoid_grad, tanh, tanh_grad
-from backends.onnx_impl.graph import Graph, reduce_sum, unsqueeze
+from nutshell.backends.onnx_impl.activations import sigmoid, sigmoid_grad, tanh, tanh_grad
+from nutshell.backends.onnx_impl.graph import Graph, reduce_sum, unsqueeze
 
 
 @dataclass

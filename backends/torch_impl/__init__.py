@@ -1,5 +1,5 @@
 """The PyTorch backend (``backends.load("torch")``)."""
 
-from backends.torch_impl.backend import TorchBackend
+from nutshell.backends.torch_impl.backend import TorchBackend
 
 __all__ = ["TorchBackend"]

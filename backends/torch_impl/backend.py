@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from backends.base import Backend
-from backends.errors import BackendUnavailable
-from backends.torch_impl import activations, conv, dense, inception, losses, normalization, pooling, recurrent
+from nutshell.backends.base import Backend
+from nutshell.backends.torch_impl import activations, conv, dense, inception, losses, normalization, pooling, recurrent
+from nutshell.errors import BackendUnavailable
 
 # concept id -> forward function; it returns one tensor, or a tuple in the spec's output order
 FORWARD: dict[str, Callable[..., Any]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from backends.torch_impl.activations import ACTIVATIONS
+from nutshell.backends.torch_impl.activations import ACTIVATIONS
 
 
 def dense(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:

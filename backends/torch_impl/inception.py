@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from backends.torch_impl.conv import conv2d
-from backends.torch_impl.pooling import max_pool2d
+from nutshell.backends.torch_impl.conv import conv2d
+from nutshell.backends.torch_impl.pooling import max_pool2d
 
 
 def _conv_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int = 0) -> torch.Tensor:

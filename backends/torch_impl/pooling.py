@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as nnf
 
-from backends import shapes
-from backends.torch_impl.conv import pad2d
+from nutshell.backends.torch_impl.conv import pad2d
+from nutshell.spec import shapes
 
 
 def _sweep_pads(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],

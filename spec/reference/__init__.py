@@ -1,7 +1,7 @@
 """The float64 NumPy oracle that produces the spec's goldens and their error bounds.
 
 >>> import numpy as np
->>> from spec.reference import forward
+>>> from nutshell.spec.reference import forward
 >>> forward("relu", {"x": np.array([-1.0, 2.0])}, {})["y"].v
 array([0., 2.])
 
@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from backends.errors import SpecError
-from spec.reference import activations, conv, dense, inception, losses, normalization, pooling, recurrent
-from spec.reference.tracked import T
+from nutshell.errors import SpecError
+from nutshell.spec.reference import activations, conv, dense, inception, losses, normalization, pooling, recurrent
+from nutshell.spec.reference.tracked import T
 
 _MODULES = (activations, dense, losses, conv, pooling, normalization, recurrent, inception)
 

@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from backends import shapes
-from spec.reference import tracked
-from spec.reference.tracked import T
+from nutshell.spec import shapes
+from nutshell.spec.reference import tracked
+from nutshell.spec.reference.tracked import T
 
 FFT_C = 10.0
 """c of the FFT error model ‖ŷ − y‖₂ ≤ c·log2(P)·u·‖x‖₂·‖w‖₂ (see :func:`conv2d_fft`)."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from spec.reference import tracked
-from spec.reference.activations import ACTIVATIONS, sigmoid, sigmoid_grad, softmax, softmax_grad
-from spec.reference.tracked import T
+from nutshell.spec.reference import tracked
+from nutshell.spec.reference.activations import ACTIVATIONS, sigmoid, sigmoid_grad, softmax, softmax_grad
+from nutshell.spec.reference.tracked import T
 
 
 def dense(x: T, w: T, b: T | None) -> T:

@@ -13,11 +13,11 @@ for the last branch) and sums the four input gradients: gx = Σ_branches gx_bran
 
 from __future__ import annotations
 
-from spec.reference import tracked
-from spec.reference.activations import relu, relu_grad
-from spec.reference.conv import conv2d, conv2d_grad
-from spec.reference.pooling import max_pool2d, max_pool2d_grad
-from spec.reference.tracked import T
+from nutshell.spec.reference import tracked
+from nutshell.spec.reference.activations import relu, relu_grad
+from nutshell.spec.reference.conv import conv2d, conv2d_grad
+from nutshell.spec.reference.pooling import max_pool2d, max_pool2d_grad
+from nutshell.spec.reference.tracked import T
 
 CHAINS = (("w1",), ("w3r", "w3"), ("w5r", "w5"), ("wp",))
 """Each branch's convolutions in order (the bias of wN is bN); "wp" follows the max pool."""

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from spec.reference import tracked
-from spec.reference.activations import log_softmax
-from spec.reference.tracked import T
+from nutshell.spec.reference import tracked
+from nutshell.spec.reference.activations import log_softmax
+from nutshell.spec.reference.tracked import T
 
 
 def binary_cross_entropy(z: T, t: T) -> T:

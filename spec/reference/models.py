@@ -14,8 +14,8 @@ measures the smallest such gap in units of its bound in a dtype; the generator r
 dtype and requires it above 1 in float64 (in float32 the bounds of a deep network's trajectory
 grow too fast: the conformance checks then say so instead of passing or failing).
 
->>> from spec import models
->>> from spec.reference import models as ref
+>>> from nutshell.spec import models
+>>> from nutshell.spec.reference import models as ref
 >>> m = models.get("mlp")
 >>> loss, grads, values = ref.loss_and_grads(m, params, x, labels)    # T values
 """
@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from spec import tolerance
-from spec.models import INPUT, ModelSpec, structural, structural_shape, structural_vjp
-from spec.reference import FORWARD, VJP, tracked
-from spec.reference.dense import dense
-from spec.reference.inception import CHAINS, POOL, _branch
-from spec.reference.pooling import _padded
-from spec.reference.tracked import T
+from nutshell.spec import tolerance
+from nutshell.spec.models import INPUT, ModelSpec, structural, structural_shape, structural_vjp
+from nutshell.spec.reference import FORWARD, VJP, tracked
+from nutshell.spec.reference.dense import dense
+from nutshell.spec.reference.inception import CHAINS, POOL, _branch
+from nutshell.spec.reference.pooling import _padded
+from nutshell.spec.reference.tracked import T
 
 
 def forward(model: ModelSpec, params: dict[str, T], x: T) -> dict[str, T]:

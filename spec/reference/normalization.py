@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from spec.reference import tracked
-from spec.reference.tracked import T
+from nutshell.spec.reference import tracked
+from nutshell.spec.reference.tracked import T
 
 
 def _window_sum(a: T, before: int, after: int) -> T:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends import shapes
-from spec.reference import tracked
-from spec.reference.tracked import T
+from nutshell.spec import shapes
+from nutshell.spec.reference import tracked
+from nutshell.spec.reference.tracked import T
 
 
 def _grid(x_shape, kernel, stride, pads, dilation, ceil_mode: bool) -> tuple[tuple[int, int], tuple[int, int]]:

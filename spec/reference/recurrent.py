@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spec.reference import tracked
-from spec.reference.activations import sigmoid, sigmoid_grad, tanh, tanh_grad
-from spec.reference.tracked import T
+from nutshell.spec.reference import tracked
+from nutshell.spec.reference.activations import sigmoid, sigmoid_grad, tanh, tanh_grad
+from nutshell.spec.reference.tracked import T
 
 
 @dataclass

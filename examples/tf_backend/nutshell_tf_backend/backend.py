@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from backends.base import Backend
-from backends.errors import BackendUnavailable
+from nutshell import Backend, BackendUnavailable
 from nutshell_tf_backend import activations, conv, dense, inception, losses, normalization, pooling, recurrent
 
 # concept id -> forward function; it returns one tensor, or a tuple in the spec's output order

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from backends import shapes
+from nutshell.spec import shapes
 
 
 def pad2d(x: tf.Tensor, pads: Sequence[int], value: float = 0.0) -> tf.Tensor:

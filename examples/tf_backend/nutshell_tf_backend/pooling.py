@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from backends import shapes
+from nutshell.spec import shapes
 from nutshell_tf_backend.conv import pad2d
 
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backends import shapes
-from backends.errors import AttrError, DTypeError, ShapeError
+from nutshell.errors import AttrError, DTypeError, ShapeError
+from nutshell.spec import shapes
 
 if TYPE_CHECKING:
-    from spec import AttrSpec, Concept, InputSpec
+    from nutshell.spec import AttrSpec, Concept, InputSpec
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-import backends
-import spec as spec_mod
-from backends.errors import BackendUnavailable, NutshellError, SpecError, UnsupportedConcept
-from spec.reference.tracked import T
+from nutshell import backends
+from nutshell import spec as spec_mod
+from nutshell.errors import BackendUnavailable, NutshellError, SpecError, UnsupportedConcept
+from nutshell.spec.reference.tracked import T
 
 ORT = "onnxruntime"
 
@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _compare():
     """nutshell/onnx_compare.py, which needs onnx and onnxruntime (the rest of the CLI does not)."""
     try:
-        from nutshell import onnx_compare
+        from nutshell.onnxio.tools import compare as onnx_compare
     except ImportError as exc:
         raise BackendUnavailable(f"nutshell check needs onnx and onnxruntime ({exc.name or exc}); "
                                  "pip install 'nutshell[onnx]'") from None
@@ -67,7 +67,7 @@ def _compare():
 
 def run(args: argparse.Namespace) -> int:
     c = _compare()
-    from backends import onnx_import
+    from nutshell.onnxio.codec import reader as onnx_import
 
     graph = onnx_import.parse(args.file)
     tol = spec_mod.load().tolerance

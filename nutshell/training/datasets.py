@@ -1,7 +1,7 @@
 """The models' datasets: scikit-learn's bundled digits and small synthetic sets, all deterministic.
 
->>> from nutshell import datasets
->>> from spec import models
+>>> from nutshell.training import datasets
+>>> from nutshell.spec import models
 >>> d = datasets.load(models.get("digits_cnn"))     # the model's dataset, shaped for its input
 >>> d.x_train.shape, d.x_test.shape, d.classes
 ((1438, 1, 8, 8), (359, 1, 8, 8), 10)
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.errors import SpecError
-from spec.models import ModelSpec
+from nutshell.errors import SpecError
+from nutshell.spec.models import ModelSpec
 
 
 @dataclass(frozen=True)

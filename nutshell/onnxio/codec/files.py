@@ -1,6 +1,6 @@
 """ONNX files from outside, read safely (backend-neutral plumbing, no arithmetic).
 
->>> from backends import onnx_files
+>>> from nutshell.onnxio.codec import files as onnx_files
 >>> model, folder = onnx_files.load("net.onnx")       # or the file's bytes (then folder is None)
 
 A file is untrusted input. :func:`load` returns a ``ModelProto`` whose tensors all hold their
@@ -31,7 +31,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, TensorProto, helper
 
-from backends.errors import SpecError
+from nutshell.errors import SpecError
 
 LIMIT_ENV = "NUTSHELL_ONNX_MAX_TENSOR_MB"
 DEFAULT_LIMIT_MB = 1024

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.errors import SpecError
-from spec import models
+from nutshell.errors import SpecError
+from nutshell.spec import models
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def load_params(path: Path) -> dict[str, np.ndarray]:
 def run(args: argparse.Namespace) -> int:
     import onnx
 
-    from backends import onnx_export
+    from nutshell.onnxio.codec import writer as onnx_export
 
     spec = models.get(args.model)
     params = load_params(args.params) if args.params else None

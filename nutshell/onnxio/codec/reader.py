@@ -1,6 +1,6 @@
 """ONNX models as graphs of spec concepts and structural steps (backend-neutral).
 
->>> from backends import onnx_import
+>>> from nutshell.onnxio.codec import reader as onnx_import
 >>> g = onnx_import.parse("googlenet.onnx")      # read, validated and lowered once
 >>> [s.op for s in g.steps][:3]
 ['conv2d', 'relu', 'max_pool2d']
@@ -41,11 +41,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from backends import onnx_files, shapes
-from backends.errors import NutshellError, SpecError, UnsupportedOnnxOp
-from backends.onnx_graph import Graph, Step, Value
-from backends.onnx_lowering import SUPPORTED, Lowering, label
-from backends.onnx_structural import STRUCTURAL, apply
+from nutshell.errors import NutshellError, SpecError, UnsupportedOnnxOp
+from nutshell.onnxio.codec import files as onnx_files
+from nutshell.onnxio.codec.graph import Graph, Step, Value
+from nutshell.onnxio.codec.lowering import SUPPORTED, Lowering, label
+from nutshell.onnxio.codec.structural import STRUCTURAL, apply
+from nutshell.spec import shapes
 
 __all__ = ["STRUCTURAL", "SUPPORTED", "Graph", "Imported", "Step", "Value", "execute", "graph_of", "parse",
            "run_steps"]

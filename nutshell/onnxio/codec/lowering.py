@@ -16,9 +16,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from backends.errors import SpecError, UnsupportedOnnxOp
-from backends.onnx_graph import Graph, Step, Value
-from backends.onnx_structural import apply
+from nutshell.errors import SpecError, UnsupportedOnnxOp
+from nutshell.onnxio.codec.graph import Graph, Step, Value
+from nutshell.onnxio.codec.structural import apply
 
 SUPPORTED = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Sigmoid", "Tanh", "Softmax",
              "LogSoftmax", "Gemm", "MatMul", "Add", "Mul", "Concat", "Flatten", "Reshape", "Dropout", "LRN",

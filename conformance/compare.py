@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from backends.errors import SpecError
-from conformance.report import load_bench, load_results
+from nutshell.conformance.report import load_bench, load_results
+from nutshell.errors import SpecError
 
 USAGE_FLOOR = 0.01          # usage changes smaller than this are rounding, not regressions
 

@@ -1,6 +1,6 @@
 """Published architectures rebuilt with onnx.helper and seeded weights (nothing is downloaded).
 
->>> from conformance import onnx_zoo
+>>> from nutshell.onnxio.tools import zoo as onnx_zoo
 >>> full = onnx_zoo.googlenet()                      # Inception v1 at 224×224, 1000 classes
 >>> narrow = onnx_zoo.googlenet(width=0.125, size=64, classes=10)   # same topology, for CI
 
@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from backends import shapes
+from nutshell.spec import shapes
 
 # (name, 1×1, 3×3 reduce, 3×3, 5×5 reduce, 5×5, pool projection): Table 1 of the paper
 INCEPTION = (

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from backends.errors import DTypeError, ShapeError
-from backends.onnx_structural import STRUCTURAL
+from nutshell.errors import DTypeError, ShapeError
+from nutshell.onnxio.codec.structural import STRUCTURAL
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Spec models as ONNX models (backend-neutral): the graph of spec/models.yaml, one ONNX subgraph
 per spec node.
 
->>> from backends import onnx_export
->>> from spec import models
+>>> from nutshell.onnxio.codec import writer as onnx_export
+>>> from nutshell.spec import models
 >>> proto = onnx_export.export(models.get("digits_cnn"), params)    # params None: the spec's init
 >>> onnx.save(proto, "digits.onnx")
 
@@ -24,11 +24,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-import spec as spec_mod
-from backends.errors import ShapeError, SpecError
-from nutshell import __version__
-from spec import models as spec_models
-from spec.models import INPUT, ModelSpec, Node
+from nutshell import spec as spec_mod
+from nutshell.errors import ShapeError, SpecError
+from nutshell.spec import models as spec_models
+from nutshell.spec.models import INPUT, ModelSpec, Node
+from nutshell.version import __version__
 
 OPSET = 18
 BATCH = "N"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backends import shapes
+from nutshell.spec import shapes
 
 
 def output_shapes(concept: str, s: dict[str, tuple], attrs: dict) -> dict[str, tuple]:

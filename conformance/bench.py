@@ -44,14 +44,12 @@ from typing import Any
 
 import numpy as np
 
-import backends
-import spec as spec_mod
-from backends import validate
-from backends.errors import SpecError, UnsupportedConcept
-from backends.signatures import output_shapes
-from conformance.results import atomic_write, library_versions, machine_info
-from nutshell import baselines
-from spec import models
+from nutshell import backends, baselines
+from nutshell import spec as spec_mod
+from nutshell.conformance.results import atomic_write, library_versions, machine_info
+from nutshell.errors import SpecError, UnsupportedConcept
+from nutshell.spec import models, validate
+from nutshell.spec.signatures import output_shapes
 
 BENCH_FILE = spec_mod.SPEC_DIR / "bench.yaml"
 SIZES = ("small", "medium", "large")

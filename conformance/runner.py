@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import backends
-import spec as spec_mod
-from conformance.results import ResultsWriter, write_junit
+from nutshell import backends
+from nutshell import spec as spec_mod
+from nutshell.conformance.results import ResultsWriter, write_junit
 
 POLL_S = 0.2
 
@@ -49,7 +49,7 @@ class Worker:
 
 
 def suite_file() -> Path:
-    import conformance
+    from nutshell import conformance
 
     return Path(conformance.__file__).parent / "spec.nutshell"
 

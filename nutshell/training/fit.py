@@ -9,8 +9,9 @@ Each epoch prints the mean training loss and the test accuracy; the parameters g
 
 As a library (the claims use it):
 
->>> from nutshell import train
->>> m, hist = train.train(backends.load("torch"), "digits_cnn")      # the spec's recipe
+>>> import nutshell
+>>> from nutshell.training import fit as train
+>>> m, hist = train.train(nutshell.load("torch"), "digits_cnn")      # the spec's recipe
 >>> hist.test_accuracy, hist.steps, hist.final_loss
 >>> hist = train.fit(m, data, epochs=3, batch_size=32, lr=0.05, momentum=0.9)   # any model, any data
 >>> train.accuracy(m, x, labels)
@@ -32,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-import backends
-from backends.base import Backend
-from backends.graph import Model
-from nutshell import datasets
-from spec import models
+from nutshell import backends
+from nutshell.backends.base import Backend
+from nutshell.spec import models
+from nutshell.spec.graph import Model
+from nutshell.training import datasets
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Each nutshell backend as an ``onnx.backend.base.Backend``, so ONNX's own backend tests run on it.
 
->>> from backends.onnx_backend_adapter import adapter
->>> OnnxOnTorch = adapter("torch")                  # a Backend class bound to backends.load("torch")
+>>> from nutshell.onnxio.tools.adapter import adapter
+>>> OnnxOnTorch = adapter("torch")                  # a Backend class bound to nutshell.load("torch")
 >>> rep = OnnxOnTorch.prepare(model)                # Backend.import_onnx: validated and lowered once
 >>> outputs = rep.run([x])                          # a tuple, in the graph's output order
 
@@ -20,9 +20,9 @@ import onnx
 from onnx.backend.base import Backend as OnnxBackendBase
 from onnx.backend.base import BackendRep
 
-import backends
-from backends.base import Backend
-from backends.errors import ShapeError
+from nutshell import backends
+from nutshell.backends.base import Backend
+from nutshell.errors import ShapeError
 
 
 class NutshellRep(BackendRep):

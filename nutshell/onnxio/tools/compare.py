@@ -1,6 +1,6 @@
 """Comparing an imported ONNX graph across backends, ONNX Runtime and the float64 reference.
 
->>> from nutshell import onnx_compare as compare
+>>> from nutshell.onnxio.tools import compare
 >>> ref = compare.reference(graph, feeds)            # every value as T: float64 value and bound
 >>> ort = compare.ort_values(graph, feeds, every=True)
 >>> compare.difference(out["prob"], ort["prob"], ref["prob"], tol)      # max abs / rel, outside, usage
@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-import spec as spec_mod
-from backends import onnx_import, validate
-from backends.errors import SpecError
-from backends.onnx_import import STRUCTURAL, Graph, Step
-from backends.onnx_structural import limit
-from spec import tolerance
-from spec.reference import FORWARD
-from spec.reference.tracked import T
+from nutshell import spec as spec_mod
+from nutshell.errors import SpecError
+from nutshell.onnxio.codec import reader as onnx_import
+from nutshell.onnxio.codec.reader import STRUCTURAL, Graph, Step
+from nutshell.onnxio.codec.structural import limit
+from nutshell.spec import tolerance, validate
+from nutshell.spec.reference import FORWARD
+from nutshell.spec.reference.tracked import T
 
 ORT = "onnxruntime"
 
@@ -137,7 +137,7 @@ def ort_values(graph: Graph, feeds: dict[str, np.ndarray], every: bool = False) 
     session on the validated model."""
     import onnxruntime as ort
 
-    from backends.onnx_impl.imported import with_outputs
+    from nutshell.backends.onnx_impl.imported import with_outputs
 
     model = with_outputs(graph.model, list(graph.values), graph.types) if every else graph.model
     options = ort.SessionOptions()

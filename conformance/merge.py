@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import spec as spec_mod
-from conformance.report import load_bench, load_results, write_report
+from nutshell import spec as spec_mod
+from nutshell.conformance.report import load_bench, load_results, write_report
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

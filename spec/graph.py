@@ -1,7 +1,7 @@
 """The backend-neutral model executor: a spec model run node by node through a backend's ops.
 
->>> import backends
->>> b = backends.load("torch")
+>>> import nutshell
+>>> b = nutshell.load("torch")
 >>> m = b.model("digits_cnn", seed=0)                 # params None: the spec's init with that seed
 >>> logits = m.forward(x)                              # x (N, 1, 8, 8) -> logits (N, 10)
 >>> feats = m.forward(x, output="features")            # any value of the graph, by name
@@ -24,9 +24,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from backends.errors import DTypeError, ShapeError
-from spec import models as spec_models
-from spec.models import INPUT, ModelSpec, Node
+from nutshell.errors import DTypeError, ShapeError
+from nutshell.spec import models as spec_models
+from nutshell.spec.models import INPUT, ModelSpec, Node
 
 
 def _float_dtype(params: Mapping[str, np.ndarray], model_id: str) -> str:

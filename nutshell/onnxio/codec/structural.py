@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from backends import onnx_files
-from backends.errors import NutshellError, ShapeError
+from nutshell.errors import NutshellError, ShapeError
+from nutshell.onnxio.codec import files as onnx_files
 
 ONNX_GATES = (0, 2, 3, 1)   # spec block k (i, f, g, o) is ONNX block ONNX_GATES[k] of (i, o, f, c)
 
