@@ -102,11 +102,6 @@ def cmd_spec(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def cmd_pending(args: argparse.Namespace) -> int:
-    print(f"nutshell {args.cmd}: not implemented yet (see the open issues)", file=sys.stderr)
-    return 2
-
-
 # Commands that live in their own module: each defines add_arguments(parser) and run(args) -> int.
 COMMANDS = {
     "bench": ("nutshell.conformance.bench", "time every concept and model on every backend"),
@@ -123,15 +118,7 @@ def _add_module_commands(sub) -> None:
     import importlib
 
     for name, (module, help_text) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            xp = sub.add_parser(name, help=f"{help_text} (not implemented yet)")
-            xp.add_argument("rest", nargs="*")
-            xp.set_defaults(fn=cmd_pending)
-            continue
+        mod = importlib.import_module(module)
         xp = sub.add_parser(name, help=help_text, description=mod.__doc__)
         mod.add_arguments(xp)
         xp.set_defaults(fn=mod.run)
