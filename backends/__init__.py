@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 
 from nutshell.backends.base import Backend
 from nutshell.errors import BackendUnavailable
+from nutshell.spec import Spec
 
 if __name__ != "nutshell.backends":  # the folder backends/ installs as nutshell.backends: one module, one name
     raise ImportError("import nutshell.backends, not backends: nutshell installs one import package")
@@ -80,23 +81,25 @@ def _resolve(name: str) -> type[Backend]:
         raise BackendUnavailable(f"backend '{name}' failed to load: {type(exc).__name__}: {exc}") from None
 
 
-def load(name: str, device: str | None = None) -> Backend:
-    """An instance of backend ``name`` on ``device`` (None: the best this machine has)."""
+def load(name: str, device: str | None = None, spec: Spec | None = None) -> Backend:
+    """An instance of backend ``name`` on ``device`` (None: the best this machine has), built on
+    ``spec`` (None: the repository's spec/concepts.yaml)."""
     cls = _resolve(name)
     try:
-        return cls(device=device)
+        return cls(device=device, spec=spec)
     except BackendUnavailable:
         raise
     except Exception as exc:
         raise BackendUnavailable(f"backend '{name}' could not start: {type(exc).__name__}: {exc}") from None
 
 
-def available(requested: list[str] | None = None, device: str | None = None) -> tuple[dict, dict]:
-    """(loaded backends by name, reasons by name for those that could not load)."""
+def available(requested: list[str] | None = None, device: str | None = None,
+              spec: Spec | None = None) -> tuple[dict, dict]:
+    """(loaded backends by name, reasons by name for those that could not load), each built on ``spec``."""
     loaded, missing = {}, {}
     for name in requested or names():
         try:
-            loaded[name] = load(name, device)
+            loaded[name] = load(name, device, spec)
         except BackendUnavailable as exc:
             missing[name] = str(exc)
     return loaded, missing

@@ -46,7 +46,7 @@ import numpy as np
 
 from nutshell import backends, baselines
 from nutshell import spec as spec_mod
-from nutshell.conformance.results import atomic_write, library_versions, machine_info
+from nutshell.conformance.results import BenchOutcome, BenchResult, atomic_write, library_versions, machine_info
 from nutshell.errors import SpecError, UnsupportedConcept
 from nutshell.spec import models, validate
 from nutshell.spec.signatures import output_shapes
@@ -443,8 +443,6 @@ def concept_jobs(b: Any, base: baselines.Baseline | None, case: Case) -> list[Jo
 def model_jobs(b: Any, base: baselines.Baseline | None, case: Case) -> list[Job]:
     """One SGD step of a model on a seeded batch (the model API takes NumPy)."""
     mid = case.target
-    if not hasattr(b, "model"):
-        raise UnsupportedConcept(f"backend '{b.name}' has no model API", concept=mid)
     rng = np.random.default_rng(0)
     m = b.model(mid, seed=0)
     x = np.asarray(0.5 * rng.standard_normal(case.shapes["x"]), DTYPE)
@@ -455,15 +453,15 @@ def model_jobs(b: Any, base: baselines.Baseline | None, case: Case) -> list[Job]
                 lambda: [np.asarray(m.loss_and_grads(x, labels)[0])])]
 
 
-def _record(b: Any, case: Case, direction: str, level: str) -> dict:
-    return {"backend": b.name, "device": b.device, "concept": case.target, "kind": case.kind, "size": case.size,
-            "direction": direction, "level": level, "dtype": DTYPE, "shapes": case.shapes, "attrs": case.attrs,
-            "note": case.note, "outcome": "ok"}
+def _record(b: Any, case: Case, direction: str, level: str) -> BenchResult:
+    return BenchResult(backend=b.name, device=b.device, concept=case.target, kind=case.kind, size=case.size,
+                       direction=direction, level=level, dtype=DTYPE, shapes=case.shapes, attrs=case.attrs,
+                       note=case.note)
 
 
-def _time_job(b: Any, job: Job, rec: dict, peak: dict | None, s: Settings, library: str | None) -> None:
+def _time_job(b: Any, job: Job, rec: BenchResult, peak: dict | None, s: Settings, library: str | None) -> None:
     """Time the backend's call and, when it agrees with it, the native baseline, interleaved."""
-    calls, rec["baseline"], rec["overhead"] = [job.call], None, None
+    calls = [job.call]
     native = None
     if job.baseline is not None:
         try:
@@ -473,20 +471,28 @@ def _time_job(b: Any, job: Job, rec: dict, peak: dict | None, s: Settings, libra
         except Exception as exc:  # the library's own function does not take these attributes
             skipped = f"{type(exc).__name__}: {exc}"[:200]
         if skipped is not None:
-            rec["baseline"] = {"library": library, "skipped": skipped}
+            rec.baseline = {"library": library, "skipped": skipped}
         elif native is not None:
             calls.append(native)
     timings = measure(calls, b.synchronize, s)
     t = timings[0]
-    rec.update(flops=job.flops, time=asdict(t) | {"spread": t.spread}, gflops=job.flops / t.median_s / 1e9)
-    rec["peak_share"] = rec["gflops"] / peak["gflops"] if peak and peak.get("gflops") else None
+    rec.flops, rec.time, rec.gflops = job.flops, asdict(t) | {"spread": t.spread}, job.flops / t.median_s / 1e9
+    rec.peak_share = rec.gflops / peak["gflops"] if peak and peak.get("gflops") else None
     if len(timings) == 2:
         bt = timings[1]
-        rec["baseline"] = {"library": library, "time": asdict(bt) | {"spread": bt.spread}}
-        rec["overhead"] = t.median_s / bt.median_s
+        rec.baseline = {"library": library, "time": asdict(bt) | {"spread": bt.spread}}
+        rec.overhead = t.median_s / bt.median_s
 
 
-def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[[str], None]) -> list[dict]:
+def _failed(rec: BenchResult, exc: Exception, message: str) -> BenchResult:
+    """The record of a measurement that did not happen: unsupported, or an error."""
+    rec.outcome = BenchOutcome.UNSUPPORTED if isinstance(exc, UnsupportedConcept) else BenchOutcome.ERROR
+    rec.message = message
+    return rec
+
+
+def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[[str], None]
+             ) -> list[BenchResult]:
     """Every measurement of one case on one backend; failures become records, never exceptions."""
     directions = ("forward", "vjp") if case.kind == "concept" else ("step",)
     base = baselines.for_backend(b)
@@ -495,9 +501,8 @@ def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[
     except Exception as exc:
         for _ in directions:
             tick("")
-        outcome = "unsupported" if isinstance(exc, UnsupportedConcept) else "error"
-        return [_record(b, case, d, "native" if d == "forward" else "api") | {
-            "outcome": outcome, "message": f"{type(exc).__name__}: {exc}"} for d in directions]
+        return [_failed(_record(b, case, d, "native" if d == "forward" else "api"), exc,
+                        f"{type(exc).__name__}: {exc}") for d in directions]
     records = []
     for job in jobs:
         tick(f"{b.name} {case.target} {case.size} {job.direction}")
@@ -505,9 +510,9 @@ def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[
         try:
             _time_job(b, job, rec, peak, s, base.library if base else None)
         except UnsupportedConcept as exc:
-            rec.update(outcome="unsupported", message=str(exc))
+            _failed(rec, exc, str(exc))
         except Exception as exc:
-            rec.update(outcome="error", message=f"{type(exc).__name__}: {exc}"[:500])
+            _failed(rec, exc, f"{type(exc).__name__}: {exc}"[:500])
         records.append(rec)
     return records
 
@@ -549,15 +554,15 @@ def _num(v: float | None, width: int) -> str:
     return f"{v:{width}.{digits}f}"
 
 
-def ratios(results: list[dict], reference: str = "torch") -> list[str]:
+def ratios(results: list[BenchResult], reference: str = "torch") -> list[str]:
     """Each other backend's throughput over ``reference``'s on the same case in the same run
     (median time of the reference / median time of the backend; above 1 is faster)."""
-    ref = {(r["concept"], r["size"], r["direction"]): r["time"]["median_s"]
-           for r in results if r["backend"] == reference and r["outcome"] == "ok"}
-    lines = [f"{r['concept'][:20]:<20} {r['size']:<6} {r['direction']:<8} {r['backend'][:7]:<7}"
-             f"{ref[key] / r['time']['median_s']:8.2f}×"
-             for r in results if r["backend"] != reference and r["outcome"] == "ok"
-             and (key := (r["concept"], r["size"], r["direction"])) in ref]
+    ref = {(r.concept, r.size, r.direction): r.time["median_s"]
+           for r in results if r.backend == reference and r.outcome is BenchOutcome.OK}
+    lines = [f"{r.concept[:20]:<20} {r.size:<6} {r.direction:<8} {r.backend[:7]:<7}"
+             f"{ref[key] / r.time['median_s']:8.2f}×"
+             for r in results if r.backend != reference and r.outcome is BenchOutcome.OK
+             and (key := (r.concept, r.size, r.direction)) in ref]
     return [f"throughput relative to {reference} (same shapes, same run):", *lines] if lines else []
 
 
@@ -570,14 +575,14 @@ def table(doc: dict) -> str:
     lines.append(f"{'concept':<20} {'size':<6} {'dir':<5} {'backend':<7}{'ms':>9} {'GFLOP/s':>8} "
                  f"{'%peak':>6} {'ovh×':>5} {'±':>5}")
     for r in doc["results"]:
-        d = {"forward": "fwd", "vjp": "vjp*", "step": "step*"}[r["direction"]]
-        head = f"{r['concept'][:20]:<20} {r['size']:<6} {d:<5} {r['backend'][:7]:<7}"
-        if r["outcome"] != "ok":
-            lines.append(f"{head} {r['outcome']}: {r.get('message', '')}"[:80])
+        d = {"forward": "fwd", "vjp": "vjp*", "step": "step*"}[r.direction]
+        head = f"{r.concept[:20]:<20} {r.size:<6} {d:<5} {r.backend[:7]:<7}"
+        if r.outcome is not BenchOutcome.OK:
+            lines.append(f"{head} {r.outcome}: {r.message or ''}"[:80])
             continue
-        share = None if r["peak_share"] is None else 100 * r["peak_share"]
-        lines.append(f"{head}{_num(1e3 * r['time']['median_s'], 9)} {_num(r['gflops'], 8)} {_num(share, 6)} "
-                     f"{_num(r['overhead'], 5)} {100 * r['time']['spread']:4.0f}%")
+        share = None if r.peak_share is None else 100 * r.peak_share
+        lines.append(f"{head}{_num(1e3 * r.time['median_s'], 9)} {_num(r.gflops, 8)} {_num(share, 6)} "
+                     f"{_num(r.overhead, 5)} {100 * r.time['spread']:4.0f}%")
     lines.append("* through the NumPy API (host copies included)")
     lines.append("ovh× = time / the library called directly; ± = interquartile range / median")
     lines += ratios(doc["results"])
@@ -588,7 +593,8 @@ def table(doc: dict) -> str:
 
 def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[str] | None, s: Settings,
               out: Path, device: str | None = None, stream=sys.stderr) -> dict:
-    """Run the benchmark, writing ``out`` after every case; returns the document."""
+    """Run the benchmark, writing ``out`` after every case; returns the document (its results as
+    :class:`BenchResult`, as :func:`report.load_bench` returns it)."""
     selected = cases(load_entries(), concepts, sizes)
     loaded, missing = backends.available(names, device)
     for b in loaded.values():
@@ -604,11 +610,16 @@ def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[s
     for case in selected:
         for b in loaded.values():
             doc["results"] += run_case(b, case, doc["peak"].get(device_key(b.device)), s, progress.tick)
-            atomic_write(out, json.dumps(doc, indent=1))
+            _write(out, doc)
     progress.close()
     doc.update(complete=True, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    atomic_write(out, json.dumps(doc, indent=1))
+    _write(out, doc)
     return doc
+
+
+def _write(out: Path, doc: dict) -> None:
+    """bench.json: the document with its records as JSON."""
+    atomic_write(out, json.dumps(doc | {"results": [r.to_json() for r in doc["results"]]}, indent=1))
 
 
 # ---------------------------------------------------------------------------------- command
@@ -629,5 +640,5 @@ def run(args: argparse.Namespace) -> int:
     doc = run_bench(args.backend, args.concept, sizes, settings, args.output, args.device)
     print(table(doc))
     print(f"bench: {args.output}")
-    failed = any(r["outcome"] == "error" for r in doc["results"]) or (args.backend and doc["unavailable"])
+    failed = any(r.outcome is BenchOutcome.ERROR for r in doc["results"]) or (args.backend and doc["unavailable"])
     return 1 if failed else 0

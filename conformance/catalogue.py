@@ -23,6 +23,7 @@ import numpy as np
 from nutshell import spec as spec_mod
 from nutshell.backends.base import Backend
 from nutshell.conformance import checks
+from nutshell.conformance.results import Section
 from nutshell.errors import ALL as ERROR_CLASSES
 from nutshell.errors import NutshellError
 from nutshell.spec import generate, tolerance, validate
@@ -167,4 +168,5 @@ def items(parent, st: dict):
                         raise checks.Unsupported(why)
                     return f(b, c, v)
                 yield CheckItem.from_parent(parent, name=f"{concept.id}[{bname}-{case}]", backend=bname,
-                                            concept=concept, check="catalogue", vec=vec, dtype="float32", fn=run)
+                                            concept=concept, check="catalogue", vec=vec, dtype="float32",
+                                            section=Section.RELIABILITY, fn=run)

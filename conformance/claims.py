@@ -19,6 +19,7 @@ import pytest
 from nutshell import spec as spec_mod
 from nutshell.backends.base import Backend
 from nutshell.conformance.checks import CheckFailed, Record, Unsupported
+from nutshell.conformance.results import Section
 from nutshell.errors import SpecError, UnsupportedConcept
 from nutshell.spec import models, reference, tolerance, validate
 from nutshell.spec.graph import Model
@@ -59,9 +60,10 @@ def _verdict(failures: list[str], details: dict, usage: float = 0.0) -> Record:
     return Record(usage=usage, details=details)
 
 
-def _golden(concept: str, inputs: dict[str, np.ndarray], attrs: dict) -> tracked.T:
-    """The reference's value and error bound for ``concept`` on float64 inputs."""
-    arrays, full, _ = validate.check(spec_mod.load().concept(concept), inputs, attrs)
+def _golden(spec: spec_mod.Spec, concept: str, inputs: dict[str, np.ndarray], attrs: dict) -> tracked.T:
+    """The reference's value and error bound for ``concept`` of ``spec`` (the run's, which the
+    backend was built on) on float64 inputs."""
+    arrays, full, _ = validate.check(spec.concept(concept), inputs, attrs)
     return reference.forward(concept, arrays, full)["y"]
 
 
@@ -177,7 +179,8 @@ def convolution_theorem(b: Backend, claim: dict, tol: dict) -> Record:
         inputs = _conv_inputs(rng, cfg)
         direct = b.run("conv2d", _cast(inputs, dt), cfg["attrs"])["y"]
         fft = b.run("conv2d_fft", _cast(inputs, dt), cfg["attrs"])["y"]
-        allowed = sum(tolerance.bound(_golden(c, inputs, cfg["attrs"]).e, dt, tol) for c in ("conv2d", "conv2d_fft"))
+        allowed = sum(tolerance.bound(_golden(b.spec, c, inputs, cfg["attrs"]).e, dt, tol)
+                      for c in ("conv2d", "conv2d_fft"))
         diff = np.abs(fft.astype(np.float64) - direct)
         u = float((diff / allowed).max())
         usage = max(usage, u)
@@ -201,7 +204,7 @@ def convolution_is_flipped_correlation(b: Backend, claim: dict, tol: dict) -> Re
         conv = b.run("convolve2d", _cast(inputs, dt), cfg["attrs"])["y"].astype(np.float64)
         corr_flipped = b.run("conv2d", _cast(flipped, dt), cfg["attrs"])["y"]
         corr = b.run("conv2d", _cast(inputs, dt), cfg["attrs"])["y"]
-        allowed = 2 * tolerance.bound(_golden("conv2d", flipped, cfg["attrs"]).e, dt, tol)
+        allowed = 2 * tolerance.bound(_golden(b.spec, "conv2d", flipped, cfg["attrs"]).e, dt, tol)
         u, miss = float((np.abs(conv - corr_flipped) / allowed).max()), float((np.abs(conv - corr) / allowed).max())
         usage = max(usage, u)
         details[f"config{i}"] = {"bound_usage": u, "unflipped_usage": miss,
@@ -501,7 +504,7 @@ def items(spec_file, state: dict) -> Iterator:
         for name in state["backends"]:
             item = CheckItem.from_parent(
                 spec_file, name=f"claim_{claim['id']}[{name}]", backend=name, concept=ref, check="claim", vec=ref,
-                dtype=claim["dtype"],
+                dtype=claim["dtype"], section=Section.CLAIMS,
                 fn=lambda st, claim=claim, name=name: run_claim(st["backends"][name], claim, st["spec"].tolerance))
             if claim.get("slow"):
                 item.add_marker(pytest.mark.slow)

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from nutshell.conformance.report import load_bench, load_results
+from nutshell.conformance.results import BenchOutcome, BenchResult, Outcome
 from nutshell.errors import SpecError
 
 USAGE_FLOOR = 0.01          # usage changes smaller than this are rounding, not regressions
@@ -28,18 +29,18 @@ def _kind(path: Path) -> str:
 
 def compare_results(old: dict, new: dict, usage_growth: float) -> tuple[list[str], list[str]]:
     """(regressions, notes) between two results documents, matched by check id."""
-    before = {r["id"]: r for r in old["results"]}
-    after = {r["id"]: r for r in new["results"]}
+    before = {r.id: r for r in old["results"]}
+    after = {r.id: r for r in new["results"]}
     regressions, fixed = [], 0
     for rid in sorted(before.keys() & after.keys()):
         a, b = before[rid], after[rid]
-        if a["outcome"] == "pass" and b["outcome"] != "pass":
-            why = f": {b['message']}" if b.get("message") else ""
-            regressions.append(f"stopped passing  {rid}: pass -> {b['outcome']}{why}")
-        elif a["outcome"] == "pass" and _grew(a.get("usage"), b.get("usage"), usage_growth):
-            factor = f" (x{b['usage'] / a['usage']:.2f})" if a["usage"] else ""
-            regressions.append(f"usage grew       {rid}: {a['usage']:.3g} -> {b['usage']:.3g}{factor}")
-        fixed += a["outcome"] != "pass" and b["outcome"] == "pass"
+        if a.outcome is Outcome.PASS and b.outcome is not Outcome.PASS:
+            why = f": {b.message}" if b.message else ""
+            regressions.append(f"stopped passing  {rid}: pass -> {b.outcome}{why}")
+        elif a.outcome is Outcome.PASS and _grew(a.usage, b.usage, usage_growth):
+            factor = f" (x{b.usage / a.usage:.2f})" if a.usage else ""
+            regressions.append(f"usage grew       {rid}: {a.usage:.3g} -> {b.usage:.3g}{factor}")
+        fixed += a.outcome is not Outcome.PASS and b.outcome is Outcome.PASS
     notes = [f"{len(before.keys() & after.keys())} checks compared",
              f"{fixed} now pass that did not", f"{len(after.keys() - before.keys())} new",
              f"{len(before.keys() - after.keys())} no longer run"]
@@ -52,8 +53,8 @@ def _grew(old: float | None, new: float | None, growth: float) -> bool:
     return new - old > USAGE_FLOOR and new > old * (1 + growth)
 
 
-def _bench_key(r: dict) -> tuple:
-    return r["backend"], r.get("device"), r["concept"], r["size"], r["direction"], r.get("dtype")
+def _bench_key(r: BenchResult) -> tuple:
+    return r.backend, r.device, r.concept, r.size, r.direction, r.dtype
 
 
 def compare_bench(old: dict, new: dict, slowdown: float) -> tuple[list[str], list[str]]:
@@ -65,10 +66,10 @@ def compare_bench(old: dict, new: dict, slowdown: float) -> tuple[list[str], lis
     for key in sorted(before.keys() & after.keys(), key=str):
         a, b = before[key], after[key]
         name = " ".join(str(k) for k in (key[0], key[2], key[3], key[4]))
-        if a["outcome"] == "ok" and b["outcome"] != "ok":
-            regressions.append(f"stopped running  {name}: {b['outcome']}: {b.get('message', '')}")
-        elif a["outcome"] == "ok":
-            ta, tb = a["time"]["median_s"], b["time"]["median_s"]
+        if a.outcome is BenchOutcome.OK and b.outcome is not BenchOutcome.OK:
+            regressions.append(f"stopped running  {name}: {b.outcome}: {b.message or ''}")
+        elif a.outcome is BenchOutcome.OK:
+            ta, tb = a.time["median_s"], b.time["median_s"]
             if tb > ta * (1 + slowdown):
                 regressions.append(f"slower           {name}: {1e3 * ta:.3g} ms -> {1e3 * tb:.3g} ms "
                                    f"(+{100 * (tb / ta - 1):.0f}%)")

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from nutshell import spec as spec_mod
 from nutshell.backends.base import Backend
 from nutshell.conformance import checks
+from nutshell.conformance.results import Section
 from nutshell.errors import NutshellError
 from nutshell.spec import generate, tolerance, validate
 
@@ -153,4 +154,5 @@ def items(parent, state: dict):
                     raise checks.CheckFailed(f"property-based draw failed: {exc}", {"usage": 0.0}) from None
                 return checks.Record(details=vars(count))
             yield CheckItem.from_parent(parent, name=f"{concept.id}[{bname}-fuzz]", backend=bname, concept=concept,
-                                        check="fuzz", vec=type("V", (), {"name": "fuzz"})(), dtype=None, fn=run)
+                                        check="fuzz", vec=type("V", (), {"name": "fuzz"})(), dtype=None,
+                                        section=Section.RELIABILITY, fn=run)

@@ -1,7 +1,8 @@
 """Write one HTML report from the results of one or more runs (say a CPU box and a GPU box).
 
-Every results file must come from this spec version; a file that is not a nutshell results file
-is refused with the reason (exit status 2).
+Every results file must come from the version of the spec (``--spec``, by default the
+repository's); a file that is not a nutshell results file is refused with the reason (exit
+status 2).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+", type=Path, help="results.json files to merge (one per run)")
     p.add_argument("-o", "--output", type=Path, default=Path("reports") / "index.html", help="the page to write")
     p.add_argument("--bench", type=Path, help="a bench.json for the performance section")
+    p.add_argument("--spec", type=Path,
+                   help="the spec file the runs used (default: the repository's spec/concepts.yaml)")
 
 
 def run(args: argparse.Namespace) -> int:
-    version = spec_mod.load().version
-    docs = [load_results(p, version) for p in args.results]
-    bench = load_bench(args.bench, version) if args.bench else None
-    out = write_report(docs, bench, args.output)
+    spec = spec_mod.load(args.spec)
+    docs = [load_results(p, spec.version) for p in args.results]
+    bench = load_bench(args.bench, spec.version) if args.bench else None
+    out = write_report(docs, bench, args.output, spec=spec)
     n = sum(len(d["results"]) for d in docs)
     print(f"report: {out} ({len(docs)} run(s), {n} checks{', with benchmarks' if bench else ''})")
     return 0

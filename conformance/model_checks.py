@@ -29,6 +29,7 @@ import numpy as np
 
 from nutshell.backends.base import Backend
 from nutshell.conformance.checks import CheckFailed, Record, Unsupported, _compare_all, pairwise_max_abs
+from nutshell.conformance.results import Section
 from nutshell.spec import models
 
 DTYPES = ("float32", "float64")
@@ -178,19 +179,19 @@ def items(spec_file, st: dict) -> Iterator:
                 for check, fn in CHECKS.items():
                     yield CheckItem.from_parent(
                         spec_file, name=f"{ref.id}[{bname}-{check}-{dtype}]", backend=bname, concept=ref,
-                        check=check, vec=Ref(spec.id, check), dtype=dtype,
+                        check=check, vec=Ref(spec.id, check), dtype=dtype, section=Section.MODELS,
                         fn=lambda st, b=bname, f=fn, d=dtype, s=spec: f(st["backends"][b], s, d, tol))
                 yield CheckItem.from_parent(
                     spec_file, name=f"{ref.id}[{bname}-train-{dtype}]", backend=bname, concept=ref, check="train",
-                    vec=Ref(spec.id, "train"), dtype=dtype,
+                    vec=Ref(spec.id, "train"), dtype=dtype, section=Section.MODELS,
                     fn=lambda st, b=bname, d=dtype, s=spec: train(st["backends"][b], s, d, tol, cache))
             if spec.training.min_accuracy is not None:
                 yield CheckItem.from_parent(
                     spec_file, name=f"{ref.id}[{bname}-train-digits]", backend=bname, concept=ref, check="digits",
-                    vec=Ref(spec.id, "digits"), dtype="float32",
+                    vec=Ref(spec.id, "digits"), dtype="float32", section=Section.MODELS,
                     fn=lambda st, b=bname, s=spec: digits(st["backends"][b], s))
         if st["backends"]:
             yield CheckItem.from_parent(
                 spec_file, name=f"{ref.id}[train-agree]", backend="cross", concept=ref, check="train-agree",
-                vec=Ref(spec.id, "train"), dtype=None,
+                vec=Ref(spec.id, "train"), dtype=None, section=Section.MODELS,
                 fn=lambda st, s=spec: train_agree(st["backends"], s, tol, cache))

@@ -35,6 +35,7 @@ import numpy as np
 
 from nutshell.backends.base import Backend
 from nutshell.conformance.checks import CheckFailed, Record, Unsupported, _compare_all
+from nutshell.conformance.results import Section
 from nutshell.errors import NutshellError, UnsupportedConcept, UnsupportedOnnxOp
 from nutshell.spec import models
 
@@ -281,12 +282,14 @@ def items(spec_file, st: dict) -> Iterator:
     for bname in st["backends"]:
         yield CheckItem.from_parent(spec_file, name=f"onnx_node_tests[{bname}]", backend=bname,
                                     concept=_Ref("onnx_node_tests"), check="onnx-node-tests", vec=_Ref("onnx", "node"),
-                                    dtype=None, fn=lambda st, b=bname: node_tests(st["backends"][b], cases()))
+                                    dtype=None, section=Section.NODE_TESTS,
+                                    fn=lambda st, b=bname: node_tests(st["backends"][b], cases()))
         for mid in models.names():
             yield CheckItem.from_parent(spec_file, name=f"export[{mid}-{bname}]", backend=bname, concept=_Ref("export"),
                                         check="onnx-export", vec=_Ref(mid, mid), dtype="float32",
+                                        section=Section.ONNX,
                                         fn=lambda st, b=bname, m=mid: export_round_trip(st["backends"][b], m, tol))
         yield CheckItem.from_parent(spec_file, name=f"onnx_import[googlenet-{bname}]", backend=bname,
                                     concept=_Ref("onnx_import"), check="onnx-import",
-                                    vec=_Ref("googlenet", "googlenet"), dtype="float32",
+                                    vec=_Ref("googlenet", "googlenet"), dtype="float32", section=Section.ONNX,
                                     fn=lambda st, b=bname: googlenet_check(st["backends"][b], tol))

@@ -9,16 +9,24 @@ like ``conv2d[torch-figure3-float32]`` (forward), ``conv2d[torch-figure3-float32
 from __future__ import annotations
 
 import importlib
-import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nutshell import backends
 from nutshell import spec as spec_mod
 from nutshell.conformance import checks
-from nutshell.conformance.results import EventWriter, ResultsWriter, summary_table
+from nutshell.conformance.results import (
+    CheckResult,
+    EventWriter,
+    Outcome,
+    ResultsWriter,
+    Section,
+    rerun_command,
+    summary_table,
+)
 
 DTYPES = ("float32", "float64")
 # Modules that add items beyond the op-level concepts; each defines items(spec_file, state).
@@ -50,16 +58,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _state(config: pytest.Config) -> dict:
+    """The run's spec (``--spec``, else the repository's) and the backends, built on that spec so
+    that every check, every backend and the results header read the same file."""
     st = config.stash[_STATE]
     if st["backends"] is None:
         requested = config.getoption("--backend")
         group = config.getoption("--nutshell-group")
         if group not in (None, "cross"):
             requested = [group]
-        loaded, missing = backends.available(requested, config.getoption("--nutshell-device"))
+        st["spec"] = spec_mod.load(config.getoption("--spec"))
+        loaded, missing = backends.available(requested, config.getoption("--nutshell-device"), spec=st["spec"])
         st["backends"], st["unavailable"] = loaded, missing
         st["explicit"] = bool(requested)
-        st["spec"] = spec_mod.load(config.getoption("--spec"))
     return st
 
 
@@ -102,7 +112,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if isinstance(item, CheckItem) and item.config.getoption("--events"):
-        _writer(item.config).start(item.name)
+        _writer(item.config).start(item.name, item.section)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -134,31 +144,27 @@ class SpecFile(pytest.File):
             for vec in concept.vectors:
                 if vec.kind == "generated":
                     yield CheckItem.from_parent(self, name=f"{concept.id}[cross-{vec.name}-float32]", backend="cross",
-                                                concept=concept, check="cross", vec=vec, dtype="float32")
+                                                concept=concept, check="cross", vec=vec, dtype="float32",
+                                                section=Section.CROSS)
         for provider in PROVIDERS:
-            try:
-                module = importlib.import_module(provider)
-            except ModuleNotFoundError as exc:
-                if exc.name != provider:
-                    raise
-                continue
-            yield from module.items(self, st)
+            yield from importlib.import_module(provider).items(self, st)
 
     def _per_backend(self, bname: str, concept):
         for vec in concept.vectors:
             for dtype in DTYPES:
                 base = f"{concept.id}[{bname}-{vec.name}-{dtype}"
                 yield CheckItem.from_parent(self, name=base + "]", backend=bname, concept=concept, check="forward",
-                                            vec=vec, dtype=dtype)
+                                            vec=vec, dtype=dtype, section=Section.OPS)
                 if vec.grad:
                     yield CheckItem.from_parent(self, name=base + "-vjp]", backend=bname, concept=concept,
-                                                check="vjp", vec=vec, dtype=dtype)
+                                                check="vjp", vec=vec, dtype=dtype, section=Section.OPS)
             if vec.kind == "generated":
                 yield CheckItem.from_parent(self, name=f"{concept.id}[{bname}-{vec.name}-float64-fd]", backend=bname,
-                                            concept=concept, check="fd", vec=vec, dtype="float64")
+                                            concept=concept, check="fd", vec=vec, dtype="float64",
+                                            section=Section.OPS)
         for ev in concept.errors:
             yield CheckItem.from_parent(self, name=f"{concept.id}[{bname}-error-{ev.name}]", backend=bname,
-                                        concept=concept, check="error", vec=ev, dtype=None)
+                                        concept=concept, check="error", vec=ev, dtype=None, section=Section.OPS)
 
 
 class BackendItem(pytest.Item):
@@ -179,14 +185,16 @@ class CheckItem(pytest.Item):
     """One check of one backend (or, for 'cross', of all of them).
 
     ``concept`` and ``vec`` need only an ``id`` / a ``name`` (models and claims pass their own
-    records); ``fn``, when given, runs the check: ``fn(state) -> checks.Record``.
+    records); ``fn``, when given, runs the check: ``fn(state) -> checks.Record``. ``section`` is
+    where the report shows its result: the code that makes the item knows what it checks.
     """
 
-    def __init__(self, *, backend: str, concept, check: str, vec, dtype: str | None, fn=None, **kw):
+    def __init__(self, *, backend: str, concept, check: str, vec, dtype: str | None, section: Section, fn=None,
+                 **kw):
         super().__init__(**kw)
         self.backend, self.concept, self.check, self.vec, self.dtype = backend, concept, check, vec, dtype
-        self.fn = fn
-        self.record: dict = {}
+        self.section, self.fn = section, fn
+        self.result: CheckResult | None = None
         self.add_marker(pytest.mark.nutshell)
 
     def runtest(self) -> None:
@@ -194,23 +202,33 @@ class CheckItem(pytest.Item):
         tol = st["spec"].tolerance
         started = time.perf_counter()
         b = st["backends"].get(self.backend)
-        declared = b.deviation(self.name) if b is not None else None
+
+        def seconds() -> float:
+            return round(time.perf_counter() - started, 6)
+
         try:
+            declared = b.deviation(self.name) if b is not None else None
             if declared is not None:
                 self._expect_deviation(st, tol, declared)
             rec = self._run(st, tol)
-            self.record = {"outcome": "pass", "usage": rec.usage, "details": rec.details}
+            self.result = self.make_result(Outcome.PASS, usage=rec.usage, details=rec.details, seconds=seconds())
         except checks.Unsupported as exc:
-            self.record = {"outcome": "unsupported", "message": str(exc)}
+            self.result = self.make_result(Outcome.UNSUPPORTED, message=str(exc), seconds=seconds())
             pytest.skip(f"unsupported: {exc}")
         except checks.CheckFailed as exc:
-            self.record = {"outcome": "fail", "message": str(exc), **exc.record}
+            self.result = self.make_result(Outcome.FAIL, message=str(exc), usage=exc.record.get("usage"),
+                                           details=exc.record.get("details"), seconds=seconds())
             raise
         except Exception as exc:
-            self.record = {"outcome": "error", "message": f"{type(exc).__name__}: {exc}"}
+            self.result = self.make_result(Outcome.ERROR, message=f"{type(exc).__name__}: {exc}", seconds=seconds())
             raise
-        finally:
-            self.record["seconds"] = round(time.perf_counter() - started, 6)
+
+    def make_result(self, outcome: Outcome, **measured: Any) -> CheckResult:
+        """This check's record; a failure or an error carries the command that reruns it."""
+        rerun = self.rerun_command() if outcome in (Outcome.FAIL, Outcome.ERROR) else None
+        return CheckResult(id=self.name, backend=self.backend, concept=self.concept.id, check=self.check,
+                           section=self.section, outcome=outcome, vector=self.vec.name, dtype=self.dtype,
+                           nodeid=self.nodeid, rerun=rerun, **measured)
 
     def _expect_deviation(self, st: dict, tol: dict, why: str) -> None:
         """A declared deviation: its failure is reported unsupported; a pass means the entry is stale."""
@@ -241,13 +259,12 @@ class CheckItem(pytest.Item):
         return checks.error(b, self.concept, self.vec)
 
     def rerun_command(self) -> str:
-        """A command that reruns exactly this check from the current directory."""
-        try:
-            where = self.path.relative_to(Path.cwd())
-        except ValueError:
-            where = self.path
-        opt = "" if self.backend == "cross" else f" --backend {self.backend}"
-        return f"pytest {shlex.quote(f'{where}::{self.name}')}{opt}"
+        """A command that reruns exactly this check, with the backends it ran with (all of this
+        run's for a check spanning backends), the device and the spec file of this run."""
+        st = _state(self.config)
+        names = list(st["backends"]) if self.backend == "cross" else [self.backend]
+        return rerun_command(self.path, self.name, names, self.config.getoption("--nutshell-device"),
+                             self.config.getoption("--spec"))
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, checks.CheckFailed):
@@ -265,12 +282,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     report = outcome.get_result()
     if not isinstance(item, CheckItem) or report.when != "call":
         return
-    rec = dict(item.record) or {"outcome": "error", "message": "no record"}
-    rec.update(id=item.name, nodeid=item.nodeid, backend=item.backend, concept=item.concept.id, check=item.check,
-               vector=item.vec.name, dtype=item.dtype)
-    if rec["outcome"] in ("fail", "error"):
-        rec["rerun"] = item.rerun_command()
-    _writer(item.config).add(rec)
+    # no result: the check was ended by a BaseException that is not an Exception (SystemExit, say)
+    _writer(item.config).add(item.result or item.make_result(Outcome.ERROR, message="no record"))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -7,13 +7,12 @@ inline, charts are inline SVG drawn by matplotlib (text kept as text), so it ope
 Sections: the header (machines, devices, versions, dates, spec version); the coverage matrix
 (concepts × backends: every check of a concept, every outcome counted, each cell linking to
 its detail); the pairwise
-agreement between backends (from the ``cross`` records); performance (from bench.json); the
-records of checks other than forward/vjp/fd/error/cross, sorted by concept and check name:
-models and training (a concept "model_…", a check with "train" or "digits"; numeric lists in
-their details are drawn as curves), claims ("claim"), ONNX node tests ("node"), reliability
-("catalogue", "fuzz", "isolat", "reliab"), ONNX export and import ("onnx", "export",
-"import"), anything else; then, per concept (and per model or claim id), its definition, its
-vectors and per backend the largest error and the bound usage.
+agreement between backends (from the cross checks); performance (from bench.json); the
+records of every other section, each record where its ``section`` puts it: models and training
+(numeric lists in their details are drawn as curves), claims, ONNX node tests, reliability (the
+catalogue and fuzzing), ONNX export and import, anything else; then, per concept (and per model
+or claim id), its definition, its vectors and per backend the largest error and the bound usage.
+The concepts are those of the spec the report is given (``--spec`` of the run).
 """
 
 from __future__ import annotations
@@ -26,26 +25,42 @@ import math
 import re
 import sys
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from nutshell import spec as spec_mod
-from nutshell.conformance.results import OUTCOMES, atomic_write
+from nutshell.conformance.results import (
+    OUTCOMES,
+    BenchOutcome,
+    BenchResult,
+    CheckResult,
+    Outcome,
+    Section,
+    atomic_write,
+)
 from nutshell.errors import NutshellError, SpecError
 
-CORE_CHECKS = ("forward", "vjp", "fd", "error", "cross")
-SECTIONS = (  # (anchor, title, test on "concept check" in lower case), first match wins
-    ("training", "Models: training curves and accuracy",
-     lambda s: s.startswith("model_") or any(k in s for k in ("train", "digits"))),
-    ("claims", "The glossary's claims", lambda s: "claim" in s),
-    ("node-tests", "ONNX node tests", lambda s: "node" in s),
-    ("reliability", "Reliability: bad inputs and fuzzing",
-     lambda s: any(k in s for k in ("catalogue", "fuzz", "isolat", "reliab"))),
-    ("onnx", "ONNX export and import", lambda s: any(k in s for k in ("onnx", "export", "import"))),
-    ("other", "Other checks", lambda s: True),
+CORE_CHECKS = ("forward", "vjp", "fd", "error", "cross")   # the columns of a concept's detail table
+SECTIONS = (  # (section, anchor, title) of the record lists, in the page's order; ops and cross are the matrix
+    (Section.MODELS, "training", "Models: training curves and accuracy"),
+    (Section.CLAIMS, "claims", "The glossary's claims"),
+    (Section.NODE_TESTS, "node-tests", "ONNX node tests"),
+    (Section.RELIABILITY, "reliability", "Reliability: bad inputs and fuzzing"),
+    (Section.ONNX, "onnx", "ONNX export and import"),
+    (Section.OTHER, "other", "Other checks"),
 )
-RECORD_KEYS = ("id", "backend", "concept", "check", "outcome")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A check result and the run (results file) it came from: the columns are per run, so the
+    same backend on two machines stays two columns."""
+
+    run: int
+    result: CheckResult
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -64,12 +79,7 @@ def load_results(path: str | Path, version: str | None = None) -> dict:
     doc = _read_json(Path(path))
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) or "spec_version" not in doc:
         raise SpecError(f"{path}: not a nutshell results file (needs 'spec_version' and a 'results' list)")
-    for i, r in enumerate(doc["results"]):
-        missing = [k for k in RECORD_KEYS if not isinstance(r, dict) or k not in r]
-        if missing:
-            raise SpecError(f"{path}: results[{i}] lacks {', '.join(missing)}")
-        if r["outcome"] not in OUTCOMES:
-            raise SpecError(f"{path}: results[{i}] ({r['id']}): outcome {r['outcome']!r} is not one of {OUTCOMES}")
+    doc["results"] = [CheckResult.from_json(r, _where(path, i, r)) for i, r in enumerate(doc["results"])]
     _same_version(path, doc, version)
     doc.setdefault("backends", {})
     doc.setdefault("unavailable", {})
@@ -82,8 +92,15 @@ def load_bench(path: str | Path, version: str | None = None) -> dict:
     doc = _read_json(Path(path))
     if not isinstance(doc, dict) or doc.get("kind") != "nutshell-bench" or not isinstance(doc.get("results"), list):
         raise SpecError(f"{path}: not a nutshell bench file (kind 'nutshell-bench' with a 'results' list)")
+    doc["results"] = [BenchResult.from_json(r, f"{path}: results[{i}]") for i, r in enumerate(doc["results"])]
     _same_version(path, doc, version)
     return doc
+
+
+def _where(path: str | Path, i: int, r: Any) -> str:
+    """Where a record sits, with its id when it has one, for the error message."""
+    rid = r.get("id") if isinstance(r, dict) else None
+    return f"{path}: results[{i}]" + (f" ({rid})" if isinstance(rid, str) else "")
 
 
 def _same_version(path: str | Path, doc: dict, version: str | None) -> None:
@@ -99,7 +116,7 @@ def columns(docs: list[dict]) -> list[dict]:
     cols = []
     for i, doc in enumerate(docs):
         host = doc.get("machine", {}).get("host", f"run {i + 1}")
-        named = [*doc["backends"], *sorted({r["backend"] for r in doc["results"]} - {"cross"} - set(doc["backends"]))]
+        named = [*doc["backends"], *sorted({r.backend for r in doc["results"]} - {"cross"} - set(doc["backends"]))]
         for name in named:
             device = doc["backends"].get(name, {}).get("device", "?")
             cols.append({"run": i, "name": name, "device": device, "host": host, "why": None})
@@ -148,17 +165,17 @@ def fmt(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.{digits - 1}e}"
 
 
-def counts(records: list[dict]) -> dict[str, int]:
-    c = dict.fromkeys(OUTCOMES, 0)
+def counts(records: Iterable[CheckResult]) -> dict[str, int]:
+    c = dict.fromkeys((*OUTCOMES, "total"), 0)
     for r in records:
-        c[r["outcome"]] += 1
-    c["total"] = len(records)
+        c[r.outcome.value] += 1
+        c["total"] += 1
     return c
 
 
-def max_abs(r: dict) -> float | None:
+def max_abs(r: CheckResult) -> float | None:
     """The largest absolute error among a record's compared arrays."""
-    vals = [d["max_abs"] for d in (r.get("details") or {}).values()
+    vals = [d["max_abs"] for d in (r.details or {}).values()
             if isinstance(d, dict) and isinstance(d.get("max_abs"), (int, float))]
     return max(vals) if vals else None
 
@@ -348,16 +365,16 @@ def _concept_ids(spec: spec_mod.Spec, core: dict) -> list[str]:
     return [*spec.concepts, *extra]
 
 
-def agreement(cross: list[dict], cols: list[dict]) -> str:
+def agreement(cross: list[Entry], cols: list[dict]) -> str:
     """The worst pairwise max |difference| between backends, over every cross check."""
     worst: dict[tuple[str, str, str], float] = {}
-    for r in cross:
-        for pair, v in ((r.get("details") or {}).get("pairwise_max_abs") or {}).items():
+    for e in cross:
+        for pair, v in ((e.result.details or {}).get("pairwise_max_abs") or {}).items():
             a, _, b = pair.partition("~")
-            ca, cb = _column_of(cols, r["run"], a), _column_of(cols, r["run"], b)
+            ca, cb = _column_of(cols, e.run, a), _column_of(cols, e.run, b)
             if ca is None or cb is None or not isinstance(v, (int, float)):
                 continue
-            key = (r["concept"], ca["label"], cb["label"])
+            key = (e.result.concept, ca["label"], cb["label"])
             worst[key] = max(worst.get(key, 0.0), float(v))
     intro = ("<p>The largest absolute difference between two backends' float32 outputs on the same fresh "
              "inputs (the cross checks), worst over every vector of a concept.</p>")
@@ -387,9 +404,9 @@ def performance(bench: dict | None) -> str:
                     + ", ".join(f"{esc(k)} {fmt(v) if isinstance(v, float) else esc(v)}"
                                 for k, v in p.get("libraries", {}).items()) + "</li>"
                     for d, p in bench.get("peak", {}).items())
-    ok = [r for r in bench["results"] if r.get("outcome") == "ok"]
+    ok = [r for r in bench["results"] if r.outcome is BenchOutcome.OK]
     charts = "".join(_perf_charts(ok, size, d) for d in ("forward", "step") for size in ("small", "medium", "large")
-                     if any(r["size"] == size and r["direction"] == d for r in ok))
+                     if any(r.size == size and r.direction == d for r in ok))
     rows = "".join(_perf_row(r) for r in bench["results"])
     return (f"<section id='performance'>{title}<p>Machine peak (the best float32 matrix product among the "
             f"installed libraries, measured in the same run):</p><ul>{peaks}</ul>{charts}"
@@ -400,15 +417,15 @@ def performance(bench: dict | None) -> str:
             f"<th>overhead</th><th>baseline</th></tr>{rows}</table></section>")
 
 
-def _perf_charts(ok: list[dict], size: str, direction: str) -> str:
+def _perf_charts(ok: list[BenchResult], size: str, direction: str) -> str:
     """GFLOP/s and overhead of every concept (or model step) at one size, one bar per backend."""
     what = "forward" if direction == "forward" else "training step"
-    fwd = [r for r in ok if r["size"] == size and r["direction"] == direction]
-    names = list(dict.fromkeys(r["concept"] for r in fwd))
-    backs = list(dict.fromkeys(f"{r['backend']} ({r['device']})" for r in fwd))
-    by = {(r["concept"], f"{r['backend']} ({r['device']})"): r for r in fwd}
-    rate = {b: [by[(c, b)]["gflops"] if (c, b) in by else None for c in names] for b in backs}
-    over = {b: [by[(c, b)].get("overhead") if (c, b) in by else None for c in names] for b in backs}
+    fwd = [r for r in ok if r.size == size and r.direction == direction]
+    names = list(dict.fromkeys(r.concept for r in fwd))
+    backs = list(dict.fromkeys(f"{r.backend} ({r.device})" for r in fwd))
+    by = {(r.concept, f"{r.backend} ({r.device})"): r for r in fwd}
+    rate = {b: [by[(c, b)].gflops if (c, b) in by else None for c in names] for b in backs}
+    over = {b: [by[(c, b)].overhead if (c, b) in by else None for c in names] for b in backs}
     over = {b: vals for b, vals in over.items() if any(vals)}      # backends with a native baseline
     out = bars(names, rate, f"{what}, {size} shapes: GFLOP/s", "GFLOP/s (log scale)", f"perf-{direction}-{size}")
     if over:
@@ -418,68 +435,67 @@ def _perf_charts(ok: list[dict], size: str, direction: str) -> str:
     return out
 
 
-def _perf_row(r: dict) -> str:
-    star = "" if r.get("level") == "native" else "*"
-    lead = (f"<tr><td>{esc(r['concept'])}</td><td>{esc(r['size'])}</td><td>{esc(r['direction'])}{star}</td>"
-            f"<td>{esc(r['backend'])}</td><td>{esc(r.get('device', ''))}</td>")
-    if r.get("outcome") != "ok":
-        return f"{lead}<td colspan='6' class='{'bad' if r.get('outcome') == 'error' else 'none'}'>" \
-               f"{esc(r.get('outcome'))}: {esc(r.get('message', ''))}</td></tr>"
-    t, base = r["time"], r.get("baseline") or {}
-    share = None if r.get("peak_share") is None else 100 * r["peak_share"]
+def _perf_row(r: BenchResult) -> str:
+    star = "" if r.level == "native" else "*"
+    lead = (f"<tr><td>{esc(r.concept)}</td><td>{esc(r.size)}</td><td>{esc(r.direction)}{star}</td>"
+            f"<td>{esc(r.backend)}</td><td>{esc(r.device or '')}</td>")
+    if r.outcome is not BenchOutcome.OK:
+        return f"{lead}<td colspan='6' class='{'bad' if r.outcome is BenchOutcome.ERROR else 'none'}'>" \
+               f"{esc(r.outcome)}: {esc(r.message or '')}</td></tr>"
+    t, base = r.time, r.baseline or {}
+    share = None if r.peak_share is None else 100 * r.peak_share
     blabel = esc(base.get("library", "—")) + (f" <small>(skipped: {esc(base['skipped'])})</small>"
                                                if "skipped" in base else "")
-    nums = (fmt(1e3 * t["median_s"]), f"±{100 * t.get('spread', 0):.0f}%", fmt(r.get("gflops")), fmt(share),
-            fmt(r.get("overhead")))
+    nums = (fmt(1e3 * t["median_s"]), f"±{100 * t.get('spread', 0):.0f}%", fmt(r.gflops), fmt(share),
+            fmt(r.overhead))
     return lead + "".join(f"<td class='num'>{v}</td>" for v in nums) + f"<td>{blabel}</td></tr>"
 
 
-def other_sections(records: list[dict], cols: list[dict]) -> str:
-    """Training, claims, ONNX and anything else: whatever records exist, or 'not run'."""
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        key = next(k for k, _, test in SECTIONS if test(f"{r['concept']} {r['check']}".lower()))
-        groups[key].append(r)
+def other_sections(entries: list[Entry], cols: list[dict]) -> str:
+    """Training, claims, ONNX and anything else: whatever records each section has, or 'not run'."""
+    groups: dict[Section, list[Entry]] = defaultdict(list)
+    for e in entries:
+        groups[e.result.section].append(e)
     out = []
-    for key, title, _ in SECTIONS:
-        recs = groups.get(key, [])
-        if key == "other" and not recs:
+    for section, key, title in SECTIONS:
+        recs = groups.get(section, [])
+        if section is Section.OTHER and not recs:
             continue
-        body = _records_block(recs, cols, key) if recs else "<p>not run</p>"
+        body = _records_block(recs, cols, section, key) if recs else "<p>not run</p>"
         out.append(f"<section id='{key}'><h2>{esc(title)}</h2>{body}</section>")
     return "".join(out)
 
 
-def _records_block(recs: list[dict], cols: list[dict], key: str) -> str:
-    per_col: dict[str, list[dict]] = defaultdict(list)
-    for r in recs:
-        per_col[_record_label(r, cols)].append(r)
+def _records_block(recs: list[Entry], cols: list[dict], section: Section, key: str) -> str:
+    per_col: dict[str, list[CheckResult]] = defaultdict(list)
+    for e in recs:
+        per_col[_record_label(e, cols)].append(e.result)
     summary = "".join(f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{n}</td>" for n in counts(rs).values())
                       + "</tr>" for label, rs in per_col.items())
-    series = _series(recs, cols) if key == "training" else {}
+    series = _series(recs, cols) if section is Section.MODELS else {}
     charts = "".join(curves(lines, name, name, f"{key}-{anchor(name)}") for name, lines in series.items())
     head = "<tr><th>check</th><th>backend</th><th>outcome</th><th>usage</th><th>measured</th></tr>"
-    bad = [r for r in recs if r["outcome"] != "pass"]
-    table = f"<table class='records'>{head}{''.join(_record_row(r, cols) for r in recs)}</table>"
+    bad = [e for e in recs if e.result.outcome is not Outcome.PASS]
+    table = f"<table class='records'>{head}{''.join(_record_row(e, cols) for e in recs)}</table>"
     if len(recs) > 40:   # a long list stays folded; what did not pass is shown above it
-        shown = f"<table class='records'>{head}{''.join(_record_row(r, cols) for r in bad)}</table>" if bad else ""
+        shown = f"<table class='records'>{head}{''.join(_record_row(e, cols) for e in bad)}</table>" if bad else ""
         table = f"{shown}<details><summary>all {len(recs)} records</summary>{table}</details>"
     return (f"<table><tr><th>backend</th>{''.join(f'<th>{k}</th>' for k in (*OUTCOMES, 'total'))}</tr>{summary}"
             f"</table>{charts}{table}")
 
 
-def _record_label(r: dict, cols: list[dict]) -> str:
-    c = _column_of(cols, r["run"], r["backend"])
-    return c["label"] if c else r["backend"]
+def _record_label(e: Entry, cols: list[dict]) -> str:
+    c = _column_of(cols, e.run, e.result.backend)
+    return c["label"] if c else e.result.backend
 
 
-def _series(recs: list[dict], cols: list[dict]) -> dict[str, dict[str, list[float]]]:
+def _series(recs: list[Entry], cols: list[dict]) -> dict[str, dict[str, list[float]]]:
     """Curves in the details (a loss per step, an accuracy per epoch), by detail name, one line per record."""
     out: dict[str, dict[str, list[float]]] = defaultdict(dict)
-    for r in recs:
-        for name, v in (r.get("details") or {}).items():
+    for e in recs:
+        for name, v in (e.result.details or {}).items():
             if _numbers(v) and len(v) > 1:
-                out[name][f"{r['concept']} · {_record_label(r, cols)}"] = [float(x) for x in v]
+                out[name][f"{e.result.concept} · {_record_label(e, cols)}"] = [float(x) for x in v]
     return out
 
 
@@ -499,15 +515,16 @@ def brief(v: Any) -> str:
     return fmt(v)
 
 
-def _record_row(r: dict, cols: list[dict]) -> str:
-    measured = ", ".join(f"{esc(k)} = {brief(v)}" for k, v in list((r.get("details") or {}).items())[:12])
-    msg = f"<br><small>{esc(r.get('message', ''))}</small>" if r.get("message") else ""
-    return (f"<tr class='{_outcome_class(r['outcome'])}'><td>{esc(r['id'])}</td><td>{esc(_record_label(r, cols))}"
-            f"</td><td>{esc(r['outcome'])}</td><td>{fmt(r.get('usage'))}</td><td>{measured}{msg}</td></tr>")
+def _record_row(e: Entry, cols: list[dict]) -> str:
+    r = e.result
+    measured = ", ".join(f"{esc(k)} = {brief(v)}" for k, v in list((r.details or {}).items())[:12])
+    msg = f"<br><small>{esc(r.message)}</small>" if r.message else ""
+    return (f"<tr class='{_outcome_class(r.outcome)}'><td>{esc(r.id)}</td><td>{esc(_record_label(e, cols))}"
+            f"</td><td>{esc(r.outcome)}</td><td>{fmt(r.usage)}</td><td>{measured}{msg}</td></tr>")
 
 
-def _outcome_class(outcome: str) -> str:
-    return {"pass": "good", "fail": "bad", "error": "bad"}.get(outcome, "none")
+def _outcome_class(outcome: Outcome) -> str:
+    return {Outcome.PASS: "good", Outcome.FAIL: "bad", Outcome.ERROR: "bad"}.get(outcome, "none")
 
 
 def concept_details(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> str:
@@ -576,23 +593,23 @@ def _shape(x: Any) -> tuple:
     return np.shape(x["values"] if isinstance(x, dict) and "values" in x else x)
 
 
-def _backend_detail(cid: str, col: dict, recs: list[dict]) -> str:
+def _backend_detail(cid: str, col: dict, recs: list[CheckResult]) -> str:
     label = esc(col["label"])
     if not recs:
         return f"<tr id='{anchor('c', cid, col['key'])}'><td>{label}</td><td colspan='9' class='none'>not run</td></tr>"
     n = counts(recs)
     by = defaultdict(list)
     for r in recs:
-        by[r["check"]].append(r)
+        by[r.check].append(r)
 
     def usage(check: str) -> str:
-        return fmt(_max(r.get("usage") for r in by[check] if r["outcome"] in ("pass", "fail")))
+        return fmt(_max(r.usage for r in by[check] if r.outcome in (Outcome.PASS, Outcome.FAIL)))
 
     errs = counts(by["error"])
-    extra = counts([r for r in recs if r["check"] not in CORE_CHECKS])
-    bad = [r for r in recs if r["outcome"] != "pass"]
-    listing = "".join(f"<li class='{_outcome_class(r['outcome'])}'><b>{esc(r['outcome'])}</b> {esc(r['id'])}: "
-                      f"{esc(r.get('message', ''))}{_rerun(r)}</li>" for r in bad)
+    extra = counts([r for r in recs if r.check not in CORE_CHECKS])
+    bad = [r for r in recs if r.outcome is not Outcome.PASS]
+    listing = "".join(f"<li class='{_outcome_class(r.outcome)}'><b>{esc(r.outcome)}</b> {esc(r.id)}: "
+                      f"{esc(r.message or '')}{_rerun(r)}</li>" for r in bad)
     return (f"<tr id='{anchor('c', cid, col['key'])}' class='{_cell_class(n)}'><td>{label}</td>"
             f"<td>{n['pass']}/{n['total']}</td>"
             f"<td>{fmt(_max(max_abs(r) for r in by['forward']))}</td><td>{usage('forward')}</td>"
@@ -601,8 +618,8 @@ def _backend_detail(cid: str, col: dict, recs: list[dict]) -> str:
             f"<td>{f'<details><summary>{len(bad)}</summary><ul>{listing}</ul></details>' if bad else '0'}</td></tr>")
 
 
-def _rerun(r: dict) -> str:
-    return f"<br><code>{esc(r['rerun'])}</code>" if r.get("rerun") else ""
+def _rerun(r: CheckResult) -> str:
+    return f"<br><code>{esc(r.rerun)}</code>" if r.rerun else ""
 
 
 # -------------------------------------------------------------------------------------- page
@@ -626,42 +643,40 @@ table.runs td{font-size:12.5px}
 """
 
 
-def determinism(records: list[dict], cols: list[dict]) -> str:
+def determinism(entries: list[Entry], cols: list[dict]) -> str:
     """Which concepts gave different bits on two runs of the same backend (catalogue 'determinism')."""
-    runs = [r for r in records if r.get("check") == "catalogue" and r.get("vector") is not None
-            and r["id"].endswith("-determinism]") and r["outcome"] == "pass"]
+    runs = [e for e in entries if e.result.check == "catalogue" and e.result.vector is not None
+            and e.result.id.endswith("-determinism]") and e.result.outcome is Outcome.PASS]
     title = "<section id='determinism'><h2>Determinism</h2>"
     if not runs:
         return title + "<p>not run</p></section>"
-    differ = [r for r in runs if not (r.get("details") or {}).get("identical", True)]
+    differ = [e for e in runs if not (e.result.details or {}).get("identical", True)]
     if not differ:
         return title + f"<p>Every concept gave bit-identical results on two runs ({len(runs)} concept × backend " \
                        "pairs).</p></section>"
-    rows = "".join(f"<tr><td>{esc(r['concept'])}</td><td>{esc(_record_label(r, cols))}</td></tr>" for r in differ)
+    rows = "".join(f"<tr><td>{esc(e.result.concept)}</td><td>{esc(_record_label(e, cols))}</td></tr>"
+                   for e in differ)
     return (title + f"<p class='fail'>{len(differ)} of {len(runs)} concept × backend pairs gave different bits on "
             f"two runs:</p><table><tr><th>concept</th><th>backend</th></tr>{rows}</table></section>")
 
 
-def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path) -> Path:
-    """Render the page for the given runs (already loaded) and write it to ``out``."""
-    spec = spec_mod.load()
-    for i, d in enumerate(results_docs):
+def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path, *, spec: spec_mod.Spec) -> Path:
+    """Render the page for the given runs and benchmark (as load_results and load_bench return
+    them) against ``spec``, the spec the runs checked, and write it to ``out``."""
+    for d in results_docs:
         d.setdefault("backends", {})
         d.setdefault("unavailable", {})
-        for r in d["results"]:
-            r["run"] = i
     cols = columns(results_docs)
-    core: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    core: dict[tuple[str, str], list[CheckResult]] = defaultdict(list)
     others, cross = [], []
-    for d in results_docs:
+    for run, d in enumerate(results_docs):
         for r in d["results"]:
-            if r["check"] not in CORE_CHECKS:
-                others.append(r)
-            if r["backend"] == "cross":
-                core[(r["concept"], "cross")].append(r)
-                cross.append(r)
-            else:
-                core[(r["concept"], _column_of(cols, r["run"], r["backend"])["key"])].append(r)
+            if r.section is Section.CROSS:
+                cross.append(Entry(run, r))
+            elif r.section is not Section.OPS:
+                others.append(Entry(run, r))
+            key = "cross" if r.backend == "cross" else _column_of(cols, run, r.backend)["key"]
+            core[(r.concept, key)].append(r)
     nav = "".join(f"<a href='#{k}'>{t}</a>" for k, t in (
         ("coverage", "Coverage"), ("agreement", "Agreement"), ("performance", "Performance"),
         ("training", "Training"), ("claims", "Claims"), ("node-tests", "ONNX node tests"),
@@ -678,13 +693,15 @@ def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path) ->
     return out
 
 
-def write_from_reports_dir(reports: Path) -> Path:
-    """reports/results.json (and reports/bench.json when present) -> reports/index.html.
+def write_from_reports_dir(reports: Path, spec_file: str | Path | None = None) -> Path:
+    """reports/results.json (and reports/bench.json when present) -> reports/index.html, against
+    the spec file the run used (None: the repository's).
 
     A bench.json that cannot be used (another spec version, a broken file) is left out with a
     warning on stderr; a bad results.json is a SpecError."""
     reports = Path(reports)
-    version = spec_mod.load().version
+    spec = spec_mod.load(spec_file)
+    version = spec.version
     results = load_results(reports / "results.json", version)
     bench = None
     if (reports / "bench.json").is_file():
@@ -692,4 +709,4 @@ def write_from_reports_dir(reports: Path) -> Path:
             bench = load_bench(reports / "bench.json", version)
         except SpecError as exc:
             print(f"nutshell: the report leaves out the benchmarks: {exc}", file=sys.stderr)
-    return write_report([results], bench, reports / "index.html")
+    return write_report([results], bench, reports / "index.html", spec=spec)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nutshell import backends
 from nutshell import spec as spec_mod
-from nutshell.conformance.results import ResultsWriter, write_junit
+from nutshell.conformance.results import CheckResult, Outcome, ResultsWriter, Section, rerun_command, write_junit
 
 POLL_S = 0.2
 
@@ -36,6 +36,7 @@ class Options:
     timeout: float = 120.0
     resume: bool = False
     quiet: bool = False
+    spec: Path | None = None      # the spec file every worker checks against (None: the repository's)
 
 
 @dataclass
@@ -44,8 +45,8 @@ class Worker:
     events: Path
     proc: subprocess.Popen | None = None
     offset: int = 0
-    started: dict = field(default_factory=dict)   # check id -> start time of the check running now
-    header: dict = field(default_factory=dict)
+    started: dict = field(default_factory=dict)   # check id -> its start event, for the check running now
+    header: dict = field(default_factory=dict)    # the worker's: the backends it loaded, those it could not
 
 
 def suite_file() -> Path:
@@ -64,6 +65,8 @@ def _argv(opts: Options, w: Worker, skip: Path) -> list[str]:
         argv += ["--nutshell-device", opts.device]
     if opts.k:
         argv += ["-k", opts.k]
+    if opts.spec is not None:
+        argv += ["--spec", str(opts.spec)]
     return argv
 
 
@@ -85,21 +88,22 @@ class Runner:
         self.parts = self.reports / "parts"
         self.parts.mkdir(parents=True, exist_ok=True)
         previous = self._previous() if opts.resume else []
-        self.done = {r["id"] for r in previous}
-        s = spec_mod.load()
+        self.done = {r.id for r in previous}
+        s = spec_mod.load(opts.spec)
         self.writer = ResultsWriter(self.reports / "results.json",
                                     {"spec_version": s.version, "backends": {}, "unavailable": {}}, records=previous)
 
-    def _previous(self) -> list[dict]:
+    def _previous(self) -> list[CheckResult]:
         lines = self.reports / "results.jsonl"
         if not lines.is_file():
             return []
         out = []
-        for line in lines.read_text().splitlines():
+        for i, line in enumerate(lines.read_text().splitlines()):
             try:
-                out.append(json.loads(line))
+                d = json.loads(line)
             except json.JSONDecodeError:
                 break   # a line cut short by the interruption: everything before it is good
+            out.append(CheckResult.from_json(d, f"{lines}: line {i + 1}"))
         return out
 
     def groups(self) -> list[str]:
@@ -111,7 +115,7 @@ class Runner:
             self._run_group(group)
         self.writer.flush(final=True)
         write_junit(self.writer.records, self.reports / "junit.xml")
-        bad = any(r["outcome"] in ("fail", "error") for r in self.writer.records)
+        bad = any(r.outcome in (Outcome.FAIL, Outcome.ERROR) for r in self.writer.records)
         explicit_missing = self.opts.backends and any(
             n in self.writer.header["unavailable"] for n in self.opts.backends)
         return 1 if bad or explicit_missing else 0
@@ -133,8 +137,8 @@ class Runner:
         while True:
             self._consume(w)
             now = time.time()
-            for cid, t0 in list(w.started.items()):
-                if now - t0 > self.opts.timeout:
+            for cid, ev in list(w.started.items()):
+                if now - ev["t"] > self.opts.timeout:
                     self._kill(w)
                     self._interrupted(w, cid, "timeout", f"no result after {self.opts.timeout:g} s; worker killed")
                     return cid
@@ -156,30 +160,34 @@ class Runner:
         for ev in _read_events(w):
             kind = ev.pop("event")
             if kind == "header":
+                w.header = ev
                 self._merge_header(ev)
             elif kind == "start":
-                w.started = {ev["id"]: ev["t"]}
+                w.started = {ev["id"]: ev}
             elif kind == "record":
                 w.started.pop(ev["id"], None)
-                self._add(ev)
+                self._add(CheckResult.from_json(ev, f"{w.events}: record"))
 
     def _merge_header(self, h: dict) -> None:
         hdr = self.writer.header
         hdr["backends"].update(h.get("backends", {}))
         hdr["unavailable"].update(h.get("unavailable", {}))
 
-    def _add(self, record: dict) -> None:
-        if record["id"] not in self.done:
-            self.done.add(record["id"])
+    def _add(self, record: CheckResult) -> None:
+        if record.id not in self.done:
+            self.done.add(record.id)
             self.writer.add(record)
 
-    def _interrupted(self, w: Worker, cid: str, outcome: str, why: str) -> None:
-        w.started.pop(cid, None)
-        backend = w.group if w.group != "cross" else "cross"
-        concept = cid.split("[", 1)[0]
-        self._add({"id": cid, "backend": backend, "concept": concept, "check": "crash", "vector": None,
-                   "dtype": None, "outcome": "error", "status": outcome, "message": why,
-                   "rerun": f"pytest '{suite_file()}::{cid}' --backend {backend}"})
+    def _interrupted(self, w: Worker, cid: str, status: str, why: str) -> None:
+        """An error record for the check the worker crashed or hung on, in the section of that
+        check, with the command that reruns it on the backends of that worker. A worker that died
+        outside any check has no check to rerun: its record (``<group>[worker]``) has no command."""
+        start = w.started.pop(cid, None)
+        section = Section(start["section"]) if start else Section.OTHER
+        rerun = rerun_command(suite_file(), cid, list(w.header.get("backends", {})), self.opts.device,
+                              self.opts.spec) if start else None
+        self._add(CheckResult(id=cid, backend=w.group, concept=cid.split("[", 1)[0], check="crash", section=section,
+                              outcome=Outcome.ERROR, status=status, message=why, rerun=rerun))
         if not self.opts.quiet:
             print(f"\n[nutshell] {w.group}: {cid}: {why}", flush=True)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from nutshell.spec.shapes import window_reach
 from nutshell.spec.signatures import output_shapes
 
 Call = Callable[[], Any]
@@ -242,7 +243,7 @@ def _np_pool(xp, x, kernel, stride, pads, dilation, ceil_mode, value):
     """Windows of the padded input; ceil mode pads the end further so the last window fits."""
     oh, ow = output_shapes("max_pool2d", {"x": x.shape}, {"kernel": kernel, "stride": stride, "pads": pads,
                                                           "dilation": dilation, "ceil_mode": ceil_mode})["y"][2:]
-    extra = [max(0, (o - 1) * s + d * (k - 1) + 1 - (n + pb + pe)) for o, s, d, k, n, pb, pe in
+    extra = [max(0, window_reach(o, k, s, d) - (n + pb + pe)) for o, s, d, k, n, pb, pe in
              zip((oh, ow), stride, dilation, kernel, x.shape[2:], pads[:2], pads[2:], strict=True)]
     return _windows(xp, _pad(xp, x, pads, value, extra), kernel, stride, dilation, (oh, ow)), extra
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nutshell import backends
 from nutshell import spec as spec_mod
 from nutshell.errors import NutshellError
+
+if TYPE_CHECKING:
+    from nutshell.conformance.results import CheckResult
 
 REPORTS = Path("reports")
 
@@ -49,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nutshell.conformance.results import summarize, summary_table
 
     opts = runner.Options(backends=args.backend, device=args.device, k=args.k, reports=REPORTS,
-                          timeout=args.timeout, resume=args.resume)
+                          timeout=args.timeout, resume=args.resume, spec=args.spec)
     r = runner.Runner(opts)
     code = r.run()
     doc = r.writer
@@ -59,21 +63,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(line)
     from nutshell.conformance.report import write_from_reports_dir
 
-    print(f"results: {doc.path}  junit: {REPORTS / 'junit.xml'}  report: {write_from_reports_dir(REPORTS)}")
+    print(f"results: {doc.path}  junit: {REPORTS / 'junit.xml'}  "
+          f"report: {write_from_reports_dir(REPORTS, args.spec)}")
     return code
 
 
-def _claim_lines(records: list[dict]) -> list[str]:
+def _claim_lines(records: list[CheckResult]) -> list[str]:
     """The glossary's claims with their measured numbers, one line per claim and backend."""
-    claims = [r for r in records if r.get("check") == "claim"]
+    claims = [r for r in records if r.check == "claim"]
     if not claims:
         return []
     from nutshell.conformance.claims import headline
 
     lines = ["", "glossary claims:"]
-    for r in sorted(claims, key=lambda r: (r["concept"], r["backend"])):
-        numbers = headline(r["concept"], r.get("details") or {}) if r["outcome"] == "pass" else r.get("message", "")
-        lines.append(f"  {r['concept']:<34} {r['backend']:<7} {r['outcome']:<5} {numbers}"[:200])
+    for r in sorted(claims, key=lambda r: (r.concept, r.backend)):
+        numbers = headline(r.concept, r.details or {}) if r.outcome == "pass" else (r.message or "")
+        lines.append(f"  {r.concept:<34} {r.backend:<7} {r.outcome:<5} {numbers}"[:200])
     return lines
 
 
@@ -137,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("-k", help="pytest -k expression, e.g. 'conv2d and float32'")
     rp.add_argument("--timeout", type=float, default=120.0, help="seconds one check may take (default 120)")
     rp.add_argument("--resume", action="store_true", help="continue an interrupted run from reports/results.jsonl")
+    rp.add_argument("--spec", type=Path, help="spec file to check against (default: the repository's "
+                    "spec/concepts.yaml); the report reads it too")
     rp.set_defaults(fn=cmd_run)
     sp = sub.add_parser("spec", help="spec tools")
     ssub = sp.add_subparsers(dest="spec_cmd", required=True)

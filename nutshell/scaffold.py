@@ -2,9 +2,10 @@
 
 It writes a small installable package, outside the nutshell checkout, that registers backend
 NAME through the ``nutshell.backends`` entry point. Every concept of the spec is present as a
-forward and a vjp function that raise ``UnsupportedConcept``, and every concept is declared
-unsupported, so after ``pip install -e`` the suite reports it all as unsupported and nothing
-as passed. docs/adding-a-backend.md walks on from there.
+forward and a vjp function that raise ``UnsupportedConcept``, in the ``CONCEPTS`` table of
+``Impl(forward, vjp)`` that every nutshell backend dispatches through, and every concept is
+declared unsupported, so after ``pip install -e`` the suite reports it all as unsupported and
+nothing as passed. docs/adding-a-backend.md walks on from there.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ def write_package(name: str, target: Path, s: spec_mod.Spec) -> list[Path]:
         target / ".gitignore": "__pycache__/\n*.egg-info/\nreports/\n",
         target / "tests" / "conformance.nutshell": Template(SUITE_FILE).substitute(n),
         module / "__init__.py": Template(INIT).substitute(n),
-        module / "backend.py": Template(BACKEND).substitute(n, tables=tables(s)),
-        module / "ops.py": Template(OPS).substitute(n) + "".join(stubs(c) for c in s.concepts.values()),
+        module / "backend.py": Template(BACKEND).substitute(n, todo=todo(s)),
+        module / "ops.py": (Template(OPS).substitute(n) + "".join(stubs(c) for c in s.concepts.values())
+                            + table(s)),
     }
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,24 +101,19 @@ def write_package(name: str, target: Path, s: spec_mod.Spec) -> list[Path]:
 
 # --- the generated code ------------------------------------------------------------------------
 
-def tables(s: spec_mod.Spec) -> str:
-    """FORWARD, VJP and TODO, one line per concept."""
-    forward = "".join(f'    "{c}": ops.{c},\n' for c in s.concepts)
-    vjp = "".join(f'    "{c}": ops.{c}_vjp,\n' for c in s.concepts)
-    todo = textwrap.fill(", ".join(f'"{c}"' for c in s.concepts), 96, initial_indent="    ",
-                         subsequent_indent="    ")
-    return (f"FORWARD: dict[str, Callable[..., dict]] = {{\n{forward}}}\n"
-            f"VJP: dict[str, Callable[..., dict]] = {{\n{vjp}}}\n\n"
-            "# Concepts declared unsupported (in both dtypes). Take a concept out once ops.<concept> and\n"
-            "# ops.<concept>_vjp are written; `pytest -k <concept>` then checks it.\n"
-            f"TODO: set[str] = {{\n{todo},\n}}\n")
+def table(s: spec_mod.Spec) -> str:
+    """ops.py's CONCEPTS: one Impl(forward, vjp) per concept."""
+    rows = "".join(f'    "{c}": Impl({c}, {c}_vjp),\n' for c in s.concepts)
+    return f"\n\nCONCEPTS: dict[str, Impl] = {{\n{rows}}}\n"
 
 
-def _parameters(c: spec_mod.Concept, first: str = "") -> str:
-    """Required inputs positional; optional inputs (None when not given) and attrs keyword-only."""
-    required = [i.name for i in c.inputs if not i.optional]
-    keyword = [f"{i.name}=None" for i in c.inputs if i.optional] + [a.name for a in c.attrs]
-    return ", ".join(([first] if first else []) + required + (["*", *keyword] if keyword else []))
+def todo(s: spec_mod.Spec) -> str:
+    """backend.py's TODO: every concept, declared unsupported."""
+    names = textwrap.fill(", ".join(f'"{c}"' for c in s.concepts), 96, initial_indent="    ",
+                          subsequent_indent="    ")
+    return ("# Concepts declared unsupported (in both dtypes). Take a concept out once its forward and vjp\n"
+            "# in ops.py are written; `pytest -k <concept>` then checks it.\n"
+            f"TODO: set[str] = {{\n{names},\n}}\n")
 
 
 def _attr_line(a: spec_mod.AttrSpec) -> str:
@@ -143,20 +140,23 @@ def _doc(lines: list[str]) -> str:
 
 def stubs(c: spec_mod.Concept) -> str:
     """The forward and vjp stubs of one concept, with the spec's signature and semantics in the docstring."""
-    inputs = [f"  {i.name}: {i.shape}" + (" (optional: None when not given)" if i.optional else "")
+    inputs = [f"  {i.name}: {i.shape}" + (" (optional: absent when not given)" if i.optional else "")
               + ("" if i.dtype == "float" else f" ({i.dtype})") for i in c.inputs]
     attrs = [f"  {_attr_line(a)}" for a in c.attrs]
     returns = ", ".join(f"'{o}': array" for o in c.outputs)
     forward = [f"{c.title}: returns {{{returns}}}.", "", c.definition, "",
-               "Inputs:", *inputs, *(["Attributes (every default already filled in):", *attrs] if attrs else []),
+               "Inputs, ``inputs[name]``:", *inputs,
+               *(["Attributes, ``attrs[name]`` (every default already filled in):", *attrs] if attrs else []),
                "Semantics:", *[f"  - {line}" for line in c.semantics]]
     grads = [i.name for i in c.inputs if i.differentiable]
-    vjp = [f"Vector-Jacobian product of {c.id}: ``cot`` holds one cotangent per output "
+    vjp = [f"Vector-Jacobian product of {c.id}: ``cotangents`` holds one cotangent per output "
            f"({', '.join(c.outputs)}; zeros for those the caller left out).", "",
            f"Returns {{input: gradient}} for every differentiable input that was given: {', '.join(grads)}."]
-    return (f"\n\ndef {c.id}({_parameters(c)}) -> dict:\n    \"\"\"{_doc(forward).lstrip()}\n    \"\"\"\n"
+    return (f"\n\ndef {c.id}(inputs: Arrays, attrs: Attrs) -> dict:\n"
+            f"    \"\"\"{_doc(forward).lstrip()}\n    \"\"\"\n"
             f"    raise not_yet(\"{c.id}\")\n"
-            f"\n\ndef {c.id}_vjp({_parameters(c, 'cot')}) -> dict:\n    \"\"\"{_doc(vjp).lstrip()}\n    \"\"\"\n"
+            f"\n\ndef {c.id}_vjp(inputs: Arrays, cotangents: Arrays, attrs: Attrs) -> dict:\n"
+            f"    \"\"\"{_doc(vjp).lstrip()}\n    \"\"\"\n"
             f"    raise not_yet(\"{c.id}\")\n")
 
 
@@ -205,15 +205,17 @@ nutshell run -b torch -b $name  # both backends, results in reports/results.json
 ## Where things are
 
 * `$module/ops.py`: one forward and one vjp function per concept, with the spec's
-  signature, shapes and pinned semantics in the docstring. Each raises `UnsupportedConcept`.
-* `$module/backend.py`: the `$cls` class (a `nutshell.Backend`), the `FORWARD` and
-  `VJP` tables, and `TODO`, the concepts declared unsupported.
+  signature, shapes and pinned semantics in the docstring, each raising `UnsupportedConcept`,
+  and `CONCEPTS`, concept id -> `Impl(forward, vjp)`: nutshell's one calling convention.
+* `$module/backend.py`: the `$cls` class (a `nutshell.Backend`), `CONCEPTS` (the tables of
+  the area modules, merged: ops.py's to begin with) and `TODO`, the concepts declared unsupported.
 * `tests/conformance.nutshell`: the suite's entry point; `pyproject.toml` points it at `$name`.
 
 ## Implement a concept
 
-1. Write `ops.<concept>` and `ops.<concept>_vjp`. Inputs arrive validated: C-contiguous arrays
-   of one float dtype (float32 or float64), attributes with their defaults filled in.
+1. Write `ops.<concept>(inputs, attrs)` and `ops.<concept>_vjp(inputs, cotangents, attrs)`.
+   Inputs arrive validated, by the spec's names: C-contiguous arrays of one float dtype (float32
+   or float64); attributes with their defaults filled in. Return outputs (or gradients) by name.
 2. Take the concept out of `TODO` in `backend.py`.
 3. `pytest -k <concept>`: every vector, gradient, finite difference and error vector of it.
    A failure prints the numbers and the command that reruns exactly that check.
@@ -241,7 +243,7 @@ __all__ = ["$cls"]
 '''
 
 BACKEND = '''\
-"""The '$name' backend: the Backend subclass nutshell loads, and the tables behind it."""
+"""The '$name' backend: the Backend subclass nutshell loads, and the table behind it."""
 
 from __future__ import annotations
 
@@ -250,10 +252,16 @@ from typing import Any
 
 import numpy as np
 from nutshell import Backend, BackendUnavailable
+from nutshell.spec.signatures import Impl
 
 from $module import ops
 
-$tables
+# concept id -> Impl(forward, vjp), the tables of the area modules merged. ops.py holds every
+# concept to begin with; as it grows, split it by area (activations.py, conv.py, ...) as nutshell's
+# own backends are, each module with its CONCEPTS, and merge them here.
+CONCEPTS: dict[str, Impl] = {**ops.CONCEPTS}
+
+$todo
 
 class $cls(Backend):
     """Every concept of the spec on '$name': forward and vjp functions in ops.py."""
@@ -284,33 +292,46 @@ class $cls(Backend):
     # --- the hooks nutshell calls on validated input -----------------------------------------
 
     def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:
-        out = FORWARD[concept](**{k: self.to_native(v) for k, v in inputs.items()}, **attrs)
-        return {k: self.to_numpy(v) for k, v in out.items()}
+        native = {k: self.to_native(v) for k, v in inputs.items()}
+        return {k: self.to_numpy(v) for k, v in CONCEPTS[concept].forward(native, attrs).items()}
 
     def _vjp(self, concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
              attrs: dict[str, Any]) -> dict[str, np.ndarray]:
-        cot = {k: self.to_native(v) for k, v in cotangents.items()}
-        grads = VJP[concept](cot, **{k: self.to_native(v) for k, v in inputs.items()}, **attrs)
-        return {k: self.to_numpy(v) for k, v in grads.items()}
+        native = {k: self.to_native(v) for k, v in inputs.items()}
+        cots = {k: self.to_native(v) for k, v in cotangents.items()}
+        return {k: self.to_numpy(v) for k, v in CONCEPTS[concept].vjp(native, cots, attrs).items()}
 
     def _op(self, concept: str, attrs: dict[str, Any]) -> Callable[..., dict]:
         """Benchmark level: the forward on native arrays, no copies."""
-        fn = FORWARD[concept]
-        return lambda **native: fn(**native, **attrs)
+        forward = CONCEPTS[concept].forward
+        return lambda **native: forward(native, attrs)
 '''
 
 OPS = '''\
-"""Every concept of the spec (version $spec_version): a forward and a vjp function each.
+"""Every concept of the spec (version $spec_version): a forward and a vjp function each, and
+``CONCEPTS``, the table backend.py dispatches through.
 
-A forward takes the inputs by the spec's names (arrays as ``to_native`` made them) and the
-attributes, every default filled in, and returns {output name: array}. A vjp takes ``cot``,
-{output name: cotangent}, then the same arguments, and returns {input name: gradient} for every
-differentiable input that was given. Each raises UnsupportedConcept until it is written.
+The calling convention is nutshell's, the same in every backend (nutshell.spec.signatures.Impl):
+``forward(inputs, attrs)`` takes {input name: array} (arrays as ``to_native`` made them; an
+optional input that was not given is absent) and the attributes, every default filled in, and
+returns {output name: array}; ``vjp(inputs, cotangents, attrs)`` also takes {output name:
+cotangent} and returns {input name: gradient} for every differentiable input that was given.
+A library that differentiates by itself (autograd, a gradient tape) may set vjp None and derive
+it in backend.py's ``_vjp`` from the forward, as nutshell's torch backend does. Each function
+raises UnsupportedConcept until it is written; helpers with short mathematical signatures
+(``relu(x)``) can sit beside them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from nutshell.errors import UnsupportedConcept
+from nutshell.spec.signatures import Impl
+
+Arrays = Mapping[str, Any]      # by the spec's input (or output) names
+Attrs = Mapping[str, Any]
 
 
 def not_yet(concept: str) -> UnsupportedConcept:

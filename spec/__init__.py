@@ -4,6 +4,13 @@
 >>> s = spec.load()
 >>> s.concepts["conv2d"].attr("stride").default
 [1, 1]
+
+Every spec file (concepts, models, claims, bench; ``--spec`` names any file) is read by
+:func:`parse_document` with PyYAML's safe loader, which cannot run code, within three bounds: the
+file's size (:data:`MAX_BYTES`), the nesting depth (:data:`MAX_DEPTH`) and the number of nodes the
+document holds once every alias is expanded (:data:`MAX_NODES`). A "billion laughs" file (aliases of
+aliases, a few hundred bytes that expand to 10⁹ nodes) and 50,000 nested brackets are refused with
+a SpecError well within a second, instead of gigabytes and a MemoryError, or a RecursionError.
 """
 
 from __future__ import annotations
@@ -28,6 +35,13 @@ SPEC_DIR = Path(__file__).resolve().parent
 SPEC_FILE = SPEC_DIR / "concepts.yaml"
 SCHEMA_FILE = SPEC_DIR / "schema.json"
 SCHEMA_VERSION = 1
+MAX_BYTES = 4 * 2**20
+"""The largest spec file read: about 50 times the concepts file, which PyYAML reads in under a second."""
+MAX_DEPTH = 64
+"""The deepest nesting accepted, aliases expanded: the spec's own files nest 11 levels at most."""
+MAX_NODES = 1_000_000
+"""The most nodes a document may expand to (every alias counted where it is used): about 100
+times the concepts file's 9,000; each node costs the schema validation and the loader time."""
 
 
 @dataclass(frozen=True)
@@ -215,12 +229,77 @@ def _concept(d: dict) -> Concept:
     )
 
 
-def parse_document(text: str, path: Path) -> dict:
-    """Parse a spec file (concepts, models, claims or bench) and validate it against the schema."""
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, measuring each node as it composes it: how many nodes it holds and how
+    deep it nests, every alias counted in full where it is used (an alias is the node it names,
+    shared, so measuring is linear in the file). It refuses a node beyond the bounds as soon as it
+    is composed, and nesting beyond :data:`MAX_DEPTH` before it recurses further (PyYAML's composer
+    recurses once per level: 50,000 levels would end in a RecursionError)."""
+
+    def __init__(self, text: str, path: Path):
+        super().__init__(text)
+        self.path, self.level = path, 0
+        self.measured: dict[int, tuple[int, int]] = {}     # id(node) -> (nodes, depth), aliases expanded
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        line = self.peek_event().start_mark.line + 1
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            if id(node) not in self.measured:
+                raise SpecError(f"{self.path}: line {line}: an alias inside the node it names; refused")
+            return node
+        self.level += 1
+        try:
+            if self.level > MAX_DEPTH:
+                raise SpecError(f"{self.path}: line {line}: nested more than {MAX_DEPTH} levels deep; refused")
+            node = super().compose_node(parent, index)
+        finally:
+            self.level -= 1
+        self._measure(node, line)
+        return node
+
+    def _measure(self, node: yaml.Node, line: int) -> None:
+        kids = [self.measured[id(k)] for k in _children(node)]
+        nodes, depth = 1 + sum(n for n, _ in kids), 1 + max((d for _, d in kids), default=0)
+        if nodes > MAX_NODES or depth > MAX_DEPTH:
+            raise SpecError(f"{self.path}: line {line}: expands to {nodes:,} nodes nested {depth} deep (every alias "
+                            f"counted where it is used), more than the limits of {MAX_NODES:,} nodes and "
+                            f"{MAX_DEPTH} levels; refused")
+        self.measured[id(node)] = (nodes, depth)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    """The document of ``text``, parsed by the safe loader within the bounds of the module docstring."""
+    if len(text) > MAX_BYTES:
+        raise SpecError(f"{path}: {len(text):,} characters, more than a spec file's limit of {MAX_BYTES:,}")
+    loader = _BoundedLoader(text, path)
     try:
-        doc = yaml.safe_load(text)
+        root = loader.get_single_node()
+        return None if root is None else loader.construct_document(root)
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _read(path: Path) -> str:
+    """A spec file's text: a regular file (not a device or a pipe) within :data:`MAX_BYTES`."""
+    if not path.is_file():
+        raise SpecError(f"spec file {path} does not exist or is not a regular file")
+    if path.stat().st_size > MAX_BYTES:
+        raise SpecError(f"spec file {path} has {path.stat().st_size:,} bytes, more than the limit of {MAX_BYTES:,}")
+    return path.read_text()
+
+
+def parse_document(text: str, path: Path) -> dict:
+    """Parse a spec file (concepts, models, claims or bench) and validate it against the schema."""
+    doc = _load_yaml(text, path)
     _validate(doc, path)
     if doc["schema_version"] != SCHEMA_VERSION:
         raise SpecError(f"{path}: schema_version {doc['schema_version']} is not {SCHEMA_VERSION}")
@@ -231,9 +310,7 @@ def load_document(path: str | Path) -> dict:
     """A companion spec file (e.g. spec/models.yaml), validated, whose spec_version must be the
     concepts file's."""
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"spec file {p} does not exist")
-    doc = parse_document(p.read_text(), p)
+    doc = parse_document(_read(p), p)
     if doc["spec_version"] != load().version:
         raise SpecError(f"{p}: spec_version {doc['spec_version']} differs from concepts.yaml's {load().version}")
     return doc
@@ -256,6 +333,4 @@ def parse(text: str, path: Path) -> Spec:
 def load(path: str | Path | None = None) -> Spec:
     """Load (once) and validate a spec file; the default is the repository's concepts.yaml."""
     p = Path(path) if path is not None else SPEC_FILE
-    if not p.is_file():
-        raise SpecError(f"spec file {p} does not exist")
-    return parse(p.read_text(), p)
+    return parse(_read(p), p)

@@ -38,7 +38,6 @@ from nutshell.errors import NutshellError, SpecError
 MODELS_FILE = spec_mod.SPEC_DIR / "models.yaml"
 INPUT = "x"
 OUTPUT_NODE = "logits"
-LOSSES = ("cross_entropy", "binary_cross_entropy")
 STRUCTURAL = ("flatten", "reshape", "transpose", "zeros")
 """flatten: (N, ...) -> (N, prod); reshape: (N, ...) -> (N, *shape); transpose: axes permuted by
 ``perm``; zeros: a constant (N, *shape), N the leading size of its input ``like``."""

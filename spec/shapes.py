@@ -32,6 +32,19 @@ def pool_out(n: int, k: int, s: int, p_begin: int, p_end: int, d: int = 1, ceil:
     return out
 
 
+def window_reach(out: int, k: int, s: int, d: int = 1) -> int:
+    """Length of the (padded) axis that ``out`` windows of a sweep span, from the first tap of the
+    first window to the last tap of the last one.
+
+    Window i starts at i·s and its taps lie d apart, so the last window ends at
+    reach = (out − 1)·s + d·(k − 1) + 1. In floor mode reach ≤ n + p_begin + p_end; in ceil mode
+    (:func:`pool_out`) the last window may run past the end padding. A backend that sweeps in floor
+    mode over an explicitly padded input therefore pads the end by reach − (n + p_begin): more
+    than p_end when ceil mode adds a window, less (a crop) when trailing positions lie in no window.
+    """
+    return (out - 1) * s + d * (k - 1) + 1
+
+
 def same_pads(n: int, k: int, s: int, d: int = 1, upper: bool = True) -> tuple[int, int]:
     """(begin, end) padding of ONNX auto_pad SAME_UPPER / SAME_LOWER, so that out = ⌈n / s⌉.
 

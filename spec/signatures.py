@@ -1,8 +1,38 @@
-"""Output shapes of every concept, from input shapes and attrs (backend-neutral arithmetic)."""
+"""What every implementation of a concept looks like: its output shapes, and its calling convention.
+
+:func:`output_shapes` is backend-neutral shape arithmetic. :class:`Impl` is the one convention
+of every backend's area modules (activations, dense, losses, conv, pooling, normalization,
+recurrent, inception) and of the float64 reference: each exports ``CONCEPTS: dict[str, Impl]``,
+and its backend merges them into one table it dispatches through.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 from nutshell.spec import shapes
+
+
+class Impl(NamedTuple):
+    """One concept on one backend: ``CONCEPTS[concept_id] = Impl(forward, vjp)``.
+
+    * ``forward(inputs, attrs) -> {output name: A}``
+    * ``vjp(inputs, cotangents, attrs) -> {input name: A}``, one gradient per differentiable input given
+
+    ``inputs`` maps the spec's input names to arrays (an optional input that was not given is
+    absent), ``cotangents`` the spec's output names, ``attrs`` holds every attribute with the
+    spec's defaults filled in. ``A`` is the backend's own array: a torch or TensorFlow tensor, a
+    CuPy or NumPy array, the reference's tracked float64 ``T``. ``vjp`` is None where the backend
+    derives gradients generically from ``forward`` (torch's autograd, TensorFlow's GradientTape).
+
+    The one difference: the ONNX backend builds graphs, so its functions take the graph first,
+    ``forward(g, inputs, attrs)`` and ``vjp(g, inputs, cotangents, attrs)``, and ``A`` is the
+    name of a value in ``g``.
+    """
+
+    forward: Callable[..., dict[str, Any]]
+    vjp: Callable[..., dict[str, Any]] | None = None
 
 
 def output_shapes(concept: str, s: dict[str, tuple], attrs: dict) -> dict[str, tuple]:

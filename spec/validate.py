@@ -3,38 +3,101 @@
 ``check(concept, inputs, attrs)`` runs before any numerical work. It returns the inputs as
 C-contiguous NumPy arrays (non-contiguous and negatively strided views are copied) and the
 attrs with every default filled in, or raises the contract's error naming concept and argument.
+Nothing is copied before the call's size is known to fit the memory budget (:func:`memory_budget`):
+an input may be a broadcast view of one number that a copy would turn into a hundred GiB.
+:func:`check_views` is all of it but the copy; the ONNX importer runs it on zero-strided views of
+inferred shapes, before anything is allocated.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
+import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nutshell.errors import AttrError, DTypeError, ShapeError
+from nutshell.errors import AttrError, DTypeError, ShapeError, SpecError
 from nutshell.spec import shapes
+from nutshell.spec.signatures import output_shapes
 
 if TYPE_CHECKING:
     from nutshell.spec import AttrSpec, Concept, InputSpec
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+MEMORY_ENV = "NUTSHELL_MAX_MEMORY_MB"
+FALLBACK_BUDGET = 8 * 2**30          # where the platform does not report its physical memory
+INT_ATTR_RANGE = (-2**31, 2**31 - 1)
+"""Integer attributes must fit in 32 bits: the range every backend's library holds. PyTorch's
+pooling kernels take window parameters as a C ``int`` (a stride of 2**31 fails there, while ONNX
+Runtime and NumPy take it), the CuPy backend overflows a C ``long`` at 2**62, and no backend can
+pass 2**63 to its library at all. Refusing what lies outside makes a call behave the same on every
+backend, and within it a product of two attributes (dilation × kernel, stride × output length)
+stays exact in the 64-bit shape arithmetic of them all. Real windows, strides and paddings are
+many orders of magnitude smaller."""
+
+
+def memory_budget() -> int:
+    """The most bytes one call may need (or, for an imported ONNX graph, all the values one run
+    holds together): $NUTSHELL_MAX_MEMORY_MB MiB, by default half of the machine's physical memory
+    (8 GiB where the platform does not report it).
+
+    Why half: a call that needs more than the machine has cannot succeed, and would end after
+    minutes of swapping in a raw MemoryError or with the whole process killed by the kernel.
+    Every backend holds at least one more copy of a call's data than the call itself (its
+    library's tensors, a device copy), so one call gets half, the other half is left to that copy
+    and the rest of the process. Set the variable to run larger calls on purpose, or smaller ones
+    to keep a shared machine safe."""
+    raw = os.environ.get(MEMORY_ENV)
+    if raw is None:
+        return _default_budget()
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise SpecError(f"${MEMORY_ENV} must be a number of MiB, got {raw!r}") from None
+    if not mb > 0:
+        raise SpecError(f"${MEMORY_ENV} must be positive, got {raw!r}")
+    return int(mb * 2**20)
+
+
+def _default_budget() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (AttributeError, ValueError, OSError):
+        return FALLBACK_BUDGET
 
 
 def check(concept: Concept, inputs: Mapping[str, Any], attrs: Mapping[str, Any] | None):
     """Validate and normalise one call. Returns (arrays, attrs, dtype name)."""
-    if not isinstance(inputs, Mapping):
-        raise ShapeError("inputs must be a dict of arrays", concept=concept.id, argument="inputs")
-    arrays = _check_inputs(concept, inputs)
-    dtype = _common_float_dtype(concept, arrays)
-    full = _check_attrs(concept, attrs or {})
-    rule = SHAPE_RULES.get(concept.id)
-    if rule is not None:
-        rule(concept.id, {k: v.shape for k, v in arrays.items()}, full)
+    given, full, dtype = check_views(concept, inputs, attrs)
+    arrays = {k: _normalised(concept.input(k), a) for k, a in given.items()}
     if "labels" in arrays:
         _check_labels(concept.id, arrays)
     return arrays, full, dtype
+
+
+def check_views(concept: Concept, inputs: Mapping[str, Any], attrs: Mapping[str, Any] | None, budget: bool = True):
+    """Everything :func:`check` validates but the labels' values, copying nothing: input names,
+    dtypes and ranks, the attrs (returned with their defaults), the shape relations, and (unless
+    ``budget`` is false: the ONNX importer sizes a whole graph's values itself) the memory the call
+    needs (inputs, outputs and a window concept's padded input) against :func:`memory_budget`.
+    Returns (the inputs as given, as arrays; attrs; dtype name)."""
+    if not isinstance(inputs, Mapping):
+        raise ShapeError("inputs must be a dict of arrays", concept=concept.id, argument="inputs")
+    given = _check_inputs(concept, inputs)
+    dtype = _common_float_dtype(concept, given)
+    for name, a in given.items():
+        _check_rank(concept.id, concept.input(name), a.shape)
+    full = _check_attrs(concept, attrs or {})
+    s = {k: a.shape for k, a in given.items()}
+    rule = SHAPE_RULES.get(concept.id)
+    if rule is not None:
+        rule(concept.id, s, full)
+    if budget:
+        _check_budget(concept, s, full, np.dtype(dtype))
+    return given, full, dtype
 
 
 def check_cotangents(concept: Concept, cotangents: Mapping[str, Any], out_shapes: Mapping[str, tuple],
@@ -90,22 +153,30 @@ def _check_inputs(concept: Concept, inputs: Mapping[str, Any]) -> dict[str, np.n
             if spec_in.optional:
                 continue
             raise ShapeError("required input is missing", concept=concept.id, argument=spec_in.name)
-        arrays[spec_in.name] = _check_one(concept.id, spec_in, _as_array(concept.id, spec_in.name, value))
+        arrays[spec_in.name] = _check_dtype(concept.id, spec_in, _as_array(concept.id, spec_in.name, value))
     return arrays
 
 
-def _check_one(cid: str, s: InputSpec, a: np.ndarray) -> np.ndarray:
+def _check_dtype(cid: str, s: InputSpec, a: np.ndarray) -> np.ndarray:
+    """``a`` as given (a view, not copied) when its dtype is one ``s`` accepts."""
     if s.dtype == "int64":
         if not np.issubdtype(a.dtype, np.integer):
             raise DTypeError(f"must hold integer class indices, got {a.dtype}", concept=cid, argument=s.name)
-        a = a.astype(np.int64, copy=False)
     elif a.dtype not in FLOAT_DTYPES:
         raise DTypeError(f"must be float32 or float64, got {a.dtype}", concept=cid, argument=s.name)
-    if s.rank is not None and a.ndim != s.rank:
-        raise ShapeError(f"must have rank {s.rank} {s.shape}, got shape {a.shape}", concept=cid, argument=s.name)
-    if a.ndim < s.min_rank:
-        raise ShapeError(f"must have rank ≥ {s.min_rank}, got shape {a.shape}", concept=cid, argument=s.name)
-    return _contiguous(a)
+    return a
+
+
+def _check_rank(cid: str, s: InputSpec, shape: tuple) -> None:
+    if s.rank is not None and len(shape) != s.rank:
+        raise ShapeError(f"must have rank {s.rank} {s.shape}, got shape {shape}", concept=cid, argument=s.name)
+    if len(shape) < s.min_rank:
+        raise ShapeError(f"must have rank ≥ {s.min_rank}, got shape {shape}", concept=cid, argument=s.name)
+
+
+def _normalised(s: InputSpec, a: np.ndarray) -> np.ndarray:
+    """The copy (if any) a backend's hook gets: int64 labels, C-contiguous."""
+    return _contiguous(a.astype(np.int64, copy=False) if s.dtype == "int64" else a)
 
 
 def _common_float_dtype(concept: Concept, arrays: dict[str, np.ndarray]) -> str:
@@ -166,11 +237,20 @@ def _check_attr(cid: str, a: AttrSpec, v: Any) -> Any:
     elif a.type == "string":
         if v not in a.choices:
             raise bad(f"must be one of {list(a.choices)}, got {v!r}", concept=cid, argument=a.name)
+    if a.type in ("int", "ints"):
+        _check_int_range(cid, a.name, v)
     if a.minimum is not None:
         vals = v if isinstance(v, list) else [v]
         if any(e < a.minimum for e in vals):
             raise bad(f"must be ≥ {a.minimum:g}, got {v!r}", concept=cid, argument=a.name)
     return v
+
+
+def _check_int_range(cid: str, name: str, v: int | list[int]) -> None:
+    lo, hi = INT_ATTR_RANGE
+    if any(not lo <= e <= hi for e in (v if isinstance(v, list) else [v])):
+        raise AttrError(f"must lie in the 32-bit range [{lo}, {hi}] that every backend's window arithmetic "
+                        f"holds, got {v!r}", concept=cid, argument=name)
 
 
 def _check_labels(cid: str, arrays: dict[str, np.ndarray]) -> None:
@@ -180,17 +260,65 @@ def _check_labels(cid: str, arrays: dict[str, np.ndarray]) -> None:
                          concept=cid, argument="labels")
 
 
+# --- the memory a call needs -------------------------------------------------------------------
+
+def _check_budget(concept: Concept, s: dict[str, tuple], attrs: dict, dtype: np.dtype) -> None:
+    """ShapeError naming the size when the call's tensors exceed :func:`memory_budget`."""
+    terms = _memory_terms(concept, s, attrs, dtype)
+    total, budget = sum(n for _, _, n in terms), memory_budget()
+    if total <= budget:
+        return
+    arg, _, _ = max(terms, key=lambda t: t[2])
+    parts = ", ".join(f"{what}: {_gib(n)}" for _, what, n in sorted(terms, key=lambda t: -t[2]) if n)
+    raise ShapeError(f"the call needs {_gib(total)} ({parts}), over the memory budget of {_gib(budget)} "
+                     f"(set ${MEMORY_ENV} to change it)", concept=concept.id, argument=arg)
+
+
+def _memory_terms(concept: Concept, s: dict[str, tuple], attrs: dict, dtype: np.dtype
+                  ) -> list[tuple[str, str, int]]:
+    """(argument to blame, what, bytes) for every tensor the call holds: each input as a dense
+    array, each output from the shape arithmetic, and the padded input of a window concept."""
+    def size(shape: tuple, itemsize: int) -> int:
+        return math.prod(shape) * itemsize
+
+    terms = [(k, f"{k} {v}", size(v, 8 if concept.input(k).dtype == "int64" else dtype.itemsize))
+             for k, v in s.items()]
+    terms += [(k, f"output {k} {v}", size(v, dtype.itemsize))
+              for k, v in output_shapes(concept.id, s, attrs).items()]
+    padded = PADDED.get(concept.id)
+    if padded is not None:
+        arg, shape = padded(s["x"], attrs)
+        terms.append((arg, f"x padded by {arg} {shape}", size(shape, dtype.itemsize)))
+    return terms
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _padded_window(x: tuple, attrs: dict) -> tuple[str, tuple]:
+    """x (N, C, H, W) padded by pads [top, left, bottom, right], as the window concepts define it."""
+    n, c, h, w = x
+    t, lf, b, r = attrs["pads"]
+    return "pads", (n, c, h + t + b, w + lf + r)
+
+
+def _padded_channels(x: tuple, attrs: dict) -> tuple[str, tuple]:
+    """x padded by size − 1 channels: the window of every channel's sum of squares (LRN)."""
+    return "size", (x[0], x[1] + attrs["size"] - 1, *x[2:])
+
+
+PADDED: dict[str, Callable[[tuple, dict], tuple[str, tuple]]] = {
+    "conv2d": _padded_window, "convolve2d": _padded_window, "conv2d_fft": _padded_window,
+    "max_pool2d": _padded_window, "avg_pool2d": _padded_window, "lrn": _padded_channels,
+}
+
+
 # --- shape relations, one small function per family -------------------------------------------
 
 def _need(cond: bool, cid: str, arg: str, msg: str, cls=ShapeError) -> None:
     if not cond:
         raise cls(msg, concept=cid, argument=arg)
-
-
-def _same_batch(cid: str, s: dict, names: tuple[str, ...]) -> None:
-    n = s[names[0]][0]
-    for name in names[1:]:
-        _need(s[name][0] == n, cid, name, f"batch size {s[name][0]} differs from {names[0]}'s {n}")
 
 
 def _dense(cid: str, s: dict, attrs: dict) -> None:

@@ -8,11 +8,13 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from nutshell import spec as spec_mod
 from nutshell.conformance import bench
+from nutshell.conformance.results import BenchOutcome, BenchResult
 from nutshell.errors import SpecError
 
 
@@ -112,12 +114,19 @@ def test_progress_bar_only_on_a_terminal_and_never_in_ci(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def doc(tmp_path_factory) -> dict:
-    """A real quick run: relu and conv2d (small) and the Figure 5 step on every backend that loads."""
+def run(tmp_path_factory) -> tuple[dict, Path]:
+    """A real quick run: relu and conv2d (small) and the Figure 5 step on every backend that loads;
+    the document it returned and the bench.json it wrote."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     settings = bench.Settings(cap_s=0.05, min_samples=3, max_samples=10, sample_s=0.001, peak_n_cpu=256,
                               peak_n_gpu=1024)
-    return bench.run_bench(None, ["relu", "conv2d", "traffic_sign_cnn"], ["small"], settings, out, stream=io.StringIO())
+    doc = bench.run_bench(None, ["relu", "conv2d", "traffic_sign_cnn"], ["small"], settings, out, stream=io.StringIO())
+    return doc, out
+
+
+@pytest.fixture(scope="module")
+def doc(run) -> dict:
+    return run[0]
 
 
 def test_bench_json_has_machine_devices_versions_and_date(doc):
@@ -128,21 +137,30 @@ def test_bench_json_has_machine_devices_versions_and_date(doc):
 
 def test_every_backend_is_measured_or_says_why(doc):
     for name in doc["backends"]:
-        mine = [r for r in doc["results"] if r["backend"] == name]
+        mine = [r for r in doc["results"] if r.backend == name]
         assert len(mine) == 5, name                 # relu and conv2d forward + vjp, one model step
         for r in mine:
-            assert r["outcome"] in ("ok", "unsupported", "error")
-            if r["outcome"] == "ok":
-                assert r["gflops"] > 0 and r["time"]["median_s"] > 0 and r["flops"] > 0
+            if r.outcome is BenchOutcome.OK:
+                assert r.gflops > 0 and r.time["median_s"] > 0 and r.flops > 0
             else:
-                assert r["message"]
+                assert r.message
+
+
+def test_bench_json_reads_back_as_the_records_written(run):
+    """bench.json holds every record as the run made it; the report and compare read it back."""
+    from nutshell.conformance.report import load_bench
+
+    doc, out = run
+    assert load_bench(out)["results"] == doc["results"]
+    ok = next(r for r in json.loads(out.read_text())["results"] if r["outcome"] == "ok")
+    assert {"flops", "time", "gflops", "peak_share", "baseline", "overhead"} <= set(ok) and "message" not in ok
 
 
 def test_forward_has_a_native_baseline_that_agrees(doc):
     for r in doc["results"]:
-        if r["outcome"] == "ok" and r["direction"] == "forward" and r["backend"] in ("torch", "cupy", "onnx"):
-            assert r["level"] == "native" and r["overhead"] > 0, r
-            assert "skipped" not in r["baseline"], r["baseline"]
+        if r.outcome is BenchOutcome.OK and r.direction == "forward" and r.backend in ("torch", "cupy", "onnx"):
+            assert r.level == "native" and r.overhead > 0, r
+            assert "skipped" not in r.baseline, r.baseline
 
 
 def test_table_fits_80_columns(doc):
@@ -152,17 +170,17 @@ def test_table_fits_80_columns(doc):
 
 
 def test_ratios_are_reference_time_over_backend_time():
-    def rec(backend, direction, ms, outcome="ok"):
-        return {"backend": backend, "concept": "conv2d", "size": "large", "direction": direction,
-                "outcome": outcome, "time": {"median_s": ms / 1e3}}
+    def rec(backend, direction, ms, outcome=BenchOutcome.OK):
+        return BenchResult(backend=backend, concept="conv2d", size="large", direction=direction, outcome=outcome,
+                           time={"median_s": ms / 1e3})
 
     results = [rec("cupy", "forward", 20.0), rec("torch", "forward", 10.0), rec("onnx", "forward", 5.0),
-               rec("cupy", "vjp", 1.0, "error"), rec("torch", "vjp", 4.0), rec("onnx", "vjp", 8.0)]
+               rec("cupy", "vjp", 1.0, BenchOutcome.ERROR), rec("torch", "vjp", 4.0), rec("onnx", "vjp", 8.0)]
     lines = bench.ratios(results)
     assert lines[0].startswith("throughput relative to torch")
     assert [(line.split()[2], line.split()[3], line.split()[4]) for line in lines[1:]] == [
         ("forward", "cupy", "0.50×"), ("forward", "onnx", "2.00×"), ("vjp", "onnx", "0.50×")]
-    assert bench.ratios([r for r in results if r["backend"] != "torch"]) == []
+    assert bench.ratios([r for r in results if r.backend != "torch"]) == []
 
 
 def test_a_failing_backend_is_recorded_and_the_run_goes_on(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,14 @@ pytest.importorskip("torch")
 HERE = Path(__file__).resolve().parent
 
 
+def environment() -> dict[str, str]:
+    """The faulty backend registered beside the real ones."""
+    return dict(os.environ, NUTSHELL_BACKENDS="faulty=faulty_backend:FaultyBackend",
+                PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+
+
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, NUTSHELL_BACKENDS="faulty=faulty_backend:FaultyBackend",
-               PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "nutshell.cli", "run", *args], cwd=tmp_path, env=env,
+    return subprocess.run([sys.executable, "-m", "nutshell.cli", "run", *args], cwd=tmp_path, env=environment(),
                           capture_output=True, text=True, timeout=600)
 
 
@@ -39,6 +44,7 @@ def test_the_crash_is_recorded_and_the_run_goes_on(outcome):
     recs = by_id(doc)
     crash = recs["relu[faulty-kink-float32]"]
     assert crash["outcome"] == "error" and "SIGSEGV" in crash["message"], crash
+    assert crash["section"] == "ops" and shlex.split(crash["rerun"])[2:] == ["--backend", "faulty"]
     assert recs["relu[faulty-grid-float32]"]["outcome"] == "pass"
     assert r.returncode == 1 and doc["complete"]
 
@@ -54,6 +60,17 @@ def test_nan_is_a_failure_with_numbers(outcome):
     _, doc, _ = outcome
     rec = by_id(doc)["tanh[faulty-grid-float32]"]
     assert rec["outcome"] == "fail" and "outside the bound" in rec["message"] and "rerun" in rec
+
+
+def test_a_cross_failure_reruns_on_the_backends_of_the_run(outcome):
+    """The cross group ran faulty and torch: its rerun command names both, and selects only that check."""
+    _, doc, tmp = outcome
+    rec = next(r for r in doc["results"] if r["id"].startswith("tanh[cross-") and r["outcome"] == "fail")
+    argv = shlex.split(rec["rerun"])
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--backend"] == ["faulty", "torch"]
+    out = subprocess.run([sys.executable, "-m", *argv, "--collect-only", "-q", "-p", "no:cacheprovider"], cwd=tmp,
+                         env=environment(), capture_output=True, text=True, timeout=600)
+    assert [line.rsplit("::", 1)[1] for line in out.stdout.splitlines() if "::" in line] == [rec["id"]], out.stdout
 
 
 def test_nothing_else_is_lost(outcome):

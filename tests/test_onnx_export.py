@@ -11,10 +11,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from nutshell import (
-    backends,
-    cli,
-)
+from nutshell import backends, cli  # noqa: E402
 from nutshell import spec as spec_mod  # noqa: E402
 from nutshell.errors import ShapeError  # noqa: E402
 from nutshell.onnxio.codec import writer as onnx_export  # noqa: E402

@@ -12,9 +12,13 @@ import pytest
 
 from nutshell import spec as spec_mod
 from nutshell.conformance import report
+from nutshell.conformance.results import CheckResult, Outcome, Section
 from nutshell.errors import SpecError
 
-VERSION = spec_mod.load().version
+SPEC = spec_mod.load()
+VERSION = SPEC.version
+SECTION_OF = {"forward": "ops", "vjp": "ops", "fd": "ops", "error": "ops", "cross": "cross", "train": "models",
+              "claim": "claims"}
 
 
 def _cmp(max_abs: float, usage: float) -> dict:
@@ -31,8 +35,8 @@ def results_doc(host: str, gpu: bool = False) -> dict:
     def add(backend, concept, check, vector, dtype, outcome="pass", usage=0.1, **extra):
         details = extra.pop("details") if "details" in extra else {"y": _cmp(1e-7, usage)}
         rid = f"{concept}[{backend}-{vector}-{dtype}{'' if check == 'forward' else '-' + check}]"
-        recs.append({"id": rid, "backend": backend, "concept": concept, "check": check, "vector": vector,
-                     "dtype": dtype, "outcome": outcome, "usage": usage, "seconds": 0.01,
+        recs.append({"id": rid, "backend": backend, "concept": concept, "check": check, "section": SECTION_OF[check],
+                     "vector": vector, "dtype": dtype, "outcome": outcome, "usage": usage, "seconds": 0.01,
                      "details": details, **extra})
 
     for k, cid in enumerate(spec_mod.load().concepts):
@@ -91,13 +95,34 @@ def write(path: Path, doc: dict) -> Path:
     return path
 
 
+def loaded(tmp_path: Path, doc: dict, name: str = "results.json") -> dict:
+    """A results document as the report takes it: written, then read back by load_results."""
+    return report.load_results(write(tmp_path / name, doc), VERSION)
+
+
+def loaded_bench(tmp_path: Path, doc: dict) -> dict:
+    return report.load_bench(write(tmp_path / "bench.json", doc), VERSION)
+
+
+def write_page(tmp_path: Path, docs: list[dict], bench: dict | None = None) -> Path:
+    """tmp_path/index.html of ``docs`` (results documents as a run writes them) and ``bench``."""
+    runs = [loaded(tmp_path, d, f"results{i}.json") for i, d in enumerate(docs)]
+    return report.write_report(runs, loaded_bench(tmp_path, bench) if bench else None, tmp_path / "index.html",
+                               spec=SPEC)
+
+
+def render(tmp_path: Path, docs: list[dict], bench: dict | None = None) -> str:
+    """The text of that page."""
+    return write_page(tmp_path, docs, bench).read_text()
+
+
 def nutshell(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "nutshell.cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=600)
 
 
 def test_report_is_one_offline_file(tmp_path):
-    page = report.write_report([results_doc("box-a")], bench_doc(), tmp_path / "index.html").read_text()
+    page = render(tmp_path, [results_doc("box-a")], bench_doc())
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 4
     for external in ("<script", "<link", "<img", "src=", "@import", "url(http", "href='http", 'href="http'):
         assert external not in page, external
@@ -109,7 +134,7 @@ def test_report_is_one_offline_file(tmp_path):
 
 
 def test_coverage_counts_every_outcome(tmp_path):
-    page = report.write_report([results_doc("box-a")], None, tmp_path / "index.html").read_text()
+    page = render(tmp_path, [results_doc("box-a")])
     matrix = page[page.index("<table class='matrix'>"):]
     conv = matrix[matrix.index(">conv2d</a>"):]
     # onnx: 2 float32 checks pass, 2 float64 unsupported, the error check passes: 3/5
@@ -124,7 +149,7 @@ def test_coverage_counts_every_outcome(tmp_path):
 
 
 def test_sections_render_whatever_exists(tmp_path):
-    page = report.write_report([results_doc("box-a")], bench_doc(), tmp_path / "index.html").read_text()
+    page = render(tmp_path, [results_doc("box-a")], bench_doc())
     training = page[page.index("id='training'"):page.index("id='claims'")]
     assert "test_accuracy = 0.981" in training and "<svg" in training      # the loss curves
     claims = page[page.index("id='claims'"):page.index("id='node-tests'")]
@@ -132,13 +157,12 @@ def test_sections_render_whatever_exists(tmp_path):
     assert "not run" in page[page.index("id='node-tests'"):page.index("id='concepts'")]
     perf = page[page.index("id='performance'"):page.index("id='training'")]
     assert "200 GFLOP/s" in perf and "BackendFailure: out of memory" in perf and "1.05" in perf
-    empty = report.write_report([results_doc("box-a") | {"results": []}], None, tmp_path / "e.html").read_text()
+    empty = render(tmp_path, [results_doc("box-a") | {"results": []}])
     assert empty.count("not run") > 25
 
 
 def test_two_machines_merge_with_distinct_columns(tmp_path):
-    page = report.write_report([results_doc("box-a"), results_doc("box-b", gpu=True)], None,
-                               tmp_path / "index.html").read_text()
+    page = render(tmp_path, [results_doc("box-a"), results_doc("box-b", gpu=True)])
     head = page[page.index("<table class='matrix'>"):page.index("</tr>", page.index("<table class='matrix'>"))]
     assert "torch (cpu)" in head and "torch (cuda:0)" in head
     assert "cupy (unavailable, box-a)" in head and "cupy (unavailable, box-b)" in head
@@ -168,8 +192,13 @@ def test_report_command_merges_and_refuses(tmp_path):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.pop("results"), "not a nutshell results file"),
-    (lambda d: d["results"][0].pop("outcome"), "lacks outcome"),
-    (lambda d: d["results"][0].update(outcome="maybe"), "outcome 'maybe'"),
+    (lambda d: d["results"][0].pop("outcome"), r"results\[0\] \(sigmoid\[torch-basic-float32\]\): field outcome is "
+                                                r"missing"),
+    (lambda d: d["results"][0].update(outcome="maybe"), "field outcome: 'maybe' is not one of pass, fail"),
+    (lambda d: d["results"][1].update(section="misc"), r"results\[1\] .*field section: 'misc' is not one of ops"),
+    (lambda d: d["results"][2].update(usage="small"), "field usage: expected int or float or null, got 'small'"),
+    (lambda d: d["results"][3].update(colour="red"), "field colour: not a field of a check result"),
+    (lambda d: d["results"].__setitem__(0, ["sigmoid"]), r"results\[0\]: a check result must be a JSON object"),
 ])
 def test_malformed_results_are_refused(tmp_path, mutate, message):
     doc = results_doc("box-a")
@@ -193,14 +222,45 @@ def test_run_writes_index_html_from_a_real_run(tmp_path):
 
 
 def test_determinism_differences_are_marked(tmp_path):
-    from nutshell.conformance.report import determinism
+    from nutshell.conformance.report import Entry, determinism
 
     def rec(concept, identical):
-        return {"id": f"{concept}[torch-determinism]", "concept": concept, "backend": "torch", "check": "catalogue",
-                "vector": "grid", "outcome": "pass", "details": {"identical": identical}, "run": 0}
+        return Entry(0, CheckResult(id=f"{concept}[torch-determinism]", concept=concept, backend="torch",
+                                    check="catalogue", section=Section.RELIABILITY, vector="grid",
+                                    outcome=Outcome.PASS, details={"identical": identical}))
 
     cols = [{"key": "b0", "run": 0, "name": "torch", "label": "torch"}]
     same = determinism([rec("relu", True), rec("conv2d", True)], cols)
     assert "bit-identical" in same and "2 concept" in same
     marked = determinism([rec("relu", True), rec("conv2d", False)], cols)
     assert "1 of 2" in marked and "conv2d" in marked and "relu</td>" not in marked
+
+
+def test_old_results_without_a_section_load_with_one(tmp_path):
+    """A results.json written before records carried a section still loads: the section is
+    derived from the names once, on loading, and the report places the records by it."""
+    doc = results_doc("box-a")
+    for r in doc["results"]:
+        del r["section"]
+    doc["results"].append({"id": "model_lenet[torch-forward-float32]", "backend": "torch", "concept": "model_lenet",
+                           "check": "forward", "vector": "forward", "dtype": "float32", "outcome": "pass"})
+    sections = {r.id: r.section for r in loaded(tmp_path, doc)["results"]}
+    assert sections["relu[torch-basic-float32]"] is Section.OPS
+    assert sections["relu[cross-basic-float32-cross]"] is Section.CROSS
+    assert sections["traffic_sign_cnn[torch-digits-float32-train]"] is Section.MODELS
+    assert sections["linear_collapse[torch-claim-float64-claim]"] is Section.CLAIMS
+    assert sections["model_lenet[torch-forward-float32]"] is Section.MODELS
+    page = render(tmp_path, [doc])
+    assert "linear_collapse" in page[page.index("id='claims'"):page.index("id='node-tests'")]
+
+
+def test_a_record_is_shown_in_the_section_it_names(tmp_path):
+    """The report places a record by its section, not by words in its names: this ONNX record's
+    concept says 'training', which the names alone would have put under training."""
+    doc = results_doc("box-a")
+    doc["results"].append({"id": "training_import[torch]", "backend": "torch", "concept": "training_import",
+                           "check": "onnx-import", "section": "onnx", "vector": "googlenet", "dtype": "float32",
+                           "outcome": "pass", "details": {"nodes": 3}})
+    page = render(tmp_path, [doc])
+    assert "training_import[torch]" in page[page.index("id='onnx'"):page.index("id='concepts'")]
+    assert "training_import[torch]" not in page[page.index("id='training'"):page.index("id='claims'")]

@@ -19,9 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_report import bench_doc, results_doc
-
-from nutshell.conformance.report import write_report
+from test_report import bench_doc, results_doc, write_page
 
 CHROMIUM = os.environ.get("NUTSHELL_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[1] / "reports" / "screenshots"
@@ -139,7 +137,7 @@ def browser(tmp_path):
 
 
 def test_report_renders_offline_without_console_errors(tmp_path, browser):
-    page = write_report([results_doc("box-a"), results_doc("box-b", gpu=True)], bench_doc(), tmp_path / "index.html")
+    page = write_page(tmp_path, [results_doc("box-a"), results_doc("box-b", gpu=True)], bench_doc())
     browser.open(page.as_uri())
     assert browser.problems() == []
     assert browser.evaluate("document.title").startswith("nutshell report")

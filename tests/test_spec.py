@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -132,3 +133,85 @@ def test_hand_vector_disagreeing_with_reference_is_refused(s):
     data = generate.compute(c, wrong)
     with pytest.raises(SpecError, match="pencil value of y disagrees"):
         generate.check_hand(c, wrong, data, s.tolerance)
+
+
+# --- hostile YAML (issue 17, item 5): bounded before it costs time or memory -------------------------
+
+def _billion_laughs() -> str:
+    """Ten levels of ten aliases each: 520 bytes that expand to 10¹⁰ strings."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{k}: &a{k} [" + ", ".join([f"*a{k - 1}"] * 10) + "]" for k in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+def _refused_quickly(path: Path, match: str) -> None:
+    """spec.load raises SpecError within a second of CPU time (the machine may be shared), and
+    spec.load_document (models, claims, bench) too, allocating little (measured apart: tracing
+    allocations slows the loader down)."""
+    import time
+    import tracemalloc
+
+    start = time.process_time()
+    with pytest.raises(SpecError, match=match):
+        spec.load(path)
+    assert time.process_time() - start < 1.0
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpecError, match=match):
+            spec.load_document(path)
+        assert tracemalloc.get_traced_memory()[1] < 64 * 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_billion_laughs_is_refused_in_under_a_second(tmp_path):
+    """It took 45 s and 3.3 GB before a MemoryError."""
+    p = tmp_path / "laughs.yaml"
+    p.write_text(_billion_laughs())
+    _refused_quickly(p, r"laughs\.yaml: line 6: expands to 1,111,111 nodes")
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 50_000 + "]" * 50_000,
+    "a: " + "{b: " * 50_000 + "1" + "}" * 50_000,
+    "- " * 50_000 + "1\n",
+], ids=["flow sequences", "flow mappings", "block sequences"])
+def test_deep_nesting_is_refused_without_recursion_error(tmp_path, text):
+    """50,000 levels ended in a RecursionError."""
+    p = tmp_path / "deep.yaml"
+    p.write_text(text)
+    _refused_quickly(p, f"nested more than {spec.MAX_DEPTH} levels deep")
+
+
+def test_aliases_nesting_deep_only_once_expanded(tmp_path):
+    """Each alias one level deeper than the last: shallow text, 50,000 levels expanded."""
+    p = tmp_path / "chain.yaml"
+    p.write_text("a0: &a0 [1]\n" + "".join(f"a{k}: &a{k} [*a{k - 1}]\n" for k in range(1, 50_000)))
+    _refused_quickly(p, f"nested {spec.MAX_DEPTH + 1} deep")
+
+
+def test_alias_inside_the_node_it_names(tmp_path):
+    p = tmp_path / "loop.yaml"
+    p.write_text("a: &x [1, *x]\n")
+    _refused_quickly(p, "an alias inside the node it names")
+
+
+def test_spec_file_that_is_no_regular_file_or_too_large(tmp_path):
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    _refused_quickly(fifo, "not a regular file")                 # read, it would wait forever
+    big = tmp_path / "big.yaml"
+    big.write_text("#" * (spec.MAX_BYTES + 1))
+    _refused_quickly(big, "more than the limit")
+
+
+def test_a_spec_with_aliases_within_the_bounds_loads(tmp_path, s):
+    """The bounds leave ordinary YAML alone: concepts sharing one tolerance note by an alias."""
+    doc = _doc()
+    shared = doc["concepts"][0]["tolerance"]
+    for c in doc["concepts"][:3]:
+        c["tolerance"] = shared
+    text = yaml.safe_dump(doc)
+    assert "&id" in text and "*id" in text
+    loaded = spec.load(_write(tmp_path, doc))
+    assert loaded.concepts["relu"].tolerance == s.concepts["sigmoid"].tolerance

@@ -2,7 +2,7 @@
 
 The array functions (``sigmoid``, ``dsigmoid``, ``dtanh``, ``softmax``, ``log_softmax``) are
 reused by the dense, loss and recurrent modules; ``CONCEPTS`` maps concept ids to the
-``(forward, vjp)`` pair the backend dispatches to.
+``Impl(forward, vjp)`` the backend dispatches to.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from nutshell.backends.cupy_impl import kernels
 from nutshell.backends.cupy_impl.xp import array_module, on_gpu
+from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
 
@@ -104,17 +105,17 @@ ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "identity": lambd
 ACTIVATION_VJPS = {"relu": relu_vjp, "sigmoid": sigmoid_vjp, "tanh": tanh_vjp, "identity": lambda x, gy: gy}
 
 
-def _elementwise(name: str):
+def _elementwise(name: str) -> Impl:
     def forward(inputs: Arrays, attrs: dict) -> Arrays:
         return {"y": ACTIVATIONS[name](inputs["x"])}
 
     def vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
         return {"x": ACTIVATION_VJPS[name](inputs["x"], cots["y"])}
 
-    return forward, vjp
+    return Impl(forward, vjp)
 
 
-def _normalised(fn, fn_vjp):
+def _normalised(fn, fn_vjp) -> Impl:
     def forward(inputs: Arrays, attrs: dict) -> Arrays:
         return {"y": fn(inputs["x"], attrs["axis"])}
 
@@ -122,10 +123,10 @@ def _normalised(fn, fn_vjp):
         y = fn(inputs["x"], attrs["axis"])
         return {"x": fn_vjp(y, cots["y"], attrs["axis"])}
 
-    return forward, vjp
+    return Impl(forward, vjp)
 
 
-CONCEPTS = {
+CONCEPTS: dict[str, Impl] = {
     "sigmoid": _elementwise("sigmoid"),
     "relu": _elementwise("relu"),
     "tanh": _elementwise("tanh"),

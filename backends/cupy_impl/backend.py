@@ -4,18 +4,20 @@ The device is chosen once, at construction: CuPy when it imports and sees a CUDA
 (``device`` "cuda:N"), NumPy otherwise ("cpu (numpy)"). Inputs are moved to that module with
 :meth:`CupyBackend.to_native`; the area modules find the module from the arrays they receive, so
 one code path serves both. No deep-learning library is imported, and neither is CuPy when it is
-not installed.
+not installed. Each area module (activations.py, conv.py, ...) exports ``CONCEPTS``, concept id ->
+:class:`~nutshell.spec.signatures.Impl` with a hand-written ``forward(inputs, attrs)`` and
+``vjp(inputs, cotangents, attrs)``; they merge into one table here.
 
 Memory: convolution works through the batch in chunks so that the extra memory of one call stays
 under ``mem_budget_mb`` (an attribute; default 256 MiB or the environment variable
-``NUTSHELL_CUPY_MEM_BUDGET_MB``).
+``NUTSHELL_CUPY_MEM_BUDGET_MB``), set around every call like the CUDA device (:meth:`_scope`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -33,21 +35,17 @@ from nutshell.backends.cupy_impl import (
     pooling,
     recurrent,
 )
-from nutshell.backends.cupy_impl.im2col import MIB
+from nutshell.backends.cupy_impl.im2col import DEFAULT_BUDGET_MB, MIB, memory_budget
 from nutshell.backends.cupy_impl.xp import device_count, to_numpy, usable_cupy
 from nutshell.errors import BackendUnavailable
+from nutshell.spec.signatures import Impl
 
 BUDGET_ENV = "NUTSHELL_CUPY_MEM_BUDGET_MB"
-DEFAULT_BUDGET_MB = 256.0
 
-# concept -> (forward(inputs, attrs), vjp(inputs, cotangents, attrs))
-PLAIN: dict[str, tuple[Callable, Callable]] = {
-    **activations.CONCEPTS, **dense.CONCEPTS, **losses.CONCEPTS, **pooling.CONCEPTS,
-    **normalization.CONCEPTS, **recurrent.CONCEPTS,
+CONCEPTS: dict[str, Impl] = {
+    **activations.CONCEPTS, **dense.CONCEPTS, **losses.CONCEPTS, **conv.CONCEPTS, **pooling.CONCEPTS,
+    **normalization.CONCEPTS, **recurrent.CONCEPTS, **inception.CONCEPTS,
 }
-# concept -> (forward(inputs, attrs, budget), vjp(inputs, cotangents, attrs, budget)): these
-# convolve, and take the memory budget in bytes as a last argument.
-WINDOWED: dict[str, tuple[Callable, Callable]] = {**conv.CONCEPTS, **inception.CONCEPTS}
 
 
 def select_device(device: str | None) -> tuple[ModuleType, str, int | None]:
@@ -107,7 +105,7 @@ class CupyBackend(Backend):
         return int(self.mem_budget_mb * MIB)
 
     def unsupported(self, concept: str, dtype: str) -> str | None:
-        if concept in PLAIN or concept in WINDOWED:
+        if concept in CONCEPTS:
             return None
         return f"backend '{self.name}' does not implement '{concept}'"
 
@@ -128,7 +126,7 @@ class CupyBackend(Backend):
         """Compile the GPU kernels (and CuPy's own) before anything is timed; a no-op on NumPy."""
         if self._cuda_index is None:
             return
-        with self._on_device():
+        with self._scope():
             kernels.warmup()
             for dtype in (np.float32, np.float64):
                 x, w = np.ones((1, 2, 4, 4), dtype), np.ones((2, 2, 3, 3), dtype)
@@ -140,32 +138,30 @@ class CupyBackend(Backend):
 
     # --- dispatch -----------------------------------------------------------------------------
 
-    def _on_device(self) -> contextlib.AbstractContextManager:
-        if self._cuda_index is None:
-            return contextlib.nullcontext()
-        return usable_cupy().cuda.Device(self._cuda_index)
-
-    def _call(self, concept: str, which: int, *args: Any) -> dict[str, Any]:
-        """Forward (which = 0) or vjp (which = 1) of ``concept`` on native arrays."""
-        if concept in WINDOWED:
-            return WINDOWED[concept][which](*args, self.budget_bytes)
-        return PLAIN[concept][which](*args)
+    @contextlib.contextmanager
+    def _scope(self) -> Iterator[None]:
+        """What one call runs under: this backend's CUDA device (none on NumPy) and memory budget."""
+        device = contextlib.nullcontext() if self._cuda_index is None else usable_cupy().cuda.Device(self._cuda_index)
+        with device, memory_budget(self.budget_bytes):
+            yield
 
     def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:
-        with self._on_device():
+        with self._scope():
             native = {k: self.to_native(v) for k, v in inputs.items()}
-            return {k: self.to_numpy(v) for k, v in self._call(concept, 0, native, attrs).items()}
+            return {k: self.to_numpy(v) for k, v in CONCEPTS[concept].forward(native, attrs).items()}
 
     def _vjp(self, concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
              attrs: dict[str, Any]) -> dict[str, np.ndarray]:
-        with self._on_device():
+        with self._scope():
             native = {k: self.to_native(v) for k, v in inputs.items()}
             cots = {k: self.to_native(v) for k, v in cotangents.items()}
-            return {k: self.to_numpy(v) for k, v in self._call(concept, 1, native, cots, attrs).items()}
+            return {k: self.to_numpy(v) for k, v in CONCEPTS[concept].vjp(native, cots, attrs).items()}
 
     def _op(self, concept: str, attrs: dict[str, Any]) -> Callable[..., dict[str, Any]]:
         """A callable on native arrays (by input name) returning native outputs: no host copies."""
+        forward = CONCEPTS[concept].forward
+
         def call(**native: Any) -> dict[str, Any]:
-            with self._on_device():
-                return self._call(concept, 0, native, attrs)
+            with self._scope():
+                return forward(native, attrs)
         return call

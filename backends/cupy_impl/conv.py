@@ -8,7 +8,8 @@ K = Cg·kh·kw and L = oH·oW, for a chunk of m samples:
     gw  = gy @ colᵀ,   gcol = wᵀ @ gy,   gx = col2im(gcol),   gb = Σ_{n,i,j} gy
 
 The batch is processed in chunks (:func:`.im2col.chunks`) so that the working memory of one call
-(padded input, columns and, backward, their gradients) stays under the backend's budget.
+(padded input, columns and, backward, their gradients) stays under the backend's budget, which
+the table entries read with :func:`.im2col.current_budget`.
 
 convolve2d is conv2d with the kernel flipped on both spatial axes; conv2d_fft computes conv2d
 through the convolution theorem (see :func:`conv2d_fft`).
@@ -19,8 +20,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nutshell.backends.cupy_impl.im2col import MIB, Window, chunks, col2im, im2col, pad
+from nutshell.backends.cupy_impl.im2col import MIB, Window, chunks, col2im, current_budget, im2col, pad
 from nutshell.backends.cupy_impl.xp import array_module, on_gpu
+from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
 
@@ -90,38 +92,38 @@ def conv2d_backward(x: Any, w: Any, gy: Any, attrs: dict, budget: int) -> tuple[
     return gx, gw.reshape(w.shape)
 
 
-def _conv(inputs: Arrays, attrs: dict, budget: int, flip: bool) -> Arrays:
+def _conv(inputs: Arrays, attrs: dict, flip: bool) -> Arrays:
     w = inputs["w"][:, :, ::-1, ::-1] if flip else inputs["w"]
-    return {"y": conv2d_forward(inputs["x"], w, inputs.get("b"), attrs, budget)}
+    return {"y": conv2d_forward(inputs["x"], w, inputs.get("b"), attrs, current_budget())}
 
 
-def _conv_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int, flip: bool) -> Arrays:
+def _conv_vjp(inputs: Arrays, cots: Arrays, attrs: dict, flip: bool) -> Arrays:
     w = inputs["w"][:, :, ::-1, ::-1] if flip else inputs["w"]
     gy = cots["y"]
-    gx, gw = conv2d_backward(inputs["x"], w, gy, attrs, budget)
+    gx, gw = conv2d_backward(inputs["x"], w, gy, attrs, current_budget())
     grads = {"x": gx, "w": gw[:, :, ::-1, ::-1] if flip else gw}
     if "b" in inputs:
         grads["b"] = gy.sum(axis=(0, 2, 3))
     return grads
 
 
-def conv2d(inputs: Arrays, attrs: dict, budget: int) -> Arrays:
+def conv2d(inputs: Arrays, attrs: dict) -> Arrays:
     """Cross-correlation: the kernel is not flipped."""
-    return _conv(inputs, attrs, budget, flip=False)
+    return _conv(inputs, attrs, flip=False)
 
 
-def conv2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int) -> Arrays:
-    return _conv_vjp(inputs, cots, attrs, budget, flip=False)
+def conv2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
+    return _conv_vjp(inputs, cots, attrs, flip=False)
 
 
-def convolve2d(inputs: Arrays, attrs: dict, budget: int) -> Arrays:
+def convolve2d(inputs: Arrays, attrs: dict) -> Arrays:
     """True convolution: conv2d of the kernel flipped on both spatial axes, w[:, :, ::−1, ::−1]."""
-    return _conv(inputs, attrs, budget, flip=True)
+    return _conv(inputs, attrs, flip=True)
 
 
-def convolve2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int) -> Arrays:
+def convolve2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     """conv2d's gradients for the flipped kernel; gw is flipped back."""
-    return _conv_vjp(inputs, cots, attrs, budget, flip=True)
+    return _conv_vjp(inputs, cots, attrs, flip=True)
 
 
 # --- the FFT path ---------------------------------------------------------------------------
@@ -187,7 +189,7 @@ def _ungroup(a: Any) -> Any:
     return a.transpose(1, 0, 2, 3, 4).reshape(a.shape[1], a.shape[0] * a.shape[2], *a.shape[3:])
 
 
-def conv2d_fft(inputs: Arrays, attrs: dict, budget: int) -> Arrays:
+def conv2d_fft(inputs: Arrays, attrs: dict) -> Arrays:
     """conv2d through the convolution theorem.
 
     The cross-correlation is the true convolution with the flipped, dilated kernel wd:
@@ -205,7 +207,7 @@ def conv2d_fft(inputs: Arrays, attrs: dict, budget: int) -> Arrays:
     return {"y": y}
 
 
-def conv2d_fft_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int) -> Arrays:
+def conv2d_fft_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     """The gradients through the FFT as well (not the im2col path).
 
     With u = gy spread by the stride (the gradient of the stride-1 output):
@@ -232,8 +234,8 @@ def conv2d_fft_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int) -> Ar
     return grads
 
 
-CONCEPTS = {
-    "conv2d": (conv2d, conv2d_vjp),
-    "convolve2d": (convolve2d, convolve2d_vjp),
-    "conv2d_fft": (conv2d_fft, conv2d_fft_vjp),
+CONCEPTS: dict[str, Impl] = {
+    "conv2d": Impl(conv2d, conv2d_vjp),
+    "convolve2d": Impl(convolve2d, convolve2d_vjp),
+    "conv2d_fft": Impl(conv2d_fft, conv2d_fft_vjp),
 }

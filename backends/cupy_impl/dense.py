@@ -12,6 +12,7 @@ from typing import Any
 
 from nutshell.backends.cupy_impl import activations as act
 from nutshell.backends.cupy_impl.xp import array_module
+from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
 
@@ -95,10 +96,10 @@ def softmax_regression_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     return affine_vjp(inputs, act.softmax_vjp(p, cots["p"]))
 
 
-CONCEPTS = {
-    "dense": (dense, dense_vjp),
-    "layer": (layer, layer_vjp),
-    "maxout": (maxout, maxout_vjp),
-    "logistic_regression": (logistic_regression, logistic_regression_vjp),
-    "softmax_regression": (softmax_regression, softmax_regression_vjp),
+CONCEPTS: dict[str, Impl] = {
+    "dense": Impl(dense, dense_vjp),
+    "layer": Impl(layer, layer_vjp),
+    "maxout": Impl(maxout, maxout_vjp),
+    "logistic_regression": Impl(logistic_regression, logistic_regression_vjp),
+    "softmax_regression": Impl(softmax_regression, softmax_regression_vjp),
 }

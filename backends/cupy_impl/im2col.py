@@ -19,11 +19,17 @@ That is the *gather form*: each input pixel sums its own contributions in the fi
 evaluates it for all pixels at once, one strided slice per tap (inside one tap the map
 (i, j) → pixel is one-to-one, so a slice never hits a pixel twice); on the GPU each pixel is
 one thread of a raw kernel that walks the taps (:mod:`.kernels`).
+
+The batch goes through in :func:`chunks` sized by the working-memory budget of the call: the
+backend sets it around every call with :func:`memory_budget`, as it sets the CUDA device, so
+the area modules keep the one calling convention ``forward(inputs, attrs)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +38,9 @@ from nutshell.backends.cupy_impl.xp import array_module, on_gpu
 from nutshell.spec import shapes
 
 MIB = 1 << 20
+DEFAULT_BUDGET_MB = 256.0
+
+_BUDGET: ContextVar[int] = ContextVar("nutshell_cupy_budget", default=int(DEFAULT_BUDGET_MB * MIB))
 
 
 @dataclass(frozen=True)
@@ -65,8 +74,8 @@ class Window:
     @property
     def padded(self) -> tuple[int, int]:
         """(Hp, Wp): the padded plane, grown past the end padding when ceil mode needs it."""
-        hp = max(self.h + self.pt + self.pb, (self.oh - 1) * self.sh + self.dh * (self.kh - 1) + 1)
-        wp = max(self.w + self.pl + self.pr, (self.ow - 1) * self.sw + self.dw * (self.kw - 1) + 1)
+        hp = max(self.h + self.pt + self.pb, shapes.window_reach(self.oh, self.kh, self.sh, self.dh))
+        wp = max(self.w + self.pl + self.pr, shapes.window_reach(self.ow, self.kw, self.sw, self.dw))
         return hp, wp
 
     @property
@@ -135,3 +144,18 @@ def chunks(n: int, per_sample_bytes: int, budget_bytes: int) -> Iterator[slice]:
     for start in range(0, n, step):
         yield slice(start, min(n, start + step))
 
+
+@contextmanager
+def memory_budget(nbytes: int) -> Iterator[None]:
+    """Inside the block, one call keeps its extra working memory under ``nbytes`` (see :func:`current_budget`)."""
+    token = _BUDGET.set(nbytes)
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def current_budget() -> int:
+    """The working-memory budget of the current call in bytes: what :func:`memory_budget` set,
+    else DEFAULT_BUDGET_MB."""
+    return _BUDGET.get()

@@ -18,9 +18,10 @@ from typing import Any
 
 from nutshell.backends.cupy_impl.activations import relu, relu_vjp
 from nutshell.backends.cupy_impl.conv import conv2d_backward, conv2d_forward
-from nutshell.backends.cupy_impl.im2col import Window
+from nutshell.backends.cupy_impl.im2col import Window, current_budget
 from nutshell.backends.cupy_impl.pooling import max_pool_backward, max_pool_forward
 from nutshell.backends.cupy_impl.xp import array_module
+from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
 
@@ -72,13 +73,14 @@ def _branches(inputs: Arrays, budget: int) -> tuple[list, list, Any]:
     return outs, tapes, idx
 
 
-def inception(inputs: Arrays, attrs: dict, budget: int) -> Arrays:
-    outs, _, _ = _branches(inputs, budget)
+def inception(inputs: Arrays, attrs: dict) -> Arrays:
+    outs, _, _ = _branches(inputs, current_budget())
     return {"y": array_module(inputs["x"]).concatenate(outs, axis=1)}
 
 
-def inception_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int) -> Arrays:
+def inception_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     xp = array_module(inputs["x"])
+    budget = current_budget()
     outs, tapes, idx = _branches(inputs, budget)
     edges = list(itertools.accumulate(o.shape[1] for o in outs[:-1]))       # channel offsets of branches 2-4
     grads: Arrays = {}
@@ -89,4 +91,4 @@ def inception_vjp(inputs: Arrays, cots: Arrays, attrs: dict, budget: int) -> Arr
     return grads
 
 
-CONCEPTS = {"inception": (inception, inception_vjp)}
+CONCEPTS: dict[str, Impl] = {"inception": Impl(inception, inception_vjp)}

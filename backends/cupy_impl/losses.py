@@ -12,6 +12,7 @@ import numpy as np
 
 from nutshell.backends.cupy_impl import activations as act
 from nutshell.backends.cupy_impl.xp import array_module
+from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
 
@@ -54,7 +55,7 @@ def cross_entropy_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     return {"logits": (p - onehot) * cots["loss"] / z.shape[0]}
 
 
-CONCEPTS = {
-    "binary_cross_entropy": (binary_cross_entropy, binary_cross_entropy_vjp),
-    "cross_entropy": (cross_entropy, cross_entropy_vjp),
+CONCEPTS: dict[str, Impl] = {
+    "binary_cross_entropy": Impl(binary_cross_entropy, binary_cross_entropy_vjp),
+    "cross_entropy": Impl(cross_entropy, cross_entropy_vjp),
 }

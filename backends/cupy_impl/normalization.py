@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from nutshell.backends.cupy_impl.xp import array_module
+from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
 
@@ -57,4 +58,4 @@ def lrn_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     return {"x": gy / scale - (2 * attrs["alpha"] * attrs["beta"] / attrs["size"]) * x * back}
 
 
-CONCEPTS = {"lrn": (lrn, lrn_vjp)}
+CONCEPTS: dict[str, Impl] = {"lrn": Impl(lrn, lrn_vjp)}

@@ -20,6 +20,7 @@ import numpy as np
 
 from nutshell.backends.cupy_impl.im2col import Window, col2im, im2col
 from nutshell.backends.cupy_impl.xp import array_module
+from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
 
@@ -110,8 +111,8 @@ def global_avg_pool2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     return {"x": xp.broadcast_to(cots["y"] / (x.shape[2] * x.shape[3]), x.shape).copy()}
 
 
-CONCEPTS = {
-    "max_pool2d": (max_pool2d, max_pool2d_vjp),
-    "avg_pool2d": (avg_pool2d, avg_pool2d_vjp),
-    "global_avg_pool2d": (global_avg_pool2d, global_avg_pool2d_vjp),
+CONCEPTS: dict[str, Impl] = {
+    "max_pool2d": Impl(max_pool2d, max_pool2d_vjp),
+    "avg_pool2d": Impl(avg_pool2d, avg_pool2d_vjp),
+    "global_avg_pool2d": Impl(global_avg_pool2d, global_avg_pool2d_vjp),
 }

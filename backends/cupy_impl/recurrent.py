@@ -23,6 +23,7 @@ from typing import Any
 from nutshell.backends.cupy_impl import kernels
 from nutshell.backends.cupy_impl.activations import dsigmoid, dtanh, sigmoid
 from nutshell.backends.cupy_impl.xp import array_module, on_gpu
+from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
 
@@ -121,4 +122,4 @@ def lstm_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
             "b": dz.sum(axis=0)}
 
 
-CONCEPTS = {"lstm_cell": (lstm_cell, lstm_cell_vjp), "lstm": (lstm, lstm_vjp)}
+CONCEPTS: dict[str, Impl] = {"lstm_cell": Impl(lstm_cell, lstm_cell_vjp), "lstm": Impl(lstm, lstm_vjp)}

@@ -2,6 +2,8 @@
 
 Every builder takes the graph and value names and returns value names. The vjp graphs use the
 closed-form derivatives, written with the forward output y where that is the simpler form.
+``CONCEPTS`` holds the concept graphs, ``Impl(forward(g, inputs, attrs), vjp(g, inputs, cotangents,
+attrs))`` as in every area module of this backend.
 
 ONNX Runtime's own Sigmoid kernel is an approximation with absolute, not relative, accuracy
 (σ(−5) is 163 ulp off in float32 and σ(−20) comes out as 0), so :func:`sigmoid` is built from Exp;
@@ -13,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from nutshell.backends.onnx_impl.graph import Graph
+from nutshell.spec.signatures import Impl
 
 
 def sigmoid(g: Graph, x: str) -> str:
@@ -84,27 +87,27 @@ def activation_grad(g: Graph, name: str, z: str, y: str, gy: str) -> str:
 
 # --- concept graphs ------------------------------------------------------------------------------
 
-def _unary(name: str):
+def _unary(name: str) -> Impl:
     def forward(g: Graph, v: dict, attrs: dict) -> dict:
         return {"y": activation(g, name, v["x"])}
 
     def vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
         y = activation(g, name, v["x"])
         return {"x": activation_grad(g, name, v["x"], y, cot["y"])}
-    return forward, vjp
+    return Impl(forward, vjp)
 
 
-def _normalised(op_type: str, grad):
+def _normalised(op_type: str, grad) -> Impl:
     def forward(g: Graph, v: dict, attrs: dict) -> dict:
         return {"y": g.op(op_type, v["x"], axis=attrs["axis"])}
 
     def vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
         y = g.op(op_type, v["x"], axis=attrs["axis"])
         return {"x": grad(g, y, cot["y"], attrs["axis"])}
-    return forward, vjp
+    return Impl(forward, vjp)
 
 
-GRAPHS = {
+CONCEPTS: dict[str, Impl] = {
     "sigmoid": _unary("sigmoid"),
     "relu": _unary("relu"),
     "tanh": _unary("tanh"),

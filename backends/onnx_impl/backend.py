@@ -2,9 +2,12 @@
 
 A call looks up a session under (concept, direction, attrs, input shapes, dtype) in a bounded
 LRU cache; on a miss the area module (activations.py, conv.py, ...) builds the graph, which
-passes the full ONNX checker and strict shape inference before a session is made. Forward graphs
-take the concept's inputs and give ``out.<output>``; vjp graphs also take ``cot.<output>`` and
-give ``grad.<input>``, recomputing the forward values they need. Nothing here imports torch or cupy.
+passes the full ONNX checker and strict shape inference before a session is made. Each area
+module exports ``CONCEPTS``, concept id -> :class:`~nutshell.spec.signatures.Impl`, with the
+graph first: ``forward(g, inputs, attrs)`` and ``vjp(g, inputs, cotangents, attrs)`` add nodes
+to ``g`` and return value names. Forward graphs take the concept's inputs and give
+``out.<output>``; vjp graphs also take ``cot.<output>`` and give ``grad.<input>``, recomputing
+the forward values they need. Nothing here imports torch or cupy.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ from nutshell.backends.onnx_impl import (
 )
 from nutshell.errors import BackendUnavailable, ShapeError
 from nutshell.spec import validate
-from nutshell.spec.signatures import output_shapes
+from nutshell.spec.signatures import Impl, output_shapes
 
-GRAPHS: dict[str, tuple[Callable, Callable]] = {
-    **activations.GRAPHS, **dense.GRAPHS, **losses.GRAPHS, **conv.GRAPHS, **pooling.GRAPHS,
-    **normalization.GRAPHS, **recurrent.GRAPHS, **inception.GRAPHS,
+CONCEPTS: dict[str, Impl] = {
+    **activations.CONCEPTS, **dense.CONCEPTS, **losses.CONCEPTS, **conv.CONCEPTS, **pooling.CONCEPTS,
+    **normalization.CONCEPTS, **recurrent.CONCEPTS, **inception.CONCEPTS,
 }
 
 # Where ONNX Runtime (CPU provider) has no kernel for an operator a concept needs. The CUDA
@@ -160,14 +163,14 @@ class OnnxBackend(Backend):
         c = self.spec.concept(concept)
         g = graph.Graph(dtype, f"{concept}_{direction}")
         v = {k: g.input(k, s, None if c.input(k).dtype == "float" else c.input(k).dtype) for k, s in shapes.items()}
-        forward, vjp = GRAPHS[concept]
+        impl = CONCEPTS[concept]
         outs = output_shapes(concept, shapes, attrs)
         if direction == "forward":
-            for name, value in forward(g, v, attrs).items():
+            for name, value in impl.forward(g, v, attrs).items():
                 g.output(f"out.{name}", value, outs[name])
         else:
             cot = {name: g.input(f"cot.{name}", outs[name]) for name in c.outputs}
-            grads = vjp(g, v, cot, attrs)
+            grads = impl.vjp(g, v, cot, attrs)
             for name in c.differentiable:
                 if name in v:
                     g.output(f"grad.{name}", grads[name], shapes[name])

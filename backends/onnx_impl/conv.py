@@ -30,6 +30,7 @@ from nutshell.backends.onnx_impl.graph import (
     unsqueeze,
 )
 from nutshell.spec import shapes
+from nutshell.spec.signatures import Impl
 
 
 def _conv_attrs(attrs: dict) -> dict:
@@ -214,8 +215,8 @@ def _fft_conv2d_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     return grads
 
 
-GRAPHS = {
-    "conv2d": (_conv2d, _conv2d_vjp),
-    "convolve2d": (_convolve2d, _convolve2d_vjp),
-    "conv2d_fft": (_fft_conv2d, _fft_conv2d_vjp),
+CONCEPTS: dict[str, Impl] = {
+    "conv2d": Impl(_conv2d, _conv2d_vjp),
+    "convolve2d": Impl(_convolve2d, _convolve2d_vjp),
+    "conv2d_fft": Impl(_fft_conv2d, _fft_conv2d_vjp),
 }

@@ -10,6 +10,7 @@ import numpy as np
 
 from nutshell.backends.onnx_impl.activations import activation, activation_grad, sigmoid, sigmoid_grad, softmax_grad
 from nutshell.backends.onnx_impl.graph import Graph, reduce_sum, reshape, unsqueeze
+from nutshell.spec.signatures import Impl
 
 
 def affine(g: Graph, x: str, w: str, b: str | None) -> str:
@@ -93,10 +94,10 @@ def _softmax_regression_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     return affine_grad(g, v, softmax_grad(g, p, cot["p"], -1))
 
 
-GRAPHS = {
-    "dense": (_dense, _dense_vjp),
-    "layer": (_layer, _layer_vjp),
-    "maxout": (_maxout, _maxout_vjp),
-    "logistic_regression": (_logistic_regression, _logistic_regression_vjp),
-    "softmax_regression": (_softmax_regression, _softmax_regression_vjp),
+CONCEPTS: dict[str, Impl] = {
+    "dense": Impl(_dense, _dense_vjp),
+    "layer": Impl(_layer, _layer_vjp),
+    "maxout": Impl(_maxout, _maxout_vjp),
+    "logistic_regression": Impl(_logistic_regression, _logistic_regression_vjp),
+    "softmax_regression": Impl(_softmax_regression, _softmax_regression_vjp),
 }

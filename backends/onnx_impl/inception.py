@@ -16,6 +16,7 @@ from nutshell.backends.onnx_impl.activations import relu_grad
 from nutshell.backends.onnx_impl.conv import conv, conv_grad
 from nutshell.backends.onnx_impl.graph import Graph
 from nutshell.backends.onnx_impl.pooling import max_pool, max_pool_grad
+from nutshell.spec.signatures import Impl
 
 POOL = {"kernel": [3, 3], "stride": [1, 1], "pads": [1, 1, 1, 1], "dilation": [1, 1], "ceil_mode": False}
 
@@ -69,4 +70,4 @@ def _inception_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     return grads
 
 
-GRAPHS = {"inception": (_inception, _inception_vjp)}
+CONCEPTS: dict[str, Impl] = {"inception": Impl(_inception, _inception_vjp)}

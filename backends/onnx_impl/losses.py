@@ -9,6 +9,7 @@ import numpy as np
 
 from nutshell.backends.onnx_impl.activations import sigmoid
 from nutshell.backends.onnx_impl.graph import Graph, unsqueeze
+from nutshell.spec.signatures import Impl
 
 
 def log1p(g: Graph, e: str) -> str:
@@ -52,7 +53,7 @@ def _cross_entropy_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     return {"logits": g.op("Mul", g.op("Sub", g.op("Softmax", v["logits"], axis=-1), onehot), scale)}
 
 
-GRAPHS = {
-    "binary_cross_entropy": (_bce, _bce_vjp),
-    "cross_entropy": (_cross_entropy, _cross_entropy_vjp),
+CONCEPTS: dict[str, Impl] = {
+    "binary_cross_entropy": Impl(_bce, _bce_vjp),
+    "cross_entropy": Impl(_cross_entropy, _cross_entropy_vjp),
 }

@@ -13,6 +13,7 @@ import numpy as np
 
 from nutshell.backends.onnx_impl.graph import Graph
 from nutshell.spec import shapes
+from nutshell.spec.signatures import Impl
 
 
 def band(channels: int, size: int, dtype: np.dtype) -> np.ndarray:
@@ -51,4 +52,4 @@ def _lrn_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     return {"x": g.op("Sub", g.op("Div", gy, tb), g.op("Mul", k, g.op("Mul", x, back)))}
 
 
-GRAPHS = {"lrn": (_lrn, _lrn_vjp)}
+CONCEPTS: dict[str, Impl] = {"lrn": Impl(_lrn, _lrn_vjp)}

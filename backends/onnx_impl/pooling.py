@@ -19,6 +19,7 @@ from onnx import helper
 
 from nutshell.backends.onnx_impl.graph import Graph, crop_hw, pad, reshape, slice_
 from nutshell.spec import shapes
+from nutshell.spec.signatures import Impl
 
 
 def _max_pads(x_shape: tuple, attrs: dict) -> tuple[list[int], list[int]]:
@@ -28,7 +29,7 @@ def _max_pads(x_shape: tuple, attrs: dict) -> tuple[list[int], list[int]]:
                                   attrs["ceil_mode"])
     begin, end = list(attrs["pads"][:2]), []
     for a, n in enumerate(x_shape[2:]):
-        reach = (out[2 + a] - 1) * attrs["stride"][a] + attrs["dilation"][a] * (attrs["kernel"][a] - 1) + 1
+        reach = shapes.window_reach(out[2 + a], attrs["kernel"][a], attrs["stride"][a], attrs["dilation"][a])
         end.append(max(attrs["pads"][a + 2], reach - n - begin[a]))
     return begin, end
 
@@ -92,7 +93,7 @@ def _avg_pool2d(g: Graph, v: dict, attrs: dict) -> dict:
     h, w = g.shapes["x"][2:]
     out = shapes.pool2d_out_shape(g.shapes["x"], attrs["kernel"], attrs["stride"], attrs["pads"], (1, 1),
                                   attrs["ceil_mode"])
-    reach = [(o - 1) * s + k for o, s, k in zip(out[2:], attrs["stride"], attrs["kernel"], strict=True)]
+    reach = [shapes.window_reach(o, k, s) for o, k, s in zip(out[2:], attrs["kernel"], attrs["stride"], strict=True)]
     x, begin = v["x"], list(attrs["pads"][:2])
     if attrs["count_include_pad"]:
         x = pad(g, x, [0, 0, *begin], [0, 0, *attrs["pads"][2:]])          # (N, C, H + pads, W + pads)
@@ -111,7 +112,7 @@ def _avg_pool2d_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     ones = g.const(np.ones((c, 1, kh, kw), g.dtype))
     spread = g.op("ConvTranspose", share, ones, strides=attrs["stride"], group=c)  # (N, C, sh·(oH−1)+kh, ...)
     oh, ow = g.shapes[cot["y"]][2:]
-    length = (sh * (oh - 1) + kh, sw * (ow - 1) + kw)
+    length = (shapes.window_reach(oh, kh, sh), shapes.window_reach(ow, kw, sw))
     return {"x": crop_hw(g, spread, length, tuple(attrs["pads"][:2]), (h, w))}
 
 
@@ -125,8 +126,8 @@ def _global_avg_pool2d_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     return {"x": g.op("Expand", g.op("Div", cot["y"], g.scalar(float(h * w))), g.ints([n, c, h, w]))}
 
 
-GRAPHS = {
-    "max_pool2d": (_max_pool2d, _max_pool2d_vjp),
-    "avg_pool2d": (_avg_pool2d, _avg_pool2d_vjp),
-    "global_avg_pool2d": (_global_avg_pool2d, _global_avg_pool2d_vjp),
+CONCEPTS: dict[str, Impl] = {
+    "max_pool2d": Impl(_max_pool2d, _max_pool2d_vjp),
+    "avg_pool2d": Impl(_avg_pool2d, _avg_pool2d_vjp),
+    "global_avg_pool2d": Impl(_global_avg_pool2d, _global_avg_pool2d_vjp),
 }

@@ -24,6 +24,7 @@ import numpy as np
 
 from nutshell.backends.onnx_impl.activations import sigmoid, sigmoid_grad, tanh, tanh_grad
 from nutshell.backends.onnx_impl.graph import Graph, reduce_sum, unsqueeze
+from nutshell.spec.signatures import Impl
 
 
 @dataclass
@@ -123,7 +124,7 @@ def _lstm_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
             "b": reduce_sum(g, gz_all, [0, 1])}
 
 
-GRAPHS = {
-    "lstm_cell": (_lstm_cell, _lstm_cell_vjp),
-    "lstm": (_lstm, _lstm_vjp),
+CONCEPTS: dict[str, Impl] = {
+    "lstm_cell": Impl(_lstm_cell, _lstm_cell_vjp),
+    "lstm": Impl(_lstm, _lstm_vjp),
 }

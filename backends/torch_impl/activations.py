@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from nutshell.spec.signatures import Impl
+
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
     """σ(x) = 1 / (1 + e^(−x)); e^(1000) = inf gives exactly 0, e^(−1000) = 0 exactly 1, no warning."""
@@ -31,3 +33,12 @@ def log_softmax(x: torch.Tensor, axis: int = -1) -> torch.Tensor:
 
 
 ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "identity": lambda z: z}
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: autograd differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "sigmoid": Impl(lambda i, a: {"y": sigmoid(i["x"])}),
+    "relu": Impl(lambda i, a: {"y": relu(i["x"])}),
+    "tanh": Impl(lambda i, a: {"y": tanh(i["x"])}),
+    "softmax": Impl(lambda i, a: {"y": softmax(i["x"], a["axis"])}),
+    "log_softmax": Impl(lambda i, a: {"y": log_softmax(i["x"], a["axis"])}),
+}

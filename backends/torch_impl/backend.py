@@ -1,7 +1,8 @@
 """The PyTorch backend: every concept as torch operations, every vjp through autograd.
 
-Forward functions live in one module per area and take their inputs and attributes by the
-spec's names, so one table maps a concept id to a function. The vjp is generic: run the
+Each area module (activations.py, conv.py, ...) exports ``CONCEPTS``, concept id ->
+:class:`~nutshell.spec.signatures.Impl` whose ``forward(inputs, attrs)`` returns the outputs by
+the spec's names; they merge into one table here. No area writes a vjp: it is generic, run the
 forward with ``requires_grad`` on the differentiable inputs, then
 ``torch.autograd.grad(outputs, inputs, cotangents)``.
 """
@@ -18,31 +19,11 @@ import torch
 from nutshell.backends.base import Backend
 from nutshell.backends.torch_impl import activations, conv, dense, inception, losses, normalization, pooling, recurrent
 from nutshell.errors import BackendUnavailable
+from nutshell.spec.signatures import Impl
 
-# concept id -> forward function; it returns one tensor, or a tuple in the spec's output order
-FORWARD: dict[str, Callable[..., Any]] = {
-    "sigmoid": activations.sigmoid,
-    "relu": activations.relu,
-    "tanh": activations.tanh,
-    "softmax": activations.softmax,
-    "log_softmax": activations.log_softmax,
-    "dense": dense.dense,
-    "layer": dense.layer,
-    "maxout": dense.maxout,
-    "logistic_regression": dense.logistic_regression,
-    "softmax_regression": dense.softmax_regression,
-    "binary_cross_entropy": losses.binary_cross_entropy,
-    "cross_entropy": losses.cross_entropy,
-    "conv2d": conv.conv2d,
-    "convolve2d": conv.convolve2d,
-    "conv2d_fft": conv.conv2d_fft,
-    "max_pool2d": pooling.max_pool2d,
-    "avg_pool2d": pooling.avg_pool2d,
-    "global_avg_pool2d": pooling.global_avg_pool2d,
-    "lrn": normalization.lrn,
-    "lstm_cell": recurrent.lstm_cell,
-    "lstm": recurrent.lstm,
-    "inception": inception.inception,
+CONCEPTS: dict[str, Impl] = {
+    **activations.CONCEPTS, **dense.CONCEPTS, **losses.CONCEPTS, **conv.CONCEPTS, **pooling.CONCEPTS,
+    **normalization.CONCEPTS, **recurrent.CONCEPTS, **inception.CONCEPTS,
 }
 
 
@@ -104,16 +85,10 @@ class TorchBackend(Backend):
 
     # --- the hooks ------------------------------------------------------------------------
 
-    def _outputs(self, concept: str, result: Any) -> dict[str, torch.Tensor]:
-        """Name the forward function's result(s) with the spec's output names."""
-        names = self.spec.concept(concept).outputs
-        values = result if isinstance(result, tuple) else (result,)
-        return dict(zip(names, values, strict=True))
-
     def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:
         tensors = {k: self._tensor(v) for k, v in inputs.items()}
         with torch.no_grad():
-            out = self._outputs(concept, FORWARD[concept](**tensors, **attrs))
+            out = CONCEPTS[concept].forward(tensors, attrs)
         return {k: self.to_numpy(v) for k, v in out.items()}
 
     def _vjp(self, concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
@@ -122,7 +97,7 @@ class TorchBackend(Backend):
         diff = [k for k in self.spec.concept(concept).differentiable if k in inputs]
         tensors = {k: self._tensor(v, requires_grad=k in diff) for k, v in inputs.items()}
         with torch.enable_grad():
-            out = self._outputs(concept, FORWARD[concept](**tensors, **attrs))
+            out = CONCEPTS[concept].forward(tensors, attrs)
             used = [k for k, v in out.items() if v.requires_grad]
             grads = torch.autograd.grad([out[k] for k in used], [tensors[k] for k in diff],
                                         grad_outputs=[self._tensor(cotangents[k]) for k in used],
@@ -131,15 +106,15 @@ class TorchBackend(Backend):
                 for k, g in zip(diff, grads, strict=True)}
 
     def _op(self, concept: str, attrs: dict[str, Any]) -> Callable[..., dict[str, torch.Tensor]]:
-        fn = FORWARD[concept]
+        forward = CONCEPTS[concept].forward
 
         def call(**native: torch.Tensor) -> dict[str, torch.Tensor]:
             with torch.no_grad():
-                return self._outputs(concept, fn(**native, **attrs))
+                return forward(native, attrs)
         return call
 
     def unsupported(self, concept: str, dtype: str) -> str | None:
         """Every concept runs in float32 and float64 on the CPU and on CUDA."""
-        if concept not in FORWARD:
+        if concept not in CONCEPTS:
             return "not implemented by the torch backend"
         return None

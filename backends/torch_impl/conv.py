@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as nnf
 
+from nutshell.spec.signatures import Impl
+
 
 def pad2d(x: torch.Tensor, pads: Sequence[int], value: float = 0.0) -> torch.Tensor:
     """Pad (or, for negative entries, crop) the last two axes by pads = [top, left, bottom, right]."""
@@ -73,3 +75,11 @@ def conv2d_fft(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, 
     full = torch.fft.irfft2(yf.reshape(n, o, *yf.shape[-2:]), s=size)   # (N, O, P1, P2)
     y = full[:, :, kh - 1:hp:stride[0], kw - 1:wp:stride[1]]      # (N, O, oH, oW)
     return y if b is None else y + b[:, None, None]
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: autograd differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "conv2d": Impl(lambda i, a: {"y": conv2d(i["x"], i["w"], i.get("b"), **a)}),
+    "convolve2d": Impl(lambda i, a: {"y": convolve2d(i["x"], i["w"], i.get("b"), **a)}),
+    "conv2d_fft": Impl(lambda i, a: {"y": conv2d_fft(i["x"], i["w"], i.get("b"), **a)}),
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from nutshell.backends.torch_impl.activations import ACTIVATIONS
+from nutshell.spec.signatures import Impl
 
 
 def dense(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,3 +41,13 @@ def logistic_regression(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> to
 def softmax_regression(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """p = softmax(x · w + b) along the classes: (N, K)."""
     return torch.softmax(dense(x, w, b), dim=-1)
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: autograd differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "dense": Impl(lambda i, a: {"y": dense(i["x"], i["w"], i.get("b"))}),
+    "layer": Impl(lambda i, a: {"y": layer(i["x"], i["w"], i["b"], a["activation"])}),
+    "maxout": Impl(lambda i, a: {"y": maxout(i["x"], i["w"], i["b"], a["pieces"])}),
+    "logistic_regression": Impl(lambda i, a: {"p": logistic_regression(i["x"], i["w"], i["b"])}),
+    "softmax_regression": Impl(lambda i, a: {"p": softmax_regression(i["x"], i["w"], i["b"])}),
+}

@@ -6,6 +6,7 @@ import torch
 
 from nutshell.backends.torch_impl.conv import conv2d
 from nutshell.backends.torch_impl.pooling import max_pool2d
+from nutshell.spec.signatures import Impl
 
 
 def _conv_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int = 0) -> torch.Tensor:
@@ -27,3 +28,7 @@ def inception(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w3r: torch.Te
         _conv_relu(max_pool2d(x, (3, 3), (1, 1), (1, 1, 1, 1)), wp, bp),
     )
     return torch.cat(branches, dim=1)
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: autograd differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {"inception": Impl(lambda i, a: {"y": inception(**i)})}

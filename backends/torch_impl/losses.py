@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from nutshell.spec.signatures import Impl
+
 
 class _StableBCE(torch.autograd.Function):
     """ℓ(z, t) = max(z, 0) − z·t + log1p(exp(−|z|)) elementwise; ∂ℓ/∂z = σ(z) − t.
@@ -32,3 +34,10 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """mean_n(−log_softmax(logits)[n, labels[n]]): (N, K), (N,) int64 -> ()."""
     picked = torch.log_softmax(logits, dim=-1).gather(1, labels[:, None])   # (N, 1)
     return -picked.mean()
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: autograd differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "binary_cross_entropy": Impl(lambda i, a: {"loss": binary_cross_entropy(i["logits"], i["targets"])}),
+    "cross_entropy": Impl(lambda i, a: {"loss": cross_entropy(i["logits"], i["labels"])}),
+}

@@ -2,7 +2,7 @@
 
 torch is asked only for plain floor-mode sweeps with padding 0: the border (−inf for max,
 0 for average) and any ceil-mode extension are added here, so the set of windows is exactly
-the one :func:`backends.shapes.pool_out` describes, the drop rule included.
+the one :func:`nutshell.spec.shapes.pool_out` describes, the drop rule included.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import torch.nn.functional as nnf
 
 from nutshell.backends.torch_impl.conv import pad2d
 from nutshell.spec import shapes
+from nutshell.spec.signatures import Impl
 
 
 def _sweep_pads(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
                 dilation: Sequence[int], ceil_mode: bool) -> tuple[list[int], tuple[int, int]]:
     """Border [top, left, bottom', right'] whose floor sweep gives the spec's output size.
 
-    The end entries make the padded length exactly (out − 1)·s + d·(k − 1) + 1: longer than
-    the explicit padding when ceil mode adds a window, shorter (a crop) when trailing pixels
-    fall in no window. Returns (border, (oH, oW)).
+    The end entries make the padded length exactly the windows' reach (:func:`shapes.window_reach`):
+    longer than the explicit padding when ceil mode adds a window, shorter (a crop) when trailing
+    pixels fall in no window. Returns (border, (oH, oW)).
     """
     out, ends = [], []
     for axis in (0, 1):
@@ -30,7 +31,7 @@ def _sweep_pads(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], p
         begin, end = pads[axis], pads[axis + 2]
         o = shapes.pool_out(n, k, s, begin, end, d, ceil_mode)
         out.append(o)
-        ends.append((o - 1) * s + d * (k - 1) + 1 - n - begin)
+        ends.append(shapes.window_reach(o, k, s, d) - n - begin)
     return [pads[0], pads[1], ends[0], ends[1]], (out[0], out[1])
 
 
@@ -76,3 +77,11 @@ def avg_pool2d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], pa
 def global_avg_pool2d(x: torch.Tensor) -> torch.Tensor:
     """y[n, c] = mean of x[n, c] over H and W: (N, C, H, W) -> (N, C, 1, 1)."""
     return x.mean(dim=(2, 3), keepdim=True)
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: autograd differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "max_pool2d": Impl(lambda i, a: {"y": max_pool2d(i["x"], **a)}),
+    "avg_pool2d": Impl(lambda i, a: {"y": avg_pool2d(i["x"], **a)}),
+    "global_avg_pool2d": Impl(lambda i, a: {"y": global_avg_pool2d(i["x"])}),
+}

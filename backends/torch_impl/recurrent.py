@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from nutshell.spec.signatures import Impl
+
 
 def lstm_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
               b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,3 +26,10 @@ def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor
         h, c = lstm_cell(x_t, h, c, w_ih, w_hh, b)
         ys.append(h)
     return torch.stack(ys), h, c                                   # (T, N, H), (N, H), (N, H)
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: autograd differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "lstm_cell": Impl(lambda i, a: dict(zip(("h", "c"), lstm_cell(**i), strict=True))),
+    "lstm": Impl(lambda i, a: dict(zip(("y", "h", "c"), lstm(**i), strict=True))),
+}

@@ -6,9 +6,11 @@
 array([0., 2.])
 
 ``forward`` and ``vjp`` take validated inputs (float64 arrays, labels int64) and FULL attrs
-(``backends.validate.check`` fills the defaults) and return :class:`~spec.reference.tracked.T`
+(``nutshell.spec.validate.check`` fills the defaults) and return :class:`~spec.reference.tracked.T`
 values: ``.v`` the float64 golden, ``.e`` its first-order rounding-error bound in units of u.
 Written for clarity, not speed, and independent of every backend: each vjp is derived by hand.
+Each area module exports ``CONCEPTS``, concept id -> :class:`~nutshell.spec.signatures.Impl` on
+T values, the convention of every backend; :data:`CONCEPTS` here merges them.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ import numpy as np
 from nutshell.errors import SpecError
 from nutshell.spec.reference import activations, conv, dense, inception, losses, normalization, pooling, recurrent
 from nutshell.spec.reference.tracked import T
+from nutshell.spec.signatures import Impl
 
-_MODULES = (activations, dense, losses, conv, pooling, normalization, recurrent, inception)
+CONCEPTS: dict[str, Impl] = {
+    **activations.CONCEPTS, **dense.CONCEPTS, **losses.CONCEPTS, **conv.CONCEPTS, **pooling.CONCEPTS,
+    **normalization.CONCEPTS, **recurrent.CONCEPTS, **inception.CONCEPTS,
+}
 
-FORWARD: dict[str, Callable[[dict, dict], dict]] = {k: f for m in _MODULES for k, f in m.FORWARD.items()}
-VJP: dict[str, Callable[[dict, dict, dict], dict]] = {k: f for m in _MODULES for k, f in m.VJP.items()}
+# The forward functions alone, on T values: what the claims' model checks (conformance/claims.py)
+# and the per-node ONNX compare (nutshell/onnxio/tools/compare.py) call.
+FORWARD: dict[str, Callable[[dict, dict], dict]] = {k: impl.forward for k, impl in CONCEPTS.items()}
 
 
 def _tracked(arrays: dict[str, np.ndarray]) -> dict:
@@ -32,18 +39,18 @@ def _tracked(arrays: dict[str, np.ndarray]) -> dict:
     return {k: a if np.issubdtype(a.dtype, np.integer) else T(a) for k, a in arrays.items()}
 
 
-def _lookup(table: dict, concept: str) -> Callable:
-    if concept not in table:
-        raise SpecError(f"the reference has no '{concept}'; it knows: {', '.join(sorted(table))}")
-    return table[concept]
+def _lookup(concept: str) -> Impl:
+    if concept not in CONCEPTS:
+        raise SpecError(f"the reference has no '{concept}'; it knows: {', '.join(sorted(CONCEPTS))}")
+    return CONCEPTS[concept]
 
 
 def forward(concept: str, inputs: dict[str, np.ndarray], attrs: dict) -> dict[str, T]:
     """Every output of ``concept`` as a T (value and bound)."""
-    return _lookup(FORWARD, concept)(_tracked(inputs), attrs)
+    return _lookup(concept).forward(_tracked(inputs), attrs)
 
 
 def vjp(concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
         attrs: dict) -> dict[str, T]:
     """One T per differentiable input that was given: Σ_out cotangent·∂out/∂input."""
-    return _lookup(VJP, concept)(_tracked(inputs), _tracked(cotangents), attrs)
+    return _lookup(concept).vjp(_tracked(inputs), _tracked(cotangents), attrs)

@@ -10,6 +10,7 @@ import numpy as np
 
 from nutshell.spec.reference import tracked
 from nutshell.spec.reference.tracked import T
+from nutshell.spec.signatures import Impl
 
 
 def relu(x: T) -> T:
@@ -98,8 +99,8 @@ ACTIVATIONS = {
 """name -> (f(x), vjp(x, y, gy)): the unit activations that a layer can use."""
 
 
-def _unit(name: str):
-    """The concept adapters (forward, vjp) of an elementwise activation."""
+def _unit(name: str) -> Impl:
+    """The concept entry (forward, vjp) of an elementwise activation."""
     f, grad = ACTIVATIONS[name]
 
     def fwd(i: dict, a: dict) -> dict:
@@ -108,18 +109,15 @@ def _unit(name: str):
     def back(i: dict, g: dict, a: dict) -> dict:
         return {"x": grad(i["x"], f(i["x"]), g["y"])}
 
-    return fwd, back
+    return Impl(fwd, back)
 
 
-FORWARD = {
-    "softmax": lambda i, a: {"y": softmax(i["x"], a["axis"])},
-    "log_softmax": lambda i, a: {"y": log_softmax(i["x"], a["axis"])},
+CONCEPTS: dict[str, Impl] = {
+    "relu": _unit("relu"),
+    "sigmoid": _unit("sigmoid"),
+    "tanh": _unit("tanh"),
+    "softmax": Impl(lambda i, a: {"y": softmax(i["x"], a["axis"])},
+                    lambda i, g, a: {"x": softmax_grad(softmax(i["x"], a["axis"]), g["y"], a["axis"])}),
+    "log_softmax": Impl(lambda i, a: {"y": log_softmax(i["x"], a["axis"])},
+                        lambda i, g, a: {"x": log_softmax_grad(log_softmax(i["x"], a["axis"]), g["y"], a["axis"])}),
 }
-
-VJP = {
-    "softmax": lambda i, g, a: {"x": softmax_grad(softmax(i["x"], a["axis"]), g["y"], a["axis"])},
-    "log_softmax": lambda i, g, a: {"x": log_softmax_grad(log_softmax(i["x"], a["axis"]), g["y"], a["axis"])},
-}
-
-for _name in ("relu", "sigmoid", "tanh"):
-    FORWARD[_name], VJP[_name] = _unit(_name)

@@ -14,6 +14,7 @@ import numpy as np
 from nutshell.spec import shapes
 from nutshell.spec.reference import tracked
 from nutshell.spec.reference.tracked import T
+from nutshell.spec.signatures import Impl
 
 FFT_C = 10.0
 """c of the FFT error model ‖ŷ − y‖₂ ≤ c·log2(P)·u·‖x‖₂·‖w‖₂ (see :func:`conv2d_fft`)."""
@@ -169,18 +170,19 @@ def conv2d_fft_grad(x: T, w: T, b: T | None, gy: T, stride=(1, 1), pads=(0, 0, 0
     return g
 
 
-def _adapters(f, grad):
-    """The concept adapters (forward, vjp) of one convolution."""
+def _adapters(f, grad) -> Impl:
+    """The concept entry (forward, vjp) of one convolution."""
     def fwd(i: dict, a: dict) -> dict:
         return {"y": f(i["x"], i["w"], i.get("b"), **a)}
 
     def back(i: dict, g: dict, a: dict) -> dict:
         return grad(i["x"], i["w"], i.get("b"), g["y"], **a)
 
-    return fwd, back
+    return Impl(fwd, back)
 
 
-FORWARD, VJP = {}, {}
-for _name, _f, _grad in (("conv2d", conv2d, conv2d_grad), ("convolve2d", convolve2d, convolve2d_grad),
-                         ("conv2d_fft", conv2d_fft, conv2d_fft_grad)):
-    FORWARD[_name], VJP[_name] = _adapters(_f, _grad)
+CONCEPTS: dict[str, Impl] = {
+    "conv2d": _adapters(conv2d, conv2d_grad),
+    "convolve2d": _adapters(convolve2d, convolve2d_grad),
+    "conv2d_fft": _adapters(conv2d_fft, conv2d_fft_grad),
+}

@@ -11,6 +11,7 @@ import numpy as np
 from nutshell.spec.reference import tracked
 from nutshell.spec.reference.activations import ACTIVATIONS, sigmoid, sigmoid_grad, softmax, softmax_grad
 from nutshell.spec.reference.tracked import T
+from nutshell.spec.signatures import Impl
 
 
 def dense(x: T, w: T, b: T | None) -> T:
@@ -80,18 +81,15 @@ def softmax_regression_grad(x: T, w: T, b: T, gp: T) -> dict[str, T]:
     return dense_grad(x, w, b, softmax_grad(softmax_regression(x, w, b), gp, -1))
 
 
-FORWARD = {
-    "dense": lambda i, a: {"y": dense(i["x"], i["w"], i.get("b"))},
-    "layer": lambda i, a: {"y": layer(i["x"], i["w"], i["b"], a["activation"])[1]},
-    "maxout": lambda i, a: {"y": maxout(i["x"], i["w"], i["b"], a["pieces"])[0]},
-    "logistic_regression": lambda i, a: {"p": logistic_regression(i["x"], i["w"], i["b"])},
-    "softmax_regression": lambda i, a: {"p": softmax_regression(i["x"], i["w"], i["b"])},
-}
-
-VJP = {
-    "dense": lambda i, g, a: dense_grad(i["x"], i["w"], i.get("b"), g["y"]),
-    "layer": lambda i, g, a: layer_grad(i["x"], i["w"], i["b"], a["activation"], g["y"]),
-    "maxout": lambda i, g, a: maxout_grad(i["x"], i["w"], i["b"], a["pieces"], g["y"]),
-    "logistic_regression": lambda i, g, a: logistic_regression_grad(i["x"], i["w"], i["b"], g["p"]),
-    "softmax_regression": lambda i, g, a: softmax_regression_grad(i["x"], i["w"], i["b"], g["p"]),
+CONCEPTS: dict[str, Impl] = {
+    "dense": Impl(lambda i, a: {"y": dense(i["x"], i["w"], i.get("b"))},
+                  lambda i, g, a: dense_grad(i["x"], i["w"], i.get("b"), g["y"])),
+    "layer": Impl(lambda i, a: {"y": layer(i["x"], i["w"], i["b"], a["activation"])[1]},
+                  lambda i, g, a: layer_grad(i["x"], i["w"], i["b"], a["activation"], g["y"])),
+    "maxout": Impl(lambda i, a: {"y": maxout(i["x"], i["w"], i["b"], a["pieces"])[0]},
+                   lambda i, g, a: maxout_grad(i["x"], i["w"], i["b"], a["pieces"], g["y"])),
+    "logistic_regression": Impl(lambda i, a: {"p": logistic_regression(i["x"], i["w"], i["b"])},
+                                lambda i, g, a: logistic_regression_grad(i["x"], i["w"], i["b"], g["p"])),
+    "softmax_regression": Impl(lambda i, a: {"p": softmax_regression(i["x"], i["w"], i["b"])},
+                               lambda i, g, a: softmax_regression_grad(i["x"], i["w"], i["b"], g["p"])),
 }

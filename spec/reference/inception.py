@@ -18,6 +18,7 @@ from nutshell.spec.reference.activations import relu, relu_grad
 from nutshell.spec.reference.conv import conv2d, conv2d_grad
 from nutshell.spec.reference.pooling import max_pool2d, max_pool2d_grad
 from nutshell.spec.reference.tracked import T
+from nutshell.spec.signatures import Impl
 
 CHAINS = (("w1",), ("w3r", "w3"), ("w5r", "w5"), ("wp",))
 """Each branch's convolutions in order (the bias of wN is bN); "wp" follows the max pool."""
@@ -63,6 +64,6 @@ def inception_grad(p: dict[str, T], gy: T) -> dict[str, T]:
     return grads
 
 
-FORWARD = {"inception": lambda i, a: {"y": inception(i)}}
-
-VJP = {"inception": lambda i, g, a: inception_grad(i, g["y"])}
+CONCEPTS: dict[str, Impl] = {
+    "inception": Impl(lambda i, a: {"y": inception(i)}, lambda i, g, a: inception_grad(i, g["y"])),
+}

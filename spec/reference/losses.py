@@ -10,6 +10,7 @@ import numpy as np
 from nutshell.spec.reference import tracked
 from nutshell.spec.reference.activations import log_softmax
 from nutshell.spec.reference.tracked import T
+from nutshell.spec.signatures import Impl
 
 
 def binary_cross_entropy(z: T, t: T) -> T:
@@ -39,13 +40,11 @@ def cross_entropy_grad(z: T, labels: np.ndarray, g: T) -> T:
     return tracked.where(onehot, p - 1.0, p) * (g / T.const(float(z.shape[0])))
 
 
-FORWARD = {
-    "binary_cross_entropy": lambda i, a: {"loss": binary_cross_entropy(i["logits"], i["targets"])},
-    "cross_entropy": lambda i, a: {"loss": cross_entropy(i["logits"], i["labels"])},
-}
-
-VJP = {
-    "binary_cross_entropy": lambda i, g, a: {"logits": binary_cross_entropy_grad(i["logits"], i["targets"],
-                                                                                   g["loss"])},
-    "cross_entropy": lambda i, g, a: {"logits": cross_entropy_grad(i["logits"], i["labels"], g["loss"])},
+CONCEPTS: dict[str, Impl] = {
+    "binary_cross_entropy": Impl(
+        lambda i, a: {"loss": binary_cross_entropy(i["logits"], i["targets"])},
+        lambda i, g, a: {"logits": binary_cross_entropy_grad(i["logits"], i["targets"], g["loss"])}),
+    "cross_entropy": Impl(
+        lambda i, a: {"loss": cross_entropy(i["logits"], i["labels"])},
+        lambda i, g, a: {"logits": cross_entropy_grad(i["logits"], i["labels"], g["loss"])}),
 }

@@ -1,6 +1,6 @@
 """A spec model's forward, loss, gradients and SGD training in tracked float64: the oracle.
 
-Every node runs the reference's own concept function (``FORWARD`` / ``VJP`` of
+Every node runs the reference's own concept functions (``CONCEPTS`` of
 :mod:`spec.reference`) on :class:`~spec.reference.tracked.T` values, so the error bound of a
 value carries the bounds of everything upstream: parameters, earlier nodes, earlier steps.
 Training updates the parameters with T arithmetic, p ← p − lr·g (lr a rounded constant, one
@@ -26,7 +26,7 @@ import numpy as np
 
 from nutshell.spec import tolerance
 from nutshell.spec.models import INPUT, ModelSpec, structural, structural_shape, structural_vjp
-from nutshell.spec.reference import FORWARD, VJP, tracked
+from nutshell.spec.reference import CONCEPTS, tracked
 from nutshell.spec.reference.dense import dense
 from nutshell.spec.reference.inception import CHAINS, POOL, _branch
 from nutshell.spec.reference.pooling import _padded
@@ -43,7 +43,7 @@ def forward(model: ModelSpec, params: dict[str, T], x: T) -> dict[str, T]:
         elif node.structural:
             values[node.id] = structural(node.op, ins["x"], node.attrs)
         else:
-            values.update({f"{node.id}.{k}": t for k, t in FORWARD[node.op](ins, node.attrs).items()})
+            values.update({f"{node.id}.{k}": t for k, t in CONCEPTS[node.op].forward(ins, node.attrs).items()})
     return values
 
 
@@ -59,8 +59,8 @@ def loss_and_grads(model: ModelSpec, params: dict[str, T], x: T, labels: np.ndar
     node's vjp in reverse; a value read by several nodes sums their cotangents."""
     values = forward(model, params, x)
     ins = _loss_inputs(model, values[model.output], labels)
-    loss = FORWARD[model.loss](ins, {})["loss"]
-    cot = {model.output: VJP[model.loss](ins, {"loss": T(np.array(1.0))}, {})["logits"]}
+    loss = CONCEPTS[model.loss].forward(ins, {})["loss"]
+    cot = {model.output: CONCEPTS[model.loss].vjp(ins, {"loss": T(np.array(1.0))}, {})["logits"]}
     for node in reversed(model.nodes):
         if node.op == "zeros" or not any(o in cot for o in node.outputs):
             continue
@@ -70,7 +70,7 @@ def loss_and_grads(model: ModelSpec, params: dict[str, T], x: T, labels: np.ndar
             continue
         node_ins = {k: values[ref] for k, ref in node.inputs.items()}
         cots = {o.split(".", 1)[1]: cot.get(o, tracked.zeros(values[o].shape)) for o in node.outputs}
-        for k, g in VJP[node.op](node_ins, cots, node.attrs).items():
+        for k, g in CONCEPTS[node.op].vjp(node_ins, cots, node.attrs).items():
             _accumulate(cot, node.inputs[k], g)
     return loss, {p.name: cot[p.name] for p in model.params}, values
 

@@ -10,6 +10,7 @@ import math
 
 from nutshell.spec.reference import tracked
 from nutshell.spec.reference.tracked import T
+from nutshell.spec.signatures import Impl
 
 
 def _window_sum(a: T, before: int, after: int) -> T:
@@ -56,6 +57,7 @@ def _attrs(a: dict) -> tuple:
     return a["size"], a["alpha"], a["beta"], a["bias"]
 
 
-FORWARD = {"lrn": lambda i, a: {"y": lrn(i["x"], *_attrs(a))}}
-
-VJP = {"lrn": lambda i, g, a: {"x": lrn_grad(i["x"], g["y"], *_attrs(a))}}
+CONCEPTS: dict[str, Impl] = {
+    "lrn": Impl(lambda i, a: {"y": lrn(i["x"], *_attrs(a))},
+                lambda i, g, a: {"x": lrn_grad(i["x"], g["y"], *_attrs(a))}),
+}

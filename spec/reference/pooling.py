@@ -11,6 +11,7 @@ import numpy as np
 from nutshell.spec import shapes
 from nutshell.spec.reference import tracked
 from nutshell.spec.reference.tracked import T
+from nutshell.spec.signatures import Impl
 
 
 def _grid(x_shape, kernel, stride, pads, dilation, ceil_mode: bool) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -19,7 +20,7 @@ def _grid(x_shape, kernel, stride, pads, dilation, ceil_mode: bool) -> tuple[tup
     out = shapes.pool2d_out_shape(x_shape, kernel, stride, pads, dilation, ceil_mode)[2:]
     extra = []
     for a in (0, 1):
-        reach = (out[a] - 1) * stride[a] + dilation[a] * (kernel[a] - 1) + 1
+        reach = shapes.window_reach(out[a], kernel[a], stride[a], dilation[a])
         extra.append(max(reach - (x_shape[2 + a] + pads[a] + pads[a + 2]), 0))
     return out, tuple(extra)
 
@@ -111,14 +112,11 @@ def _avg_attrs(a: dict) -> tuple:
     return a["kernel"], a["stride"], a["pads"], a["ceil_mode"], a["count_include_pad"]
 
 
-FORWARD = {
-    "max_pool2d": lambda i, a: {"y": max_pool2d(i["x"], *_max_attrs(a))[0]},
-    "avg_pool2d": lambda i, a: {"y": avg_pool2d(i["x"], *_avg_attrs(a))},
-    "global_avg_pool2d": lambda i, a: {"y": global_avg_pool2d(i["x"])},
-}
-
-VJP = {
-    "max_pool2d": lambda i, g, a: {"x": max_pool2d_grad(i["x"], g["y"], *_max_attrs(a))},
-    "avg_pool2d": lambda i, g, a: {"x": avg_pool2d_grad(i["x"], g["y"], *_avg_attrs(a))},
-    "global_avg_pool2d": lambda i, g, a: {"x": global_avg_pool2d_grad(i["x"], g["y"])},
+CONCEPTS: dict[str, Impl] = {
+    "max_pool2d": Impl(lambda i, a: {"y": max_pool2d(i["x"], *_max_attrs(a))[0]},
+                       lambda i, g, a: {"x": max_pool2d_grad(i["x"], g["y"], *_max_attrs(a))}),
+    "avg_pool2d": Impl(lambda i, a: {"y": avg_pool2d(i["x"], *_avg_attrs(a))},
+                       lambda i, g, a: {"x": avg_pool2d_grad(i["x"], g["y"], *_avg_attrs(a))}),
+    "global_avg_pool2d": Impl(lambda i, a: {"y": global_avg_pool2d(i["x"])},
+                              lambda i, g, a: {"x": global_avg_pool2d_grad(i["x"], g["y"])}),
 }

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from nutshell.spec.reference import tracked
 from nutshell.spec.reference.activations import sigmoid, sigmoid_grad, tanh, tanh_grad
 from nutshell.spec.reference.tracked import T
+from nutshell.spec.signatures import Impl
 
 
 @dataclass
@@ -114,6 +115,4 @@ def _cell_vjp(i: dict, g: dict, a: dict) -> dict:
     return {"x": gxh[:, :n_in], "h": gxh[:, n_in:], "c": gc} | _weights_grad([gz], [s.xh], n_in)
 
 
-FORWARD = {"lstm": _lstm_forward, "lstm_cell": _cell_forward}
-
-VJP = {"lstm": _lstm_vjp, "lstm_cell": _cell_vjp}
+CONCEPTS: dict[str, Impl] = {"lstm_cell": Impl(_cell_forward, _cell_vjp), "lstm": Impl(_lstm_forward, _lstm_vjp)}

@@ -2,7 +2,7 @@
 
 nutshell finds it only through the ``nutshell.backends`` entry point in this package's
 ``pyproject.toml`` (``tf = "nutshell_tf_backend:TfBackend"``): ``pip install -e`` this directory
-and ``backends.load("tf")``, ``nutshell list`` and ``nutshell run -b tf`` see it.
+and ``nutshell.load("tf")``, ``nutshell list`` and ``nutshell run -b tf`` see it.
 """
 
 from nutshell_tf_backend.backend import TfBackend

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from nutshell.spec.signatures import Impl
+
 
 def sigmoid(x: tf.Tensor) -> tf.Tensor:
     """σ(x) = 1 / (1 + e^(−x)); TensorFlow's kernel saturates to exactly 0 and 1 at ∓1000."""
@@ -31,3 +33,13 @@ def log_softmax(x: tf.Tensor, axis: int = -1) -> tf.Tensor:
 
 
 ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "identity": tf.identity}
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: tf.GradientTape differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "sigmoid": Impl(lambda i, a: {"y": sigmoid(i["x"])}),
+    "relu": Impl(lambda i, a: {"y": relu(i["x"])}),
+    "tanh": Impl(lambda i, a: {"y": tanh(i["x"])}),
+    "softmax": Impl(lambda i, a: {"y": softmax(i["x"], a["axis"])}),
+    "log_softmax": Impl(lambda i, a: {"y": log_softmax(i["x"], a["axis"])}),
+}

@@ -1,9 +1,10 @@
 """The TensorFlow backend: every concept as TensorFlow operations, every vjp through ``tf.GradientTape``.
 
-Forward functions live in one module per area and take their inputs and attributes by the
-spec's names, so one table maps a concept id to a function. The vjp is generic: run the
-forward under a tape watching the differentiable inputs, then
-``tape.gradient(outputs, inputs, output_gradients=cotangents)``.
+Each area module (activations.py, conv.py, ...) exports ``CONCEPTS``, concept id ->
+:class:`~nutshell.spec.signatures.Impl` whose ``forward(inputs, attrs)`` returns the outputs by
+the spec's names, the convention of nutshell's own backends; they merge into one table here. No
+area writes a vjp: it is generic, run the forward under a tape watching the differentiable
+inputs, then ``tape.gradient(outputs, inputs, output_gradients=cotangents)``.
 """
 
 from __future__ import annotations
@@ -15,32 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from nutshell import Backend, BackendUnavailable
+from nutshell.spec.signatures import Impl
 from nutshell_tf_backend import activations, conv, dense, inception, losses, normalization, pooling, recurrent
 
-# concept id -> forward function; it returns one tensor, or a tuple in the spec's output order
-FORWARD: dict[str, Callable[..., Any]] = {
-    "sigmoid": activations.sigmoid,
-    "relu": activations.relu,
-    "tanh": activations.tanh,
-    "softmax": activations.softmax,
-    "log_softmax": activations.log_softmax,
-    "dense": dense.dense,
-    "layer": dense.layer,
-    "maxout": dense.maxout,
-    "logistic_regression": dense.logistic_regression,
-    "softmax_regression": dense.softmax_regression,
-    "binary_cross_entropy": losses.binary_cross_entropy,
-    "cross_entropy": losses.cross_entropy,
-    "conv2d": conv.conv2d,
-    "convolve2d": conv.convolve2d,
-    "conv2d_fft": conv.conv2d_fft,
-    "max_pool2d": pooling.max_pool2d,
-    "avg_pool2d": pooling.avg_pool2d,
-    "global_avg_pool2d": pooling.global_avg_pool2d,
-    "lrn": normalization.lrn,
-    "lstm_cell": recurrent.lstm_cell,
-    "lstm": recurrent.lstm,
-    "inception": inception.inception,
+CONCEPTS: dict[str, Impl] = {
+    **activations.CONCEPTS, **dense.CONCEPTS, **losses.CONCEPTS, **conv.CONCEPTS, **pooling.CONCEPTS,
+    **normalization.CONCEPTS, **recurrent.CONCEPTS, **inception.CONCEPTS,
 }
 
 
@@ -88,16 +69,10 @@ class TfBackend(Backend):
 
     # --- the hooks ------------------------------------------------------------------------
 
-    def _outputs(self, concept: str, result: Any) -> dict[str, tf.Tensor]:
-        """Name the forward function's result(s) with the spec's output names."""
-        names = self.spec.concept(concept).outputs
-        values = result if isinstance(result, tuple) else (result,)
-        return dict(zip(names, values, strict=True))
-
     def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:
         with tf.device(self._placement):
             tensors = {k: tf.convert_to_tensor(v) for k, v in inputs.items()}
-            out = self._outputs(concept, FORWARD[concept](**tensors, **attrs))
+            out = CONCEPTS[concept].forward(tensors, attrs)
         return {k: self.to_numpy(v) for k, v in out.items()}
 
     def _vjp(self, concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
@@ -108,7 +83,7 @@ class TfBackend(Backend):
             tensors = {k: tf.convert_to_tensor(v) for k, v in inputs.items()}
             with tf.GradientTape() as tape:
                 tape.watch([tensors[k] for k in diff])
-                out = self._outputs(concept, FORWARD[concept](**tensors, **attrs))
+                out = CONCEPTS[concept].forward(tensors, attrs)
             grads = tape.gradient(list(out.values()), [tensors[k] for k in diff],
                                   output_gradients=[tf.convert_to_tensor(cotangents[k]) for k in out],
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -116,8 +91,8 @@ class TfBackend(Backend):
 
     def _op(self, concept: str, attrs: dict[str, Any]) -> Callable[..., dict[str, tf.Tensor]]:
         """The forward as one traced ``tf.function`` (traced again for each new input signature)."""
-        traced = tf.function(lambda **native: self._outputs(concept, FORWARD[concept](**native, **attrs)),
-                             autograph=False)
+        forward = CONCEPTS[concept].forward
+        traced = tf.function(lambda **native: forward(native, attrs), autograph=False)
 
         def call(**native: tf.Tensor) -> dict[str, tf.Tensor]:
             with tf.device(self._placement):
@@ -127,6 +102,6 @@ class TfBackend(Backend):
     def unsupported(self, concept: str, dtype: str) -> str | None:
         """Every concept runs in float32 and float64: the ops whose TensorFlow kernels lack float64
         (max pooling, LRN) are written from primitives that keep it."""
-        if concept not in FORWARD:
+        if concept not in CONCEPTS:
             return "not implemented by the tf backend"
         return None

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from nutshell.spec import shapes
+from nutshell.spec.signatures import Impl
 
 
 def pad2d(x: tf.Tensor, pads: Sequence[int], value: float = 0.0) -> tf.Tensor:
@@ -92,3 +93,11 @@ def conv2d_fft(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | None = None, stride: S
     full = tf.signal.irfft2d(tf.reshape(yf, (n, o, *yf.shape[-2:])), fft_length=size)   # (N, O, P1, P2)
     y = full[:, :, kh - 1:hp:stride[0], kw - 1:wp:stride[1]]      # (N, O, oH, oW)
     return y if b is None else y + b[:, None, None]
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: tf.GradientTape differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "conv2d": Impl(lambda i, a: {"y": conv2d(i["x"], i["w"], i.get("b"), **a)}),
+    "convolve2d": Impl(lambda i, a: {"y": convolve2d(i["x"], i["w"], i.get("b"), **a)}),
+    "conv2d_fft": Impl(lambda i, a: {"y": conv2d_fft(i["x"], i["w"], i.get("b"), **a)}),
+}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from nutshell.spec.signatures import Impl
 from nutshell_tf_backend.activations import ACTIVATIONS
 from nutshell_tf_backend.pooling import first_max
 
@@ -33,3 +34,13 @@ def logistic_regression(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 def softmax_regression(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """p = softmax(x · w + b) along the classes: (N, K)."""
     return tf.nn.softmax(dense(x, w, b), axis=-1)
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: tf.GradientTape differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "dense": Impl(lambda i, a: {"y": dense(i["x"], i["w"], i.get("b"))}),
+    "layer": Impl(lambda i, a: {"y": layer(i["x"], i["w"], i["b"], a["activation"])}),
+    "maxout": Impl(lambda i, a: {"y": maxout(i["x"], i["w"], i["b"], a["pieces"])}),
+    "logistic_regression": Impl(lambda i, a: {"p": logistic_regression(i["x"], i["w"], i["b"])}),
+    "softmax_regression": Impl(lambda i, a: {"p": softmax_regression(i["x"], i["w"], i["b"])}),
+}

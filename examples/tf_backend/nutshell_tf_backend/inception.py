@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from nutshell.spec.signatures import Impl
 from nutshell_tf_backend.conv import conv2d
 from nutshell_tf_backend.pooling import max_pool2d
 
@@ -27,3 +28,7 @@ def inception(x: tf.Tensor, w1: tf.Tensor, b1: tf.Tensor, w3r: tf.Tensor, b3r: t
         _conv_relu(max_pool2d(x, (3, 3), (1, 1), (1, 1, 1, 1)), wp, bp),
     )
     return tf.concat(branches, axis=1)
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: tf.GradientTape differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {"inception": Impl(lambda i, a: {"y": inception(**i)})}

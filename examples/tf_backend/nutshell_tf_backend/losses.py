@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from nutshell.spec.signatures import Impl
+
 
 @tf.custom_gradient
 def _stable_bce(z: tf.Tensor, t: tf.Tensor):
@@ -28,3 +30,10 @@ def cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """mean_n(−log_softmax(logits)[n, labels[n]]): (N, K), (N,) int64 -> ()."""
     picked = tf.gather(tf.nn.log_softmax(logits, axis=-1), labels, axis=1, batch_dims=1)   # (N,)
     return -tf.math.reduce_mean(picked)
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: tf.GradientTape differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "binary_cross_entropy": Impl(lambda i, a: {"loss": binary_cross_entropy(i["logits"], i["targets"])}),
+    "cross_entropy": Impl(lambda i, a: {"loss": cross_entropy(i["logits"], i["labels"])}),
+}

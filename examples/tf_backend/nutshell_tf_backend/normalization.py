@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from nutshell.spec.signatures import Impl
+
 
 def lrn(x: tf.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0) -> tf.Tensor:
     """y = x / (bias + alpha/size · s)^beta, s[c] = Σ x[i]² for i in [c − ⌊(size−1)/2⌋, c + ⌈(size−1)/2⌉] ∩ [0, C).
@@ -19,3 +21,7 @@ def lrn(x: tf.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, bi
     sq = tf.pad(x * x, [[0, 0], [(size - 1) // 2, size // 2], [0, 0], [0, 0]])   # (N, C + size − 1, H, W)
     s = tf.math.add_n([sq[:, i:i + channels] for i in range(size)])            # (N, C, H, W)
     return x / tf.math.pow(bias + alpha / size * s, beta)
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: tf.GradientTape differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {"lrn": Impl(lambda i, a: {"y": lrn(i["x"], **a)})}

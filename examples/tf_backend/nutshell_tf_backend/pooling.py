@@ -3,7 +3,7 @@
 ``tf.nn.max_pool2d`` is not used: it has no dilation, no −inf border of its own, no float64
 kernel on the CPU (it returns float32) and no promise about ties or NaN. Every window is
 gathered instead as a trailing axis of strided slices, so the set of windows is exactly the
-one :func:`backends.shapes.pool_out` describes, the ceil-mode drop rule included, and the
+one :func:`nutshell.spec.shapes.pool_out` describes, the ceil-mode drop rule included, and the
 reduction over that axis is written out.
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from nutshell.spec import shapes
+from nutshell.spec.signatures import Impl
 from nutshell_tf_backend.conv import pad2d
 
 
@@ -31,7 +32,7 @@ def windows(x: tf.Tensor, kernel: Sequence[int], stride: Sequence[int], pads: Se
         n, k, s, d = x.shape[2 + axis], kernel[axis], stride[axis], dilation[axis]
         o = shapes.pool_out(n, k, s, pads[axis], pads[axis + 2], d, ceil_mode)
         out.append(o)
-        ends.append(max(0, (o - 1) * s + d * (k - 1) + 1 - n - pads[axis]))
+        ends.append(max(0, shapes.window_reach(o, k, s, d) - n - pads[axis]))
     xp = pad2d(x, [pads[0], pads[1], ends[0], ends[1]], value)
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out
     taps = [xp[:, :, p * dh:p * dh + (oh - 1) * sh + 1:sh, q * dw:q * dw + (ow - 1) * sw + 1:sw]
@@ -90,3 +91,11 @@ def avg_pool2d(x: tf.Tensor, kernel: Sequence[int], stride: Sequence[int], pads:
 def global_avg_pool2d(x: tf.Tensor) -> tf.Tensor:
     """y[n, c] = mean of x[n, c] over H and W: (N, C, H, W) -> (N, C, 1, 1)."""
     return tf.reduce_mean(x, axis=[2, 3], keepdims=True)
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: tf.GradientTape differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "max_pool2d": Impl(lambda i, a: {"y": max_pool2d(i["x"], **a)}),
+    "avg_pool2d": Impl(lambda i, a: {"y": avg_pool2d(i["x"], **a)}),
+    "global_avg_pool2d": Impl(lambda i, a: {"y": global_avg_pool2d(i["x"])}),
+}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from nutshell.spec.signatures import Impl
+
 
 def lstm_cell(x: tf.Tensor, h: tf.Tensor, c: tf.Tensor, w_ih: tf.Tensor, w_hh: tf.Tensor,
               b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -26,3 +28,10 @@ def lstm(x: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, w_ih: tf.Tensor, w_hh: tf.T
         h, c = lstm_cell(x_t, h, c, w_ih, w_hh, b)
         ys.append(h)
     return tf.stack(ys), h, c                                      # (T, N, H), (N, H), (N, H)
+
+
+# concept -> Impl(forward(inputs, attrs)); no vjp: tf.GradientTape differentiates the forward (backend.py)
+CONCEPTS: dict[str, Impl] = {
+    "lstm_cell": Impl(lambda i, a: dict(zip(("h", "c"), lstm_cell(**i), strict=True))),
+    "lstm": Impl(lambda i, a: dict(zip(("y", "h", "c"), lstm(**i), strict=True))),
+}

@@ -8,15 +8,17 @@ after the node's first output with ``~k`` appended.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
-from nutshell.errors import DTypeError, ShapeError
+from nutshell.errors import AttrError, DTypeError, NutshellError, ShapeError
 from nutshell.onnxio.codec.structural import STRUCTURAL
+from nutshell.spec import shapes
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,34 @@ class Step:
     @property
     def structural(self) -> bool:
         return self.op in STRUCTURAL
+
+
+@contextmanager
+def at_node(step: Step) -> Iterator[None]:
+    """A nutshell error raised inside names the ONNX node that ``step`` implements."""
+    try:
+        yield
+    except NutshellError as exc:
+        raise type(exc)(f"ONNX node {step.node}: {exc}") from exc
+
+
+def resolve(step: Step, ins: Mapping[str, Any]) -> dict:
+    """A concept step's attrs, with those its ``rule`` derives from the input shapes (``ins`` may
+    hold arrays or anything else with a ``shape``)."""
+    if not step.rule:
+        return step.attrs
+    x = ins["x"].shape
+    if step.rule == "groups":
+        if ins["w"].shape[1] == 0:
+            raise ShapeError("w has no input channels, so the groups cannot be derived", argument="w")
+        return {**step.attrs, "groups": x[1] // ins["w"].shape[1]}
+    kernel = step.attrs["kernel"] if "kernel" in step.attrs else ins["w"].shape[2:]
+    stride, dilation = step.attrs["stride"], step.attrs.get("dilation", [1, 1])
+    if min(stride) < 1:
+        raise AttrError(f"strides {stride} must be ≥ 1", argument="stride")
+    upper = step.rule == "SAME_UPPER"
+    (t, bt), (lf, r) = (shapes.same_pads(x[2 + a], kernel[a], stride[a], dilation[a], upper) for a in (0, 1))
+    return {**step.attrs, "pads": [t, lf, bt, r]}
 
 
 @dataclass

@@ -16,9 +16,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from nutshell.errors import SpecError, UnsupportedOnnxOp
-from nutshell.onnxio.codec.graph import Graph, Step, Value
-from nutshell.onnxio.codec.structural import apply
+from nutshell.errors import AttrError, ShapeError, SpecError, UnsupportedOnnxOp
+from nutshell.onnxio.codec import inference
+from nutshell.onnxio.codec.graph import Graph, Step, Value, at_node
+from nutshell.onnxio.codec.structural import apply, limit
 
 SUPPORTED = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Sigmoid", "Tanh", "Softmax",
              "LogSoftmax", "Gemm", "MatMul", "Add", "Mul", "Concat", "Flatten", "Reshape", "Dropout", "LRN",
@@ -26,6 +27,14 @@ SUPPORTED = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Sig
 CONCEPTS = frozenset({"conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "relu", "sigmoid", "tanh",
                       "softmax", "log_softmax", "dense", "lrn", "lstm"})     # what the operators become
 FLOATS = (TensorProto.FLOAT, TensorProto.DOUBLE)
+OPSETS = range(1, 29)
+"""The opsets of the default ONNX domain the lowering imports: 1 to 28. Every version of every
+operator above up to opset 28 (the newest ONNX 1.23 defines) is one the lowering reads right: the
+versions that changed what an operator computes are handled here (Add/Mul broadcast before 7,
+Reshape's shape attribute before 5, Softmax on the coerced 2-D input before 13, Squeeze/Unsqueeze
+axes as an input from 13, Dropout's mask before 10, AveragePool's dilations from 19, LSTM's layout
+from 14); the later versions (up to 25) only added element types. A newer opset may redefine an
+operator, so it is refused until the lowering is checked against it."""
 _POOL = ("auto_pad", "kernel_shape", "pads", "strides", "ceil_mode")
 ATTRS: dict[str, tuple[str, ...]] = {   # the attributes each operator may carry
     "Conv": ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"),
@@ -119,6 +128,9 @@ class Lowering:
         self.nodes = nodes
         self.known = _inferred(model)
         self.constants = {t.name: _array(t, f"initializer {t.name!r}") for t in self.g.initializer}
+        self.inputs = tuple(self._input(vi) for vi in self.g.input if vi.name not in self.constants)
+        self.metas: dict[str, inference.Meta | None] = {k: inference.meta(a) for k, a in self.constants.items()}
+        self.metas.update({v.name: _declared(v) for v in self.inputs})
         self.steps: list[Step] = []
         self.values: dict[str, str] = {}
         self._fused: dict[str, tuple[str, str]] = {}   # MatMul output -> (bias constant, Add output)
@@ -135,14 +147,13 @@ class Lowering:
 
     def emit(self, op: str, inputs: dict[str, str], outputs: dict[str, str], attrs: dict | None = None,
              rule: str = "") -> None:
-        """Append a step; a structural one on constants only is folded into a constant now."""
+        """Append a step, its results inferred from what is known of its inputs and checked against
+        the tensor limit; nothing is computed before :meth:`run` has seen the whole graph."""
         step = Step(op, tuple(inputs.items()), tuple(outputs.items()), attrs or {}, f"{self.node.op} {self.node.label}",
                     rule)
-        if step.structural and all(name in self.constants for name in inputs.values()):
-            outs = apply(op, {arg: self.constants[name] for arg, name in inputs.items()}, step.attrs)
-            self.constants.update({name: outs[res] for res, name in outputs.items()})
-        else:
-            self.steps.append(step)
+        outs = inference.infer_step(step, {arg: self.metas.get(name) for arg, name in inputs.items()})
+        self.metas.update({name: outs[res] if outs is not None else None for res, name in outputs.items()})
+        self.steps.append(step)
 
     def move(self, op: str, x: str, out: str | None = None, **attrs: Any) -> str:
         """A one-input structural step; returns its output's name."""
@@ -151,14 +162,12 @@ class Lowering:
         return out
 
     def elem(self, name: str) -> int | None:
-        if name in self.constants:
-            return helper.np_dtype_to_tensor_dtype(self.constants[name].dtype)
-        return self.known.get(name, (None, None))[0]
+        m = self.metas.get(name)
+        return helper.np_dtype_to_tensor_dtype(m.dtype) if m is not None else self.known.get(name, (None, None))[0]
 
     def shape(self, name: str) -> tuple[int | None, ...] | None:
-        if name in self.constants:
-            return self.constants[name].shape
-        return self.known.get(name, (None, None))[1]
+        m = self.metas.get(name)
+        return m.shape if m is not None else self.known.get(name, (None, None))[1]
 
     def rank(self, name: str) -> int | None:
         s = self.shape(name)
@@ -178,7 +187,9 @@ class Lowering:
             raise self.node.refuse(f"input {name!r} has rank {r}: {what}")
 
     def const(self, name: str) -> np.ndarray | None:
-        return self.constants.get(name) if name else None
+        """The data of a value known at import (a constant, or small and computed from constants)."""
+        m = self.metas.get(name) if name else None
+        return None if m is None else m.value
 
     # --- the walk --------------------------------------------------------------------------------
 
@@ -193,12 +204,25 @@ class Lowering:
             getattr(self, f"_{n.op}")(n)
             for o in filter(None, n.outputs):
                 self.values[o] = f"{n.op} {n.label}"
+        inference.LIMITS.check_total(self.metas)
+        self._fold()
+
+    def _fold(self) -> None:
+        """Compute the structural steps on constants only, in order, into constants: now that every
+        value's size is known to fit (each checked by :meth:`emit`, together by :meth:`run`)."""
+        steps = []
+        for step in self.steps:
+            if step.structural and all(name in self.constants for _, name in step.inputs):
+                with at_node(step):
+                    outs = apply(step.op, {arg: self.constants[name] for arg, name in step.inputs}, step.attrs)
+                self.constants.update({name: outs[res] for res, name in step.outputs})
+            else:
+                steps.append(step)
+        self.steps = steps
 
     def graph(self) -> Graph:
-        inits = {t.name for t in self.g.initializer}
-        inputs = tuple(self._input(vi) for vi in self.g.input if vi.name not in inits)
         types = {k: t for k, (t, _) in self.known.items()}
-        return Graph(self.g.name or "graph", self.opset, inputs, tuple(o.name for o in self.g.output),
+        return Graph(self.g.name or "graph", self.opset, self.inputs, tuple(o.name for o in self.g.output),
                      self.constants, tuple(self.steps), self.values, types, self.model)
 
     def _input(self, vi: onnx.ValueInfoProto) -> Value:
@@ -212,6 +236,8 @@ class Lowering:
                                     "cannot hold") from None
         shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim) \
             if t.HasField("shape") else None
+        if shape is not None and any(d is not None and d < 0 for d in shape):
+            raise SpecError(f"graph input {vi.name!r} declares a negative dimension in {list(shape)}")
         return Value(vi.name, dtype, shape)
 
     def _find_fusions(self) -> None:
@@ -497,6 +523,7 @@ class Lowering:
         else:
             value = np.array(v, np.float32 if key.startswith("value_float") else np.int64)
         self.constants[n.output(0)] = value
+        self.metas[n.output(0)] = inference.meta(value)
 
     def _ConstantOfShape(self, n: _Node) -> None:
         t = n.attrs.get("value")
@@ -511,6 +538,7 @@ class Lowering:
         x, w, r, b, h0, c0 = (n.input(k) for k in (0, 1, 2, 3, 5, 6))
         self.floats(x, w, r, b, h0, c0)
         layout = int(n.attrs.get("layout", 0))
+        self._lstm_shapes(n, layout)
         if layout:
             x = self.move("transpose", x, perm=[1, 0, 2])             # (N, T, I) -> (T, N, I)
         ins = {"x": x, "h0": self._state(h0, x, w, layout), "c0": self._state(c0, x, w, layout),
@@ -537,6 +565,31 @@ class Lowering:
         if n.input(4) or n.input(7):
             raise n.refuse("sequence_lens and peepholes (P) are not supported")
 
+    def _lstm_shapes(self, n: _Node, layout: int) -> None:
+        """The known shapes of X, W, R, B, initial_h and initial_c fit one H: ONNX's (T, N, I) (layout
+        0; 1: (N, T, I)), (1, 4H, I), (1, 4H, H), (1, 8H), (1, N, H) (layout 1: (N, 1, H)); H is
+        ``hidden_size`` where given, else R's last dim. ShapeError naming the ONNX input, or
+        AttrError for a hidden_size the weights contradict."""
+        r = self.shape(n.input(2))
+        hid = n.attrs.get("hidden_size", None if r is None or len(r) != 3 else r[2])
+        if hid is None:
+            return
+        if r is not None and len(r) == 3 and r[2] not in (None, hid):
+            raise AttrError(f"ONNX operator LSTM (node {n.label}): hidden_size={hid}, but R {tuple(r)} is for "
+                            f"H = {r[2]}", argument="hidden_size")
+        x = self.shape(n.input(0))
+        n_in = None if x is None or len(x) != 3 else x[2]
+        batch = None if x is None or len(x) != 3 else x[1 - layout]
+        state = (batch, 1, hid) if layout else (1, batch, hid)
+        wants = {1: ("W", (1, 4 * hid, n_in)), 2: ("R", (1, 4 * hid, hid)), 3: ("B", (1, 8 * hid)),
+                 5: ("initial_h", state), 6: ("initial_c", state)}
+        for k, (name, want) in wants.items():
+            got = self.shape(n.input(k)) if n.input(k) else None
+            if got is not None and not _fits(tuple(got), want):
+                shown = tuple("?" if d is None else d for d in want)
+                raise ShapeError(f"ONNX operator LSTM (node {n.label}): {name} must have shape {shown} "
+                                 f"(H = {hid}), got {tuple(got)}", argument=name)
+
     def _state(self, given: str, x: str, w: str, layout: int) -> str:
         """h0 or c0 as (N, H): ONNX's (1, N, H) (layout 0) or (N, 1, H) squeezed, or zeros."""
         if given:
@@ -553,6 +606,19 @@ class Lowering:
         for k, key in ((1, "h"), (2, "c")):
             if n.output(k):
                 self.move("unsqueeze", outs[key], n.output(k), axis=layout)
+
+
+def _declared(v: Value) -> inference.Meta | None:
+    """A graph input as declared (None where a dimension is dynamic), within the tensor limit."""
+    m = inference.declared(v)
+    if m is not None:
+        limit(m.shape, m.dtype, f"graph input {v.name!r}")
+    return m
+
+
+def _fits(got: tuple, want: tuple) -> bool:
+    """Shapes agree where both dims are known (None: unknown)."""
+    return len(got) == len(want) and all(g is None or w is None or g == w for g, w in zip(got, want, strict=True))
 
 
 def _array(t: TensorProto, where: str) -> np.ndarray:

@@ -8,9 +8,13 @@
 
 :func:`parse` reads a file safely (:mod:`backends.onnx_files`), then refuses, before anything
 runs: a graph with a cycle, a node reading a value nothing defines, a value defined twice
-(SpecError); an operator outside :data:`SUPPORTED`, an attribute value or element type the spec
-cannot express (UnsupportedOnnxOp, naming the operator and the node); a model the ONNX checker
-rejects (SpecError). Then every ONNX node becomes one or more :class:`Step`
+(SpecError); an opset outside :data:`lowering.OPSETS`, an operator outside :data:`SUPPORTED`, an
+attribute value or element type the spec cannot express (UnsupportedOnnxOp, naming the operator and
+the node); a model the ONNX checker rejects (SpecError); a graph input with a negative dimension
+(SpecError); an LSTM whose weights do not fit each other or its hidden_size (ShapeError,
+AttrError). Every value's shape and size is inferred before anything is allocated (inference.py):
+a tensor over the limit, or a concept whose inputs do not fit it, is refused at import, naming the
+node. Then every ONNX node becomes one or more :class:`Step`
 (backends/onnx_lowering.py): a spec concept run by ``backend.run``, or a structural step
 (:data:`STRUCTURAL`, backends/onnx_structural.py) that only moves numbers around in NumPy.
 Structural steps whose inputs are all constant are folded at parse time; attrs that depend on the
@@ -41,12 +45,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from nutshell.errors import NutshellError, SpecError, UnsupportedOnnxOp
+from nutshell.errors import SpecError, UnsupportedOnnxOp
 from nutshell.onnxio.codec import files as onnx_files
-from nutshell.onnxio.codec.graph import Graph, Step, Value
-from nutshell.onnxio.codec.lowering import SUPPORTED, Lowering, label
+from nutshell.onnxio.codec import inference
+from nutshell.onnxio.codec.graph import Graph, Step, Value, at_node, resolve
+from nutshell.onnxio.codec.lowering import OPSETS, SUPPORTED, Lowering, label
 from nutshell.onnxio.codec.structural import STRUCTURAL, apply
-from nutshell.spec import shapes
 
 __all__ = ["STRUCTURAL", "SUPPORTED", "Graph", "Imported", "Step", "Value", "execute", "graph_of", "parse",
            "run_steps"]
@@ -83,41 +87,31 @@ def collect(graph: Graph, values: dict[str, Any], every: bool) -> dict[str, Any]
 
 
 def execute(graph: Graph, feeds: dict[str, Any], concept: Callable[[str, dict, dict], dict],
-            structural: Callable[[Step, dict], dict] | None = None) -> dict[str, Any]:
-    """Every value of the graph: its constants, the feeds, then each step's results in order."""
-    return run_steps(graph.steps, {**graph.constants, **feeds}, concept, structural)
+            structural: Callable[[Step, dict], dict] | None = None,
+            limits: inference.Limits = inference.LIMITS) -> dict[str, Any]:
+    """Every value of the graph: its constants, the feeds, then each step's results in order. Every
+    value's size, inferred from the feeds' shapes, passes ``limits`` before the first step runs."""
+    inference.infer(graph, {k: limits.meta(v) for k, v in feeds.items()}, limits)
+    return run_steps(graph.steps, {**graph.constants, **feeds}, concept, structural, limits)
 
 
 def run_steps(steps: Sequence[Step], values: dict[str, Any], concept: Callable[[str, dict, dict], dict],
-              structural: Callable[[Step, dict], dict] | None = None) -> dict[str, Any]:
+              structural: Callable[[Step, dict], dict] | None = None,
+              limits: inference.Limits = inference.LIMITS) -> dict[str, Any]:
     """Run ``steps`` on ``values`` (which they extend and which is returned). ``concept(op, inputs,
     attrs)`` runs a spec concept (``backend.run``); ``structural(step, inputs)`` a structural step
-    (default: :func:`backends.onnx_structural.apply`). An error names the ONNX node it happened in."""
+    (default: :func:`nutshell.onnxio.codec.structural.apply`). Each step's results pass ``limits``
+    on its actual inputs before it runs. An error names the ONNX node it happened in."""
     for step in steps:
         ins = {arg: values[name] for arg, name in step.inputs}
-        try:
+        with at_node(step):
+            inference.check_step(step, ins, limits)
             if step.structural:
                 outs = structural(step, ins) if structural else apply(step.op, ins, step.attrs)
             else:
                 outs = concept(step.op, ins, resolve(step, ins))
-        except NutshellError as exc:
-            raise type(exc)(f"ONNX node {step.node}: {exc}") from exc
         values.update({name: outs[res] for res, name in step.outputs})
     return values
-
-
-def resolve(step: Step, ins: Mapping[str, Any]) -> dict:
-    """A concept step's attrs, with those its ``rule`` derives from the input shapes."""
-    if not step.rule:
-        return step.attrs
-    x = ins["x"].shape
-    if step.rule == "groups":
-        return {**step.attrs, "groups": x[1] // ins["w"].shape[1]}
-    kernel = step.attrs["kernel"] if "kernel" in step.attrs else ins["w"].shape[2:]
-    stride, dilation = step.attrs["stride"], step.attrs.get("dilation", [1, 1])
-    upper = step.rule == "SAME_UPPER"
-    (t, bt), (lf, r) = (shapes.same_pads(x[2 + a], kernel[a], stride[a], dilation[a], upper) for a in (0, 1))
-    return {**step.attrs, "pads": [t, lf, bt, r]}
 
 
 def graph_of(source: Any) -> Graph:
@@ -130,6 +124,7 @@ def graph_of(source: Any) -> Graph:
 def parse(source: Any) -> Graph:
     """Read, validate and lower an ONNX model (a path or its bytes): see the module docstring."""
     model, _ = onnx_files.load(source)
+    _check_opset(model)
     nodes = _ordered(model.graph)
     for node in nodes:
         if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED:
@@ -143,6 +138,14 @@ def parse(source: Any) -> Graph:
     lower = Lowering(model, nodes)
     lower.run()
     return lower.graph()
+
+
+def _check_opset(model: onnx.ModelProto) -> None:
+    """The default domain's opset must be one the lowering knows (:data:`lowering.OPSETS`)."""
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx") and o.version not in OPSETS:
+            raise UnsupportedOnnxOp(f"the model imports ONNX opset {o.version}; nutshell imports opsets "
+                                    f"{OPSETS.start} to {OPSETS.stop - 1}")
 
 
 def _ordered(g: onnx.GraphProto) -> list[onnx.NodeProto]:

@@ -134,12 +134,17 @@ def _batched_out(i: dict, a: dict) -> dict:
     return {"y": y.reshape(out)}
 
 
-def _fill(i: dict, a: dict) -> dict:
-    """ConstantOfShape: a new array of the given shape, every element ``value`` (size-limited)."""
-    dims = [int(d) for d in np.asarray(i["shape"]).ravel()]
-    value = a["value"]
+def fill_dims(shape: np.ndarray) -> list[int]:
+    """ConstantOfShape's dims, from its input's data; ShapeError for a negative one."""
+    dims = [int(d) for d in np.asarray(shape).ravel()]
     if min(dims, default=0) < 0:
         raise ShapeError(f"ConstantOfShape of negative dims {dims}", argument="input")
+    return dims
+
+
+def _fill(i: dict, a: dict) -> dict:
+    """ConstantOfShape: a new array of the given shape, every element ``value`` (size-limited)."""
+    dims, value = fill_dims(i["shape"]), a["value"]
     limit(dims, value.dtype, "ConstantOfShape")
     return {"y": np.full(dims, value.reshape(()), value.dtype)}
 

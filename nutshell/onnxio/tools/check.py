@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     graph = onnx_import.parse(args.file)
     tol = spec_mod.load().tolerance
     feeds = graph.check_feeds(c.inputs_for(graph, _load_inputs(args.input), args.seed))
+    c.check_reference(graph, feeds)                   # its sizes, before any backend runs
     loaded, missing = backends.available(args.backend)
     print(f"{args.file}: graph {graph.name!r}, opset {graph.opset}, {len(graph.steps)} steps; inputs "
           + ", ".join(f"{k} {a.shape} {a.dtype}" for k, a in feeds.items()))

@@ -14,6 +14,7 @@ their bounds alike, so a value's bound is the spec's tolerance model carried thr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +22,11 @@ import numpy as np
 
 from nutshell import spec as spec_mod
 from nutshell.errors import SpecError
+from nutshell.onnxio.codec import inference
 from nutshell.onnxio.codec import reader as onnx_import
+from nutshell.onnxio.codec.graph import resolve
 from nutshell.onnxio.codec.reader import STRUCTURAL, Graph, Step
-from nutshell.onnxio.codec.structural import limit
+from nutshell.onnxio.codec.structural import apply, limit
 from nutshell.spec import tolerance, validate
 from nutshell.spec.reference import FORWARD
 from nutshell.spec.reference.tracked import T
@@ -45,17 +48,54 @@ def _ref_concept(op: str, ins: dict, attrs: dict) -> dict:
 def _ref_structural(step: Step, ins: dict) -> dict:
     """A structural step on T values: the same plumbing on the values and on their bounds; a step
     that makes constants makes exact ones (bound 0)."""
-    fn, makes = STRUCTURAL[step.op]
-    values = fn({k: a.v if isinstance(a, T) else a for k, a in ins.items()}, step.attrs)
+    makes = STRUCTURAL[step.op][1]
+    values = apply(step.op, {k: a.v if isinstance(a, T) else a for k, a in ins.items()}, step.attrs)
     if makes or not any(isinstance(a, T) for a in ins.values()):
         return {k: _tracked(v) for k, v in values.items()}
-    bounds = fn({k: a.e if isinstance(a, T) else a for k, a in ins.items()}, step.attrs)
+    bounds = apply(step.op, {k: a.e if isinstance(a, T) else a for k, a in ins.items()}, step.attrs)
     return {k: T(v, bounds[k]) if np.asarray(v).dtype.kind == "f" else v for k, v in values.items()}
 
 
+class ReferenceLimits(inference.Limits):
+    """What the float64 reference holds: every float as two float64 arrays (value and bound), and
+    for a window concept (conv2d, the poolings) the padded input and every window's elements,
+    (N, C, kh, kw, oH, oW), a kh·kw-fold copy that the backends' own kernels never make."""
+
+    def meta(self, a: Any) -> inference.Meta:
+        m = inference.meta(a)
+        return inference.Meta(m.shape, np.dtype(np.float64)) if m.dtype.kind == "f" else m
+
+    def held(self, m: inference.Meta) -> int:
+        return 2 * m.nbytes if m.dtype.kind == "f" else m.nbytes
+
+    def check(self, step: Step, ins: Mapping[str, inference.Meta], outs: inference.Outputs) -> None:
+        names = dict(step.outputs)
+        for res, m in outs.items():
+            limit(m.shape, m.dtype, f"the float64 reference of its result {names[res]!r}")
+        if step.op in WINDOWS:
+            x, y = ins["x"].shape, outs["y"].shape
+            attrs = resolve(step, ins)
+            kernel = attrs["kernel"] if "kernel" in attrs else ins["w"].shape[2:]
+            _, padded = validate.PADDED[step.op](x, attrs)
+            limit(padded, np.float64, "the float64 reference's padded input")
+            limit((*x[:2], *kernel, *y[2:]), np.float64, "the float64 reference's windows")
+
+
+WINDOWS = frozenset({"conv2d", "max_pool2d", "avg_pool2d"})   # the window concepts the importer emits
+REFERENCE_LIMITS = ReferenceLimits()
+
+
+def check_reference(graph: Graph, feeds: dict[str, np.ndarray]) -> None:
+    """SpecError, naming the node, when the float64 reference of ``graph`` on ``feeds`` would hold a
+    tensor over the limit or more than the memory budget: before anything runs."""
+    inference.infer(graph, {k: REFERENCE_LIMITS.meta(v) for k, v in feeds.items()}, REFERENCE_LIMITS)
+
+
 def reference(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Every value of the graph in float64, floats as T (value and bound), from exact feeds."""
-    return onnx_import.execute(graph, {k: _tracked(v) for k, v in feeds.items()}, _ref_concept, _ref_structural)
+    """Every value of the graph in float64, floats as T (value and bound), from exact feeds; what
+    it will hold is checked for the whole graph before the first step runs (ReferenceLimits)."""
+    return onnx_import.execute(graph, {k: _tracked(v) for k, v in feeds.items()}, _ref_concept, _ref_structural,
+                               REFERENCE_LIMITS)
 
 
 # --- one node at a time ------------------------------------------------------------------------------
@@ -68,9 +108,10 @@ def node_steps(graph: Graph) -> list[tuple[str, list[Step]]]:
     return list(groups.items())
 
 
-def run_node(steps: list[Step], given: dict[str, Any], concept, structural=None) -> dict[str, Any]:
+def run_node(steps: list[Step], given: dict[str, Any], concept, structural=None,
+             limits: inference.Limits = inference.LIMITS) -> dict[str, Any]:
     """The values one node's steps define, from ``given`` (its inputs, constants included)."""
-    return onnx_import.run_steps(steps, dict(given), concept, structural)
+    return onnx_import.run_steps(steps, dict(given), concept, structural, limits)
 
 
 @dataclass
@@ -92,24 +133,36 @@ class Difference:
 
 
 def difference(actual: np.ndarray, ort: np.ndarray, ref: Any, tol: dict) -> Difference:
-    """``actual`` against ONNX Runtime's ``ort``; outside = |actual − ort| > 2·bound(ref)."""
+    """``actual`` against ONNX Runtime's ``ort``; outside = |actual − ort| > 2·bound(ref), except
+    where both hold the same value (NaN on both sides included: a NaN the model computes, from a NaN
+    constant say, is the right result for both; a NaN on one side only is an infinite difference)."""
     a, o = np.asarray(actual), np.asarray(ort)
     if a.shape != o.shape:
         return Difference(np.inf, np.inf, o.size, o.size, np.inf, False)
-    if o.dtype.kind != "f" or not isinstance(ref, T):                  # integers, masks: exact
-        bad = int(np.sum(a != o))
-        err = float(np.max(np.abs(a.astype(np.float64) - o.astype(np.float64)), initial=0.0))
-        return Difference(err, float(bad > 0), bad, o.size, np.inf if bad else 0.0, False)
-    a64, o64 = a.astype(np.float64), o.astype(np.float64)
-    b = tolerance.bound(ref.e, str(o.dtype), tol)
+    same = _same(a, o)
     with np.errstate(invalid="ignore"):
-        err = np.where(np.isfinite(o64) | np.isfinite(a64), np.abs(a64 - o64), 0.0)
-        err = np.where(np.isnan(a64) & np.isnan(o64), 0.0, err)
-        rel = err / np.maximum(np.abs(o64), np.finfo(np.float64).tiny)
+        err = np.where(same, 0.0, np.abs(a.astype(np.float64) - o.astype(np.float64)))
+    err = np.where(np.isnan(err), np.inf, err)
+    if o.dtype.kind != "f" or not isinstance(ref, T):                  # integers, masks: exact
+        bad = int(np.sum(~same))
+        return Difference(float(np.max(err, initial=0.0)), float(bad > 0), bad, o.size, np.inf if bad else 0.0, False)
+    b = tolerance.bound(ref.e, str(o.dtype), tol)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(same, 0.0, err / np.maximum(np.abs(o.astype(np.float64)), np.finfo(np.float64).tiny))
         usage = tolerance.compare(a, ref.v, ref.e, str(o.dtype), tol).usage if a.size else 0.0
-    peak = float(np.max(np.abs(ref.v), initial=0.0))
+    known = ~np.isnan(ref.v)
+    peak = float(np.max(np.abs(ref.v), initial=0.0, where=known))
+    vacuous = bool(b.size) and float(np.max(b, initial=0.0, where=known)) >= peak > 0
     return Difference(float(np.max(err, initial=0.0)), float(np.max(rel, initial=0.0)),
-                      int(np.sum(~(err <= 2 * b))), o.size, usage, bool(b.size) and float(b.max()) >= peak > 0)
+                      int(np.sum(~same & ~(err <= 2 * b))), o.size, usage, vacuous)
+
+
+def _same(a: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """Where both arrays hold the same value: equal, or NaN on both sides."""
+    same = a == o
+    if a.dtype.kind == "f" and o.dtype.kind == "f":
+        same |= np.isnan(a) & np.isnan(o)
+    return same
 
 
 # --- inputs ------------------------------------------------------------------------------------------
@@ -167,7 +220,7 @@ def local_usages(graph: Graph, runs: dict[str, Any], feeds: dict, ort: dict, tol
         if not needed <= set(known):
             continue
         given = {k: known[k] for k in needed}
-        ref = run_node(steps, given, _ref_concept, _ref_structural)
+        ref = run_node(steps, given, _ref_concept, _ref_structural, REFERENCE_LIMITS)
         outs = [n for n in produced if n in graph.values and n in ort]
         usage = {b: _usage(run_node(steps, given, imp.backend.run), ref, outs, tol) for b, imp in runs.items()}
         usage[ORT] = _usage(ort, ref, outs, tol)

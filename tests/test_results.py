@@ -1,0 +1,109 @@
+"""The typed result records: what results.json, results.jsonl and bench.json hold, read back
+exactly; broken records refused naming the field; and the one rerun command."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from nutshell.conformance.results import (
+    BenchOutcome,
+    BenchResult,
+    CheckResult,
+    Outcome,
+    ResultsWriter,
+    Section,
+    rerun_command,
+)
+from nutshell.errors import SpecError
+
+SUITE = Path("/elsewhere/conformance/spec.nutshell")
+
+
+def failed() -> CheckResult:
+    return CheckResult(id="relu[torch-grid-float64-fd]", backend="torch", concept="relu", check="fd",
+                       section=Section.OPS, outcome=Outcome.FAIL, vector="grid", dtype="float64", usage=3.5,
+                       details={"fd": 1.0, "analytic": 2.0}, message="finite difference 1.0 vs vjp 2.0",
+                       seconds=0.01, nodeid="conformance/spec.nutshell::relu[torch-grid-float64-fd]",
+                       rerun="pytest 'conformance/spec.nutshell::relu[torch-grid-float64-fd]' --backend torch")
+
+
+def test_a_record_keeps_the_files_keys_and_values(tmp_path):
+    """results.json and results.jsonl hold the JSON values ("fail", "ops"), nothing a run did not
+    set beyond what identifies the check, and read back as the very records written."""
+    crash = CheckResult(id="relu[cross-grid-float32]", backend="cross", concept="relu", check="crash",
+                        section=Section.CROSS, outcome=Outcome.ERROR, status="timeout", message="no result")
+    w = ResultsWriter(tmp_path / "results.json", {"spec_version": "0"})
+    for r in (failed(), crash):
+        w.add(r)
+    w.flush()
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["results"][0]["outcome"] == "fail" and doc["results"][0]["section"] == "ops"
+    assert set(doc["results"][1]) == {"id", "backend", "concept", "check", "section", "outcome", "vector", "dtype",
+                                      "status", "message"}
+    assert doc["results"][1]["vector"] is None and doc["summary"]["torch"]["fail"] == 1
+    lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert lines == doc["results"]
+    assert [CheckResult.from_json(d) for d in lines] == [failed(), crash]
+
+
+@pytest.mark.parametrize("concept, check, section", [
+    ("conv2d", "forward", Section.OPS), ("conv2d", "error", Section.OPS), ("conv2d", "cross", Section.CROSS),
+    ("conv2d", "catalogue", Section.RELIABILITY), ("conv2d", "fuzz", Section.RELIABILITY),
+    ("model_lenet", "forward", Section.MODELS), ("model_lenet", "train-agree", Section.MODELS),
+    ("linear_collapse", "claim", Section.CLAIMS), ("onnx_node_tests", "onnx-node-tests", Section.NODE_TESTS),
+    ("export", "onnx-export", Section.ONNX), ("relu", "crash", Section.OTHER),
+])
+def test_a_record_of_an_old_file_gets_its_section_from_the_names(concept, check, section):
+    old = {"id": f"{concept}[torch]", "backend": "torch", "concept": concept, "check": check, "outcome": "pass"}
+    assert CheckResult.from_json(old).section is section
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("id"), "record 7: field id is missing"),
+    (lambda d: d.update(outcome="passed"), "record 7: field outcome: 'passed' is not one of pass, fail"),
+    (lambda d: d.update(section="ops-and-more"), "field section: 'ops-and-more' is not one of ops, cross"),
+    (lambda d: d.update(usage=True), "field usage: expected int or float or null, got True"),
+    (lambda d: d.update(details=[1, 2]), r"field details: expected dict or null, got \[1, 2\]"),
+    (lambda d: d.update(backend=None), "field backend: expected str, got None"),
+    (lambda d: d.update(time=0.1), "field time: not a field of a check result"),
+])
+def test_a_broken_record_is_refused_naming_the_field(change, message):
+    d = failed().to_json()
+    change(d)
+    with pytest.raises(SpecError, match=message):
+        CheckResult.from_json(d, "record 7")
+
+
+def test_a_measurement_reads_back_and_a_failure_writes_what_it_has():
+    ok = BenchResult(backend="torch", concept="relu", size="small", direction="forward", device="cpu",
+                     kind="concept", level="native", dtype="float32", shapes={"x": [2]}, attrs={}, note="",
+                     flops=2.0, time={"median_s": 1e-6, "spread": 0.01}, gflops=0.002)
+    d = ok.to_json()
+    assert d["outcome"] == "ok" and d["baseline"] is None and d["overhead"] is None and "message" not in d
+    assert BenchResult.from_json(json.loads(json.dumps(d))) == ok
+    error = BenchResult(backend="torch", concept="relu", size="small", direction="vjp",
+                        outcome=BenchOutcome.ERROR, message="RuntimeError: no kernel")
+    assert set(error.to_json()) == {"backend", "concept", "size", "direction", "outcome", "message"}
+    with pytest.raises(SpecError, match=r"field time: a measurement needs time\.median_s"):
+        BenchResult.from_json({**d, "time": {}})
+    with pytest.raises(SpecError, match="field outcome: 'pass' is not one of ok, unsupported, error"):
+        BenchResult.from_json({**d, "outcome": "pass"})
+
+
+def test_the_rerun_command_names_the_backends_the_device_and_the_spec():
+    one = shlex.split(rerun_command(SUITE, "relu[torch-grid-float32]", ["torch"]))
+    assert one == ["pytest", f"{SUITE}::relu[torch-grid-float32]", "--backend", "torch"]
+    cross = shlex.split(rerun_command(SUITE, "relu[cross-grid-float32]", ["onnx", "torch"], "cuda",
+                                      Path("my spec.yaml")))
+    assert cross[2:] == ["--backend", "onnx", "--backend", "torch", "--nutshell-device", "cuda",
+                         "--spec", "my spec.yaml"]
+
+
+def test_the_rerun_command_is_relative_to_where_it_is_run(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    suite = tmp_path / "conformance" / "spec.nutshell"
+    assert shlex.split(rerun_command(suite, "a[b]", ["torch"]))[1] == "conformance/spec.nutshell::a[b]"
