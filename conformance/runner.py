@@ -11,6 +11,7 @@ an interrupted run leaves valid files and ``--resume`` continues from them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from nutshell import spec as spec_mod
 from nutshell.conformance.results import CheckResult, Outcome, ResultsWriter, Section, rerun_command, write_junit
 
 POLL_S = 0.2
+REPORTS = Path("reports")
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Options:
     timeout: float = 120.0
     resume: bool = False
     quiet: bool = False
-    spec: Path | None = None      # the spec file every worker checks against (None: the repository's)
+    spec: Path | None = None  # the spec file every worker checks against (None: the repository's)
 
 
 @dataclass
@@ -45,8 +47,8 @@ class Worker:
     events: Path
     proc: subprocess.Popen | None = None
     offset: int = 0
-    started: dict = field(default_factory=dict)   # check id -> its start event, for the check running now
-    header: dict = field(default_factory=dict)    # the worker's: the backends it loaded, those it could not
+    started: dict = field(default_factory=dict)  # check id -> its start event, for the check running now
+    header: dict = field(default_factory=dict)  # the worker's: the backends it loaded, those it could not
 
 
 def suite_file() -> Path:
@@ -56,9 +58,22 @@ def suite_file() -> Path:
 
 
 def _argv(opts: Options, w: Worker, skip: Path) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", str(suite_file()), "-p", "no:cacheprovider", "-q", "--no-header",
-            "--tb=no", "-rN", "--no-nutshell-summary", f"--nutshell-group={w.group}", f"--events={w.events}",
-            f"--skip-ids={skip}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(suite_file()),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--no-header",
+        "--tb=no",
+        "-rN",
+        "--no-nutshell-summary",
+        f"--nutshell-group={w.group}",
+        f"--events={w.events}",
+        f"--skip-ids={skip}",
+    ]
     for b in opts.backends or []:
         argv += ["--backend", b]
     if opts.device:
@@ -90,8 +105,11 @@ class Runner:
         previous = self._previous() if opts.resume else []
         self.done = {r.id for r in previous}
         s = spec_mod.load(opts.spec)
-        self.writer = ResultsWriter(self.reports / "results.json",
-                                    {"spec_version": s.version, "backends": {}, "unavailable": {}}, records=previous)
+        self.writer = ResultsWriter(
+            self.reports / "results.json",
+            {"spec_version": s.version, "backends": {}, "unavailable": {}},
+            records=previous,
+        )
 
     def _previous(self) -> list[CheckResult]:
         lines = self.reports / "results.jsonl"
@@ -102,7 +120,7 @@ class Runner:
             try:
                 d = json.loads(line)
             except json.JSONDecodeError:
-                break   # a line cut short by the interruption: everything before it is good
+                break  # a line cut short by the interruption: everything before it is good
             out.append(CheckResult.from_json(d, f"{lines}: line {i + 1}"))
         return out
 
@@ -117,7 +135,8 @@ class Runner:
         write_junit(self.writer.records, self.reports / "junit.xml")
         bad = any(r.outcome in (Outcome.FAIL, Outcome.ERROR) for r in self.writer.records)
         explicit_missing = self.opts.backends and any(
-            n in self.writer.header["unavailable"] for n in self.opts.backends)
+            n in self.writer.header["unavailable"] for n in self.opts.backends
+        )
         return 1 if bad or explicit_missing else 0
 
     def _run_group(self, group: str) -> None:
@@ -126,8 +145,11 @@ class Runner:
         skip = self.parts / f"{group}.skip"
         while True:
             skip.write_text("\n".join(sorted(self.done)))
-            w.proc = subprocess.Popen(_argv(self.opts, w, skip), stdout=None if not self.opts.quiet else
-                                      subprocess.DEVNULL, start_new_session=True)
+            w.proc = subprocess.Popen(
+                _argv(self.opts, w, skip),
+                stdout=None if not self.opts.quiet else subprocess.DEVNULL,
+                start_new_session=True,
+            )
             interrupted = self._watch(w)
             if interrupted is None:
                 return
@@ -151,8 +173,9 @@ class Runner:
                     self._interrupted(w, cid, "error", why)
                     return cid
                 if rc not in (0, 1, 5):
-                    self._interrupted(w, f"{w.group}[worker]", "error",
-                                      f"the worker stopped with {_describe(rc)} outside any check")
+                    self._interrupted(
+                        w, f"{w.group}[worker]", "error", f"the worker stopped with {_describe(rc)} outside any check"
+                    )
                 return None
             time.sleep(POLL_S)
 
@@ -184,10 +207,24 @@ class Runner:
         outside any check has no check to rerun: its record (``<group>[worker]``) has no command."""
         start = w.started.pop(cid, None)
         section = Section(start["section"]) if start else Section.OTHER
-        rerun = rerun_command(suite_file(), cid, list(w.header.get("backends", {})), self.opts.device,
-                              self.opts.spec) if start else None
-        self._add(CheckResult(id=cid, backend=w.group, concept=cid.split("[", 1)[0], check="crash", section=section,
-                              outcome=Outcome.ERROR, status=status, message=why, rerun=rerun))
+        rerun = (
+            rerun_command(suite_file(), cid, list(w.header.get("backends", {})), self.opts.device, self.opts.spec)
+            if start
+            else None
+        )
+        self._add(
+            CheckResult(
+                id=cid,
+                backend=w.group,
+                concept=cid.split("[", 1)[0],
+                check="crash",
+                section=section,
+                outcome=Outcome.ERROR,
+                status=status,
+                message=why,
+                rerun=rerun,
+            )
+        )
         if not self.opts.quiet:
             print(f"\n[nutshell] {w.group}: {cid}: {why}", flush=True)
 
@@ -209,5 +246,53 @@ def _describe(rc: int) -> str:
     return f"exit code {rc}"
 
 
-def run(opts: Options) -> int:
-    return Runner(opts).run()
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-b", "--backend", action="append")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("-k", help="pytest -k expression, e.g. 'conv2d and float32'")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds one check may take (default 120)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from reports/results.jsonl")
+    p.add_argument(
+        "--spec",
+        type=Path,
+        help="spec file to check against (default: the repository's spec/concepts.yaml); the report reads it too",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """The conformance suite, each backend in its own worker process, then the summary table."""
+    from nutshell.conformance.report import write_from_reports_dir
+    from nutshell.conformance.results import summarize, summary_table
+
+    opts = Options(
+        backends=args.backend,
+        device=args.device,
+        k=args.k,
+        reports=REPORTS,
+        timeout=args.timeout,
+        resume=args.resume,
+        spec=args.spec,
+    )
+    r = Runner(opts)
+    code = r.run()
+    doc = r.writer
+    print()
+    print(summary_table(summarize(doc.records), doc.header["unavailable"]))
+    for line in _claim_lines(doc.records):
+        print(line)
+    print(f"results: {doc.path}  junit: {REPORTS / 'junit.xml'}  report: {write_from_reports_dir(REPORTS, args.spec)}")
+    return code
+
+
+def _claim_lines(records: list[CheckResult]) -> list[str]:
+    """The glossary's claims with their measured numbers, one line per claim and backend."""
+    claims = [r for r in records if r.check == "claim"]
+    if not claims:
+        return []
+    from nutshell.conformance.claims import headline
+
+    lines = ["", "glossary claims:"]
+    for r in sorted(claims, key=lambda r: (r.concept, r.backend)):
+        numbers = headline(r.concept, r.details or {}) if r.outcome == "pass" else (r.message or "")
+        lines.append(f"  {r.concept:<34} {r.backend:<7} {r.outcome:<5} {numbers}"[:200])
+    return lines
