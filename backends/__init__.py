@@ -9,6 +9,7 @@ entry-point group.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from importlib.metadata import entry_points
@@ -21,7 +22,7 @@ if __name__ != "nutshell.backends":  # the folder backends/ installs as nutshell
     raise ImportError("import nutshell.backends, not backends: nutshell installs one import package")
 
 
-__all__ = ["BUILTIN", "Backend", "BackendUnavailable", "available", "load", "names"]
+__all__ = ["BUILTIN", "Backend", "BackendUnavailable", "available", "check_names", "load", "names", "unknown"]
 
 ENTRY_POINT_GROUP = "nutshell.backends"
 
@@ -62,6 +63,27 @@ def names() -> list[str]:
     return sorted(BUILTIN) + sorted(_entry_points())
 
 
+DEVICES = ("cpu", "cuda")
+
+
+def unknown(name: str) -> str:
+    """Why ``name`` is no backend: the registered names, the closest one, and --device for a device name."""
+    known = names()
+    msg = f"no backend named '{name}'; registered: {', '.join(known)}"
+    if name.lower() in DEVICES:
+        return f"{msg} ('{name}' is a device: choose it with --device {name.lower()})"
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"{msg} (did you mean '{close[0]}'?)" if close else msg
+
+
+def check_names(requested: list[str] | None) -> None:
+    """Refuse names that no backend answers to, before anything is loaded or written."""
+    known = set(names())
+    bad = [n for n in requested or [] if n not in known]
+    if bad:
+        raise BackendUnavailable("; ".join(unknown(n) for n in bad))
+
+
 def _resolve(name: str) -> type[Backend]:
     if name in BUILTIN:
         target, extra = BUILTIN[name]
@@ -74,7 +96,7 @@ def _resolve(name: str) -> type[Backend]:
                 f"pip install 'nutshell[{extra}]'") from None
     eps = _entry_points()
     if name not in eps:
-        raise BackendUnavailable(f"no backend named '{name}'; registered: {', '.join(names())}")
+        raise BackendUnavailable(unknown(name))
     try:
         return eps[name].load()
     except Exception as exc:
