@@ -15,6 +15,7 @@ import os
 from importlib.metadata import entry_points
 
 from nutshell.backends.base import Backend
+from nutshell.backends.baseline import Baseline
 from nutshell.errors import BackendUnavailable
 from nutshell.spec import Spec
 
@@ -22,7 +23,8 @@ if __name__ != "nutshell.backends":  # the folder backends/ installs as nutshell
     raise ImportError("import nutshell.backends, not backends: nutshell installs one import package")
 
 
-__all__ = ["BUILTIN", "Backend", "BackendUnavailable", "available", "check_names", "load", "names", "unknown"]
+__all__ = ["BUILTIN", "Backend", "BackendUnavailable", "Baseline", "available", "check_names", "load", "names",
+           "unknown"]
 
 ENTRY_POINT_GROUP = "nutshell.backends"
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nutshell import spec as spec_mod
+from nutshell.backends.baseline import Baseline
 from nutshell.errors import BackendFailure, BackendUnavailable, NutshellError, UnsupportedConcept
 from nutshell.spec import validate
 
@@ -136,6 +137,11 @@ class Backend:
     def warmup(self) -> None:
         """Compile or load whatever the first call would (kernels, sessions); benchmarks call it
         before timing. A no-op unless a backend needs it."""
+
+    def baseline(self) -> Baseline | None:
+        """The same work called directly on this backend's library, which the bench times beside
+        the backend's call to measure its overhead (see nutshell/backends/baseline.py); None: none."""
+        return None
 
     # --- hooks a backend implements ----------------------------------------------------------
 

@@ -21,7 +21,7 @@ training step is ``m.step`` (also ``api``).
 Three ratios come from the same run: the share of the machine's peak (the best float32 matrix
 product among the installed libraries at a large square size, per device), the overhead
 against the native baseline (the same work called directly on the library, see
-nutshell/baselines.py) and each backend's throughput relative to torch's on the same case.
+each backend's baseline.py) and each backend's throughput relative to torch's on the same case.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from nutshell import backends, baselines
+from nutshell import backends
 from nutshell import spec as spec_mod
 from nutshell.conformance.results import BenchOutcome, BenchResult, atomic_write, library_versions, machine_info
 from nutshell.errors import SpecError, UnsupportedConcept
@@ -419,7 +419,7 @@ class Job:
     result: Callable[[], list[np.ndarray]] | None = None   # the backend's result, for the agreement check
 
 
-def concept_jobs(b: Any, base: baselines.Baseline | None, case: Case) -> list[Job]:
+def concept_jobs(b: Any, base: backends.Baseline | None, case: Case) -> list[Job]:
     """Forward (benchmark level) and vjp (NumPy API) of one concept case."""
     c = b.spec.concept(case.name)
     inputs = _inputs(c, case.shapes, np.random.default_rng(0), case.entry.get("scale"))
@@ -440,7 +440,7 @@ def concept_jobs(b: Any, base: baselines.Baseline | None, case: Case) -> list[Jo
     return [fwd, vjp]
 
 
-def model_jobs(b: Any, base: baselines.Baseline | None, case: Case) -> list[Job]:
+def model_jobs(b: Any, base: backends.Baseline | None, case: Case) -> list[Job]:
     """One SGD step of a model on a seeded batch (the model API takes NumPy)."""
     mid = case.target
     rng = np.random.default_rng(0)
@@ -495,7 +495,7 @@ def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[
              ) -> list[BenchResult]:
     """Every measurement of one case on one backend; failures become records, never exceptions."""
     directions = ("forward", "vjp") if case.kind == "concept" else ("step",)
-    base = baselines.for_backend(b)
+    base = b.baseline()
     try:
         jobs = concept_jobs(b, base, case) if case.kind == "concept" else model_jobs(b, base, case)
     except Exception as exc:

@@ -389,7 +389,8 @@ def _tracked_features(ms: models.ModelSpec, params: dict[str, np.ndarray], x: np
         if node.structural:
             values[node.id] = models.structural(node.op, ins["x"], node.attrs)
         else:
-            values.update({f"{node.id}.{k}": v for k, v in reference.FORWARD[node.op](ins, node.attrs).items()})
+            out = reference.CONCEPTS[node.op].forward(ins, node.attrs)
+            values.update({f"{node.id}.{k}": v for k, v in out.items()})
         if node.id == "features":
             return values[node.id]
     raise SpecError(f"model {ms.id} has no node 'features'")
@@ -407,7 +408,8 @@ def last_layer_is_logistic_regression(b: Backend, claim: dict, tol: dict) -> Rec
     last = {"w": params["fc_w"], "b": params["fc_b"]}
     lr = b.run("softmax_regression", {"x": feats, **_cast(last, dt)})["p"]
     tracked_last = {k: tracked.T(v) for k, v in last.items()}
-    golden = reference.FORWARD["softmax_regression"]({"x": _tracked_features(ms, params, x), **tracked_last}, {})["p"]
+    feats_t = _tracked_features(ms, params, x)
+    golden = reference.CONCEPTS["softmax_regression"].forward({"x": feats_t, **tracked_last}, {})["p"]
     allowed = 2 * tolerance.bound(golden.e, dt, tol)
     diff = np.abs(probs.astype(np.float64) - lr)
     usage = float((diff / allowed).max())

@@ -191,15 +191,16 @@ def _convolve2d(t: Tensors, attrs: dict) -> Tensors:
 def _padded(x: Any, attrs: dict, value: float) -> tuple[Any, tuple[int, int]]:
     """x padded by ``pads``, plus the end padding ceil mode needs so every window fits; (oH, oW).
 
-    The extra end padding is max(0, (o − 1)·s + d·(k − 1) + 1 − (n + p_begin + p_end)) per axis.
+    The extra end padding is max(0, reach − (n + p_begin + p_end)) per axis, with the window reach
+    (o − 1)·s + d·(k − 1) + 1 of ``shapes.window_reach``.
     """
     tf = tensorflow()
     (kh, kw), (sh, sw), dil = attrs["kernel"], attrs["stride"], attrs.get("dilation", [1, 1])
     top, left, bottom, right = attrs["pads"]
     _, _, oh, ow = shapes.pool2d_out_shape(x.shape, attrs["kernel"], attrs["stride"], attrs["pads"], dil,
                                            attrs["ceil_mode"])
-    eh = max(0, (oh - 1) * sh + dil[0] * (kh - 1) + 1 - (x.shape[2] + top + bottom))
-    ew = max(0, (ow - 1) * sw + dil[1] * (kw - 1) + 1 - (x.shape[3] + left + right))
+    eh = max(0, shapes.window_reach(oh, kh, sh, dil[0]) - (x.shape[2] + top + bottom))
+    ew = max(0, shapes.window_reach(ow, kw, sw, dil[1]) - (x.shape[3] + left + right))
     xp = tf.pad(x, [[0, 0], [0, 0], [top, bottom + eh], [left, right + ew]], constant_values=value)
     return xp, (oh, ow)
 

@@ -50,15 +50,20 @@ def memory_budget() -> int:
     library's tensors, a device copy), so one call gets half, the other half is left to that copy
     and the rest of the process. Set the variable to run larger calls on purpose, or smaller ones
     to keep a shared machine safe."""
-    raw = os.environ.get(MEMORY_ENV)
+    return env_bytes(MEMORY_ENV) or _default_budget()
+
+
+def env_bytes(name: str) -> int | None:
+    """The positive number of MiB in environment variable ``name``, in bytes; None when unset."""
+    raw = os.environ.get(name)
     if raw is None:
-        return _default_budget()
+        return None
     try:
         mb = float(raw)
     except ValueError:
-        raise SpecError(f"${MEMORY_ENV} must be a number of MiB, got {raw!r}") from None
+        raise SpecError(f"${name} must be a number of MiB, got {raw!r}") from None
     if not mb > 0:
-        raise SpecError(f"${MEMORY_ENV} must be positive, got {raw!r}")
+        raise SpecError(f"${name} must be positive, got {raw!r}")
     return int(mb * 2**20)
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 import time
-import tracemalloc
 
 import numpy as np
 import pytest
+from memtrace import peak
 
 from nutshell import backends
 from nutshell.errors import AttrError, ShapeError, SpecError
@@ -37,16 +37,6 @@ def no_work(every_backend, monkeypatch):
     return every_backend
 
 
-def _peak(fn) -> int:
-    """The peak of Python/NumPy allocations (bytes) while ``fn`` runs."""
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_default_budget_is_half_the_physical_memory(monkeypatch):
     monkeypatch.delenv(validate.MEMORY_ENV, raising=False)
     physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -65,7 +55,7 @@ def test_broadcast_view_of_149_gib_is_refused_before_any_copy(no_work, monkeypat
                 b.run("relu", {"x": x})
             assert e.value.concept == "relu" and e.value.argument == "x"
         start = time.perf_counter()
-        assert _peak(call) < 2**20, name
+        assert peak(call) < 2**20, name
         assert time.perf_counter() - start < 1.0, name
         with pytest.raises(ShapeError, match=r"149\.0 GiB"):
             b.vjp("relu", {"x": x}, {"y": x})

@@ -12,11 +12,11 @@ pytest.importorskip("onnxruntime")
 from onnx import helper  # noqa: E402
 
 from nutshell import backends  # noqa: E402
-from nutshell.conformance import onnx_interop  # noqa: E402
 from nutshell.errors import UnsupportedOnnxOp  # noqa: E402
 from nutshell.onnxio.codec import reader as onnx_import  # noqa: E402
 from nutshell.onnxio.codec import structural as onnx_structural  # noqa: E402
 from nutshell.onnxio.codec.lowering import CONCEPTS  # noqa: E402
+from nutshell.onnxio.tools import nodetests  # noqa: E402
 from nutshell.onnxio.tools.adapter import adapter  # noqa: E402
 
 # the node case modules that build quickly (the pooling ones compute large references on import)
@@ -28,10 +28,10 @@ POOLING = ("test_MaxPool2d", "test_MaxPool2d_stride_padding_dilation", "test_Avg
 
 
 @pytest.fixture(scope="module")
-def cases() -> list[onnx_interop.Case]:
-    disk = [c for c in onnx_interop.data_cases(("pytorch-converted", "pytorch-operator", "simple"))
+def cases() -> list[nodetests.Case]:
+    disk = [c for c in nodetests.data_cases(("pytorch-converted", "pytorch-operator", "simple"))
             if c.name in POOLING or c.kind != "pytorch-converted"]
-    return onnx_interop.node_cases(FAST) + disk
+    return nodetests.node_cases(FAST) + disk
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +57,14 @@ def test_the_subset_covers_the_operators(cases):
 def test_node_tests_pass(cases, loaded, name, kw):
     if name not in loaded:
         pytest.skip(f"backend {name} is not available")
-    details = onnx_interop.run_suite(loaded[name], cases, **kw).details()
+    details = nodetests.run_suite(loaded[name], cases, **kw).details()
     print(name, kw, {k: details[k] for k in ("executed", "passed", "failed", "unsupported")})
     assert details["failures"] == {}, details["failures"]
     assert details["executed"] >= 100 and details["passed"] == details["executed"] - len(details["differences"])
 
 
 def test_unsupported_cases_are_counted_apart(cases, loaded):
-    details = onnx_interop.run_suite(loaded["cupy"], cases).details()
+    details = nodetests.run_suite(loaded["cupy"], cases).details()
     refused = details["unsupported_cases"]
     assert "test_lstm_bidirectional" in refused and "reverse" not in refused["test_lstm_bidirectional"]
     assert any("int8" in why for why in refused.values())
@@ -76,7 +76,7 @@ def test_a_broken_lowering_fails(cases, loaded, monkeypatch):
     identity say, is refused at import by the shape inference before any case runs.)"""
     monkeypatch.setitem(onnx_structural.STRUCTURAL, "transpose",
                         (lambda i, a: {"y": i["x"].transpose(a["perm"])[::-1]}, False))
-    details = onnx_interop.run_suite(loaded["cupy"], [c for c in cases if "trans" in c.name]).details()
+    details = nodetests.run_suite(loaded["cupy"], [c for c in cases if "trans" in c.name]).details()
     assert {"test_gemm_transposeA", "test_gemm_transposeB", "test_transpose_default"} <= set(details["failures"])
 
 
@@ -85,7 +85,7 @@ def test_onnx_lstm_cases_cannot_see_the_gate_order(cases, loaded, monkeypatch):
     them (docs/onnx-node-tests.md); tests/test_onnx_import.py::test_lstm_gate_order_matters covers it."""
     monkeypatch.setattr(onnx_structural, "ONNX_GATES", (0, 1, 2, 3))
     lstm = [c for c in cases if c.name.startswith("test_lstm")]
-    assert onnx_interop.run_suite(loaded["cupy"], lstm).details()["failures"] == {}
+    assert nodetests.run_suite(loaded["cupy"], lstm).details()["failures"] == {}
 
 
 def test_adapter_is_an_onnx_backend(loaded):
@@ -103,3 +103,14 @@ def test_adapter_is_an_onnx_backend(loaded):
                                               graph.output), opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(UnsupportedOnnxOp, match="Erf"):
         cls.prepare(bad)
+
+
+def test_a_case_refused_at_import_for_another_reason_is_a_failure_not_a_crash(loaded):
+    """A typed refusal other than UnsupportedOnnxOp (here a negative dimension) counts as failed."""
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, -3])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, -3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    case = nodetests.Case("negative_dim", "node", model, ((([np.zeros((2, 3), np.float32)], [np.zeros((2, 3))])),))
+    out = nodetests.run_case(adapter(loaded["torch"]), case)
+    assert out.status == "failed" and out.message.startswith("import refused: SpecError"), out

@@ -35,9 +35,11 @@ from nutshell.backends.cupy_impl import (
     pooling,
     recurrent,
 )
+from nutshell.backends.cupy_impl.baseline import ArrayBaseline
 from nutshell.backends.cupy_impl.im2col import DEFAULT_BUDGET_MB, MIB, memory_budget
 from nutshell.backends.cupy_impl.xp import device_count, to_numpy, usable_cupy
-from nutshell.errors import BackendUnavailable
+from nutshell.errors import BackendUnavailable, SpecError
+from nutshell.spec import validate
 from nutshell.spec.signatures import Impl
 
 BUDGET_ENV = "NUTSHELL_CUPY_MEM_BUDGET_MB"
@@ -72,16 +74,12 @@ def select_device(device: str | None) -> tuple[ModuleType, str, int | None]:
 
 
 def _budget_from_env() -> float:
-    raw = os.environ.get(BUDGET_ENV)
-    if raw is None:
-        return DEFAULT_BUDGET_MB
+    """MiB that one call's intermediates may hold: $NUTSHELL_CUPY_MEM_BUDGET_MB, else the default."""
     try:
-        mb = float(raw)
-    except ValueError:
-        mb = -1.0
-    if not mb > 0:
-        raise BackendUnavailable(f"backend 'cupy': {BUDGET_ENV}={raw!r} is not a positive number of MiB")
-    return mb
+        size = validate.env_bytes(BUDGET_ENV)
+    except SpecError as exc:
+        raise BackendUnavailable(f"backend 'cupy': {exc}") from None
+    return DEFAULT_BUDGET_MB if size is None else size / MIB
 
 
 class CupyBackend(Backend):
@@ -117,6 +115,9 @@ class CupyBackend(Backend):
     def to_numpy(self, t: Any) -> np.ndarray:
         a = to_numpy(t)                       # a 0-d array stays 0-d (ascontiguousarray would make it 1-d)
         return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+    def baseline(self) -> ArrayBaseline:
+        return ArrayBaseline(self)
 
     def synchronize(self) -> None:
         if self._cuda_index is not None:

@@ -33,6 +33,7 @@ from nutshell.backends.onnx_impl import (
     pooling,
     recurrent,
 )
+from nutshell.backends.onnx_impl.baseline import OrtBaseline
 from nutshell.errors import BackendUnavailable, ShapeError
 from nutshell.spec import validate
 from nutshell.spec.signatures import Impl, output_shapes
@@ -258,6 +259,9 @@ class OnnxBackend(Backend):
 
     def to_numpy(self, t: Any) -> np.ndarray:
         return t.numpy() if isinstance(t, ort.OrtValue) else np.asarray(t)
+
+    def baseline(self) -> OrtBaseline:
+        return OrtBaseline(self)
 
     def synchronize(self) -> None:
         """Nothing to wait for: ONNX Runtime returns from a run (I/O-bound runs on CUDA included)

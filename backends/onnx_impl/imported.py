@@ -1,6 +1,6 @@
 """An imported ONNX graph handed to ONNX Runtime whole (the ONNX backend's ``import_onnx``).
 
-The model is read, validated and lowered by backends/onnx_import.py first, exactly as on every
+The model is read, validated and lowered by nutshell/onnxio/codec/reader.py first, exactly as on every
 other backend, so the same files are refused with the same errors; then the validated model (every
 tensor's data inline) becomes one ONNX Runtime session on this backend's device. ``run(feeds,
 every=True)`` uses a second session that also exposes every value an ONNX node defines. ONNX
@@ -18,6 +18,7 @@ import onnxruntime as ort
 from onnx import helper
 
 from nutshell.errors import BackendFailure, NutshellError
+from nutshell.onnxio.codec import inference
 from nutshell.onnxio.codec.reader import Graph, Imported
 
 
@@ -79,8 +80,12 @@ class OrtImported(Imported):
         if sess is None:
             return super().run(feeds, every)
         names = [o.name for o in sess.get_outputs()]
+        arrays = self.graph.check_feeds(feeds)
+        # the feeds' actual shapes fix every dynamic dimension: every value's size passes the
+        # memory limits before ONNX Runtime allocates anything
+        inference.infer(self.graph, {k: inference.LIMITS.meta(v) for k, v in arrays.items()})
         try:
-            arrays = sess.run(names, self.graph.check_feeds(feeds))
+            arrays = sess.run(names, arrays)
         except NutshellError:
             raise
         except Exception as exc:

@@ -18,6 +18,7 @@ import torch
 
 from nutshell.backends.base import Backend
 from nutshell.backends.torch_impl import activations, conv, dense, inception, losses, normalization, pooling, recurrent
+from nutshell.backends.torch_impl.baseline import TorchBaseline
 from nutshell.errors import BackendUnavailable
 from nutshell.spec.signatures import Impl
 
@@ -78,6 +79,9 @@ class TorchBackend(Backend):
 
     def to_numpy(self, t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().numpy()
+
+    def baseline(self) -> TorchBaseline:
+        return TorchBaseline(self)
 
     def synchronize(self) -> None:
         if self._device.type == "cuda":

@@ -15,8 +15,6 @@ T values, the convention of every backend; :data:`CONCEPTS` here merges them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from nutshell.errors import SpecError
@@ -28,10 +26,6 @@ CONCEPTS: dict[str, Impl] = {
     **activations.CONCEPTS, **dense.CONCEPTS, **losses.CONCEPTS, **conv.CONCEPTS, **pooling.CONCEPTS,
     **normalization.CONCEPTS, **recurrent.CONCEPTS, **inception.CONCEPTS,
 }
-
-# The forward functions alone, on T values: what the claims' model checks (conformance/claims.py)
-# and the per-node ONNX compare (nutshell/onnxio/tools/compare.py) call.
-FORWARD: dict[str, Callable[[dict, dict], dict]] = {k: impl.forward for k, impl in CONCEPTS.items()}
 
 
 def _tracked(arrays: dict[str, np.ndarray]) -> dict:

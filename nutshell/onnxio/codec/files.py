@@ -32,6 +32,7 @@ from google.protobuf.message import DecodeError
 from onnx import AttributeProto, TensorProto, helper
 
 from nutshell.errors import SpecError
+from nutshell.spec import validate
 
 LIMIT_ENV = "NUTSHELL_ONNX_MAX_TENSOR_MB"
 DEFAULT_LIMIT_MB = 1024
@@ -41,14 +42,7 @@ MAX_DEPTH = 32                      # nesting of subgraphs we are willing to wal
 
 def max_tensor_bytes() -> int:
     """The largest tensor a model may declare: $NUTSHELL_ONNX_MAX_TENSOR_MB MiB (default 1024)."""
-    raw = os.environ.get(LIMIT_ENV, str(DEFAULT_LIMIT_MB))
-    try:
-        mb = float(raw)
-    except ValueError:
-        raise SpecError(f"${LIMIT_ENV} must be a number of MiB, got {raw!r}") from None
-    if not mb > 0:
-        raise SpecError(f"${LIMIT_ENV} must be positive, got {raw!r}")
-    return int(mb * 2**20)
+    return validate.env_bytes(LIMIT_ENV) or DEFAULT_LIMIT_MB * 2**20
 
 
 def load(source: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[onnx.ModelProto, Path | None]:

@@ -28,7 +28,7 @@ from nutshell.onnxio.codec.graph import resolve
 from nutshell.onnxio.codec.reader import STRUCTURAL, Graph, Step
 from nutshell.onnxio.codec.structural import apply, limit
 from nutshell.spec import tolerance, validate
-from nutshell.spec.reference import FORWARD
+from nutshell.spec.reference import CONCEPTS as REFERENCE
 from nutshell.spec.reference.tracked import T
 
 ORT = "onnxruntime"
@@ -42,7 +42,7 @@ def _tracked(a: Any) -> Any:
 
 def _ref_concept(op: str, ins: dict, attrs: dict) -> dict:
     full = validate._check_attrs(spec_mod.load().concept(op), attrs)
-    return FORWARD[op]({k: _tracked(v) for k, v in ins.items()}, full)
+    return REFERENCE[op].forward({k: _tracked(v) for k, v in ins.items()}, full)
 
 
 def _ref_structural(step: Step, ins: dict) -> dict:
