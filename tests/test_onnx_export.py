@@ -1,4 +1,4 @@
-"""Exporting spec models to ONNX (backends/onnx_export.py, ``nutshell export``): every model passes
+"""Exporting spec models to ONNX (nutshell/onnxio/codec/writer.py, ``nutshell export``): every model passes
 the checker with full check, carries its metadata and a dynamic batch, and its logits in a plain
 ONNX Runtime session, imported back onto every backend, and on every backend's own model all lie
 within the tolerance model's bound of the float64 reference."""

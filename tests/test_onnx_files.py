@@ -46,7 +46,7 @@ def every_backend():
 
 @pytest.fixture
 def opened(monkeypatch):
-    """Every path opened for reading through pathlib (how backends/onnx_files.py reads)."""
+    """Every path opened for reading through pathlib (how nutshell/onnxio/codec/files.py reads)."""
     seen: list[pathlib.Path] = []
     real_open, real_read = pathlib.Path.open, pathlib.Path.read_bytes
 

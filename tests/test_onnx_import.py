@@ -1,4 +1,4 @@
-"""Importing ONNX graphs (backends/onnx_import.py): each supported operator and attribute on every
+"""Importing ONNX graphs (nutshell/onnxio/codec/reader.py): each supported operator and attribute on every
 backend against the tolerance model and ONNX Runtime, the arithmetic going through the backends'
 own concepts, refusals before anything runs, and GoogLeNet (the published Inception v1 topology)."""
 

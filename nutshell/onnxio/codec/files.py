@@ -4,7 +4,7 @@
 >>> model, folder = onnx_files.load("net.onnx")       # or the file's bytes (then folder is None)
 
 A file is untrusted input. :func:`load` returns a ``ModelProto`` whose tensors all hold their
-data in the proto, or raises :class:`~backends.errors.SpecError` naming what is wrong, before
+data in the proto, or raises :class:`~nutshell.errors.SpecError` naming what is wrong, before
 any of the model runs:
 
 * the bytes must parse completely as an ONNX ``ModelProto`` holding a graph (a truncated or

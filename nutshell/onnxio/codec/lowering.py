@@ -1,4 +1,4 @@
-"""ONNX nodes lowered to spec concepts and structural steps (see backends/onnx_import.py).
+"""ONNX nodes lowered to spec concepts and structural steps (see nutshell/onnxio/codec/reader.py).
 
 One ``_<Op>`` method per supported operator turns a node into steps; the arithmetic each lowering
 sends to the backend is described in the importer's docstring. A node whose attribute values or

@@ -15,8 +15,8 @@ the node); a model the ONNX checker rejects (SpecError); a graph input with a ne
 AttrError). Every value's shape and size is inferred before anything is allocated (inference.py):
 a tensor over the limit, or a concept whose inputs do not fit it, is refused at import, naming the
 node. Then every ONNX node becomes one or more :class:`Step`
-(backends/onnx_lowering.py): a spec concept run by ``backend.run``, or a structural step
-(:data:`STRUCTURAL`, backends/onnx_structural.py) that only moves numbers around in NumPy.
+(nutshell/onnxio/codec/lowering.py): a spec concept run by ``backend.run``, or a structural step
+(:data:`STRUCTURAL`, nutshell/onnxio/codec/structural.py) that only moves numbers around in NumPy.
 Structural steps whose inputs are all constant are folded at parse time; attrs that depend on the
 input shapes (auto_pad's pads, a grouped convolution's groups) are resolved when a step runs. The
 supported operators are those of the issue plus Transpose, Squeeze and Unsqueeze (plumbing that

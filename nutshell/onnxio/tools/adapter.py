@@ -5,8 +5,8 @@
 >>> rep = OnnxOnTorch.prepare(model)                # Backend.import_onnx: validated and lowered once
 >>> outputs = rep.run([x])                          # a tuple, in the graph's output order
 
-Everything goes through :meth:`backends.base.Backend.import_onnx`, so an operator nutshell does
-not import raises :class:`~backends.errors.UnsupportedOnnxOp` from ``prepare``. Keyword arguments
+Everything goes through :meth:`nutshell.Backend.import_onnx`, so an operator nutshell does
+not import raises :class:`~nutshell.errors.UnsupportedOnnxOp` from ``prepare``. Keyword arguments
 of :func:`adapter` go to ``import_onnx`` (the ONNX backend takes ``direct=False`` to run concept
 by concept instead of handing the model to ONNX Runtime whole).
 """

@@ -15,12 +15,15 @@ says so ("vacuous") where it happens.
 the backend runs the node on ONNX Runtime's values of its inputs, and the result must lie within
 the node's own bound (the reference of that node from the same inputs). The first node where a
 backend leaves that bound is named: that is where the backends diverge, before the difference is
-carried downstream. The exit status is 1 when any element lies outside its bound.
+carried downstream. The exit status is 1 when any element lies outside its bound, when a backend
+fails, when a requested backend cannot load, or when no backend could run the model; 2 for a
+backend name that does not exist or an ``--input`` the model does not have.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +37,22 @@ from nutshell.spec.reference.tracked import T
 ORT = "onnxruntime"
 
 
-def _load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
+def _input_files(specs: list[str] | None) -> dict[str, str]:
+    """``--input NAME=FILE.npy`` options as {name: file}."""
     out = {}
     for item in specs or []:
         name, sep, path = item.partition("=")
         if not sep or not name:
             raise SpecError(f"--input takes NAME=FILE.npy, got {item!r}")
+        out[name] = path
+    return out
+
+
+def _load_inputs(files: dict[str, str], inputs: list[str]) -> dict[str, np.ndarray]:
+    """The arrays of ``files``, each named after one of the model's ``inputs`` (else a SpecError naming them)."""
+    spec_mod.check_names(files, inputs, what="input")
+    out = {}
+    for name, path in files.items():
         try:
             out[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -49,7 +62,9 @@ def _load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", type=Path, help="the ONNX model")
-    p.add_argument("-b", "--backend", action="append", help="backend to compare (repeatable; default: every one)")
+    p.add_argument("-b", "--backend", action="append",
+                   help=f"a backend to compare (repeatable; default: every one): {', '.join(backends.names())}")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where every backend runs (default: the best)")
     p.add_argument("--per-node", action="store_true", help="compare every intermediate value and check each node")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input's values (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
@@ -66,18 +81,23 @@ def _compare():
 
 
 def run(args: argparse.Namespace) -> int:
+    backends.check_names(args.backend)
+    files = _input_files(args.input)
     c = _compare()
     from nutshell.onnxio.codec import reader as onnx_import
 
     graph = onnx_import.parse(args.file)
     tol = spec_mod.load().tolerance
-    feeds = graph.check_feeds(c.inputs_for(graph, _load_inputs(args.input), args.seed))
+    feeds = graph.check_feeds(c.inputs_for(graph, _load_inputs(files, [v.name for v in graph.inputs]), args.seed))
     c.check_reference(graph, feeds)                   # its sizes, before any backend runs
-    loaded, missing = backends.available(args.backend)
+    loaded, missing = backends.available(args.backend, args.device)
     print(f"{args.file}: graph {graph.name!r}, opset {graph.opset}, {len(graph.steps)} steps; inputs "
           + ", ".join(f"{k} {a.shape} {a.dtype}" for k, a in feeds.items()))
     for name, why in missing.items():
         print(f"  {name}: unavailable: {why}")
+    if not loaded:
+        print(f"nutshell check: no backend can run here ({', '.join(missing)} unavailable)", file=sys.stderr)
+        return 1
     runs, imported, failures = {}, {}, {}
     for name, b in loaded.items():
         try:
@@ -94,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         bad |= _print_nodes(graph, runs, feeds, ort, ref, {k: imported[k] for k in runs}, tol)
     for name, why in failures.items():
         print(f"  {name}: FAILED: {why}")
-    return 1 if bad or failures else 0
+    if not runs:
+        print("nutshell check: no backend ran the model", file=sys.stderr)
+    return 1 if bad or failures or not runs or (args.backend and missing) else 0
 
 
 def _baseline(graph, feeds: dict, ref: dict, every: bool) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@
 >>> compare.difference(out["prob"], ort["prob"], ref["prob"], tol)      # max abs / rel, outside, usage
 >>> compare.local_usages(graph, {"torch": imported}, feeds, ort, tol)   # each node on ORT's inputs
 
-The reference runs the same lowered graph as the backends (backends/onnx_import.py), each concept
+The reference runs the same lowered graph as the backends (nutshell/onnxio/codec/reader.py), each concept
 with spec/reference's tracked float64 implementation and each structural step on the values and
 their bounds alike, so a value's bound is the spec's tolerance model carried through the graph.
 ``nutshell check`` (nutshell/check.py) prints these comparisons.
