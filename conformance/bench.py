@@ -1,5 +1,8 @@
 """Time every concept (forward and vjp) and every model's training step on every backend, at the
-shapes of spec/bench.yaml; print a table and write reports/bench.json.
+shapes of spec/bench.yaml; print a table and write bench.json (in reports/, or ``--reports DIR``).
+bench.json is replaced, atomically, only by a bench that measured something: the records of a
+bench in progress go to bench.partial.json, and one that measures nothing (every backend
+unavailable or failing) exits 1 and leaves the earlier figures as they were.
 
 Method, per measurement: one warm-up call and one calibration call (compilation, caches and
 allocations happen there), then samples of ``number`` calls each, sized to last a few
@@ -55,6 +58,7 @@ BENCH_FILE = spec_mod.SPEC_DIR / "bench.yaml"
 SIZES = ("small", "medium", "large")
 DTYPE = "float32"
 KIND = "nutshell-bench"
+REPORTS = Path("reports")
 
 
 # ------------------------------------------------------------------------- the spec's entries
@@ -102,11 +106,9 @@ def load_entries(path: str | Path = BENCH_FILE) -> dict[str, dict]:
 
 def cases(entries: dict[str, dict], names: list[str] | None, sizes: list[str] | None) -> list[Case]:
     """The cases to run, in bench.yaml's order, of the entries or the concept and model ids in
-    ``names`` (all when None); an unknown name is a SpecError."""
-    known = {n for name, e in entries.items() for n in (name, e.get("model", name))}
-    unknown = sorted(set(names or ()) - known)
-    if unknown:
-        raise SpecError(f"no benchmark for {', '.join(unknown)}; spec/bench.yaml has: {', '.join(entries)}")
+    ``names`` (all when None); an unknown name is a SpecError naming the closest one."""
+    spec_mod.check_names(names, dict.fromkeys(n for name, e in entries.items() for n in (name, e.get("model", name))),
+                         what="benchmark")
     out = []
     for name, e in entries.items():
         if names and not {name, e.get("model", name)} & set(names):
@@ -591,10 +593,26 @@ def table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def partial_path(out: Path) -> Path:
+    """Where a bench in progress keeps its records: bench.json -> bench.partial.json."""
+    return out.with_name(f"{out.stem}.partial{out.suffix}")
+
+
+def measured(doc: dict) -> bool:
+    """Whether a bench document holds at least one measurement."""
+    return any(r.outcome is BenchOutcome.OK for r in doc["results"])
+
+
 def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[str] | None, s: Settings,
               out: Path, device: str | None = None, stream=sys.stderr) -> dict:
-    """Run the benchmark, writing ``out`` after every case; returns the document (its results as
-    :class:`BenchResult`, as :func:`report.load_bench` returns it)."""
+    """Run the benchmark; returns the document (its results as :class:`BenchResult`, as
+    :func:`report.load_bench` returns it).
+
+    The records go to :func:`partial_path` after every case (an interrupted bench leaves them
+    there); ``out`` is replaced, atomically, only at the end and only when something was
+    measured, so a bench that measures nothing (every backend unavailable, or failing) leaves
+    the figures of an earlier one as they were.
+    """
     selected = cases(load_entries(), concepts, sizes)
     loaded, missing = backends.available(names, device)
     for b in loaded.values():
@@ -606,14 +624,17 @@ def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[s
            "backends": {n: {"device": b.device} for n, b in loaded.items()}, "unavailable": missing,
            "peak": machine_peak(keys, s), "results": []}
     out.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(out)
     progress = Progress(sum(len(loaded) * (2 if c.kind == "concept" else 1) for c in selected), stream)
     for case in selected:
         for b in loaded.values():
             doc["results"] += run_case(b, case, doc["peak"].get(device_key(b.device)), s, progress.tick)
-            _write(out, doc)
+            _write(partial, doc)
     progress.close()
     doc.update(complete=True, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    _write(out, doc)
+    if measured(doc):
+        _write(out, doc)
+    partial.unlink(missing_ok=True)
     return doc
 
 
@@ -625,20 +646,30 @@ def _write(out: Path, doc: dict) -> None:
 # ---------------------------------------------------------------------------------- command
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-b", "--backend", action="append", help="backend to time (repeatable; default: all that load)")
+    p.add_argument("-b", "--backend", action="append",
+                   help=f"a backend to time (repeatable; default: every one that loads): {', '.join(backends.names())}")
     p.add_argument("--concept", action="append", help="concept or model of spec/bench.yaml (repeatable)")
     p.add_argument("--size", action="append", choices=SIZES, help="benchmark size (repeatable; default: all, "
                    "or medium with --quick)")
     p.add_argument("--quick", action="store_true", help="short time caps, the medium size unless --size is given")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="device for every backend (default: the best)")
-    p.add_argument("-o", "--output", type=Path, default=Path("reports") / "bench.json", help="where bench.json goes")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where every backend runs (default: the best)")
+    p.add_argument("--reports", type=Path, default=REPORTS, metavar="DIR",
+                   help=f"where bench.json goes (default {REPORTS}/)")
+    p.add_argument("-o", "--output", type=Path, help="the file itself (default DIR/bench.json)")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 0 when no measurement failed, 1 when one did, when a requested backend is unavailable or
+    when nothing was measured (bench.json is then left as it was), 2 for a name that does not exist."""
+    backends.check_names(args.backend)
     settings = QUICK if args.quick else Settings()
     sizes = args.size or (["medium"] if args.quick else None)
-    doc = run_bench(args.backend, args.concept, sizes, settings, args.output, args.device)
+    out = args.output or args.reports / "bench.json"
+    doc = run_bench(args.backend, args.concept, sizes, settings, out, args.device)
     print(table(doc))
-    print(f"bench: {args.output}")
+    if not measured(doc):
+        print(f"nutshell bench: nothing was measured; {out} left as it was", file=sys.stderr)
+        return 1
+    print(f"bench: {out}")
     failed = any(r.outcome is BenchOutcome.ERROR for r in doc["results"]) or (args.backend and doc["unavailable"])
     return 1 if failed else 0

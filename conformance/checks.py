@@ -1,7 +1,9 @@
 """The five checks of the conformance suite, each a plain function returning a result record.
 
 A check raises :class:`CheckFailed` (the numbers of the mismatch) or :class:`Unsupported` (the
-backend declared the concept × dtype unsupported); any other exception is the backend crashing.
+backend declared the concept × dtype unsupported). A vector file that is missing or does not match
+its sha256 raises :class:`nutshell.spec.SpecFileError` before the backend is called: the spec is
+broken, not the backend. Any other exception is the backend crashing.
 """
 
 from __future__ import annotations

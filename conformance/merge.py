@@ -1,8 +1,9 @@
 """Write one HTML report from the results of one or more runs (say a CPU box and a GPU box).
 
 Every results file must come from the version of the spec (``--spec``, by default the
-repository's); a file that is not a nutshell results file is refused with the reason (exit
-status 2).
+repository's). A file that is not a nutshell results file (a bench.json goes with --bench), is
+not a regular file, is larger than 256 MiB or holds a field of the wrong type is refused with
+the file, the record and the field named (exit status 2), and no page is written.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import argparse
 from pathlib import Path
 
 from nutshell import spec as spec_mod
-from nutshell.conformance.report import load_bench, load_results, write_report
+from nutshell.conformance.report import write_report
+from nutshell.conformance.results import load_bench, load_results
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

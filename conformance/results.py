@@ -22,6 +22,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from nutshell.backends import BUILTIN, ENV_VAR
+from nutshell.conformance import schema
 from nutshell.errors import SpecError
 
 
@@ -31,7 +33,8 @@ class Outcome(str, Enum):
     PASS = "pass"
     FAIL = "fail"
     UNSUPPORTED = "unsupported"
-    ERROR = "error"
+    ERROR = "error"                  # the backend crashed
+    SPEC = "spec"                    # the spec's own files are broken (a vector file missing or altered): not run
 
     def __str__(self) -> str:   # the value in f-strings on every Python (3.12 changed Enum.__format__)
         return self.value
@@ -76,49 +79,8 @@ def _legacy_section(d: dict) -> Section:
     return next((section for section, keys in _LEGACY_WORDS if any(k in words for k in keys)), Section.OTHER)
 
 
-# ------------------------------------------------------------------------------ reading JSON
-
-_STR, _NUM, _DICT = (str,), (int, float), (dict,)
-
-
-def _checked(d: Any, table: dict[str, tuple[tuple[type, ...], bool]], required: tuple[str, ...], kind: str,
-             where: str) -> dict:
-    """``d`` once every field is known, present when required and of its type (None allowed where
-    the table says so); else a SpecError naming the field, so a broken file says what is wrong."""
-    if not isinstance(d, dict):
-        raise SpecError(f"{where}: a {kind} must be a JSON object, got {type(d).__name__}")
-    for name in d:
-        if name not in table:
-            raise SpecError(f"{where}: field {name}: not a field of a {kind}")
-    for name in required:
-        if name not in d:
-            raise SpecError(f"{where}: field {name} is missing")
-    for name, value in d.items():
-        types, nullable = table[name]
-        if value is None and nullable:
-            continue
-        if isinstance(value, bool) or not isinstance(value, types):
-            wanted = " or ".join(t.__name__ for t in types) + (" or null" if nullable else "")
-            raise SpecError(f"{where}: field {name}: expected {wanted}, got {value!r}"[:300])
-    return d
-
-
-def _member(enum: type[Enum], value: str, name: str, where: str) -> Any:
-    try:
-        return enum(value)
-    except ValueError:
-        known = ", ".join(m.value for m in enum)
-        raise SpecError(f"{where}: field {name}: {value!r} is not one of {known}") from None
-
-
 # ------------------------------------------------------------------------------ check results
 
-_CHECK_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "id": (_STR, False), "backend": (_STR, False), "concept": (_STR, False), "check": (_STR, False),
-    "section": (_STR, False), "outcome": (_STR, False), "vector": (_STR, True), "dtype": (_STR, True),
-    "usage": (_NUM, True), "details": (_DICT, True), "message": (_STR, True), "seconds": (_NUM, True),
-    "nodeid": (_STR, True), "rerun": (_STR, True), "status": (_STR, True)}
-_CHECK_REQUIRED = ("id", "backend", "concept", "check", "outcome")
 _CHECK_ALWAYS = frozenset(("id", "backend", "concept", "check", "section", "outcome", "vector", "dtype"))
 
 
@@ -153,12 +115,16 @@ class CheckResult:
 
     @classmethod
     def from_json(cls, d: Any, where: str = "check result") -> CheckResult:
-        """A record read back; SpecError naming the field when it is not one. Files written before
-        records carried a section get it derived from the names, once, here."""
-        d = _checked(d, _CHECK_FIELDS, _CHECK_REQUIRED, "check result", where)
-        outcome = _member(Outcome, d["outcome"], "outcome", where)
-        section = _member(Section, d["section"], "section", where) if "section" in d else _legacy_section(d)
-        return cls(**{**d, "outcome": outcome, "section": section})
+        """A record read back; SpecError naming the field when it is not one (schema.py)."""
+        schema.validate(d, "checkResult", where)
+        return cls._valid(d)
+
+    @classmethod
+    def _valid(cls, d: dict) -> CheckResult:
+        """A record the schema accepted. Files written before records carried a section get it
+        derived from the names, once, here."""
+        section = Section(d["section"]) if "section" in d else _legacy_section(d)
+        return cls(**{**d, "outcome": Outcome(d["outcome"]), "section": section})
 
 
 def rerun_command(suite: Path, check_id: str, backends: Iterable[str], device: str | None = None,
@@ -169,7 +135,9 @@ def rerun_command(suite: Path, check_id: str, backends: Iterable[str], device: s
     write it. A backend's check names that backend; a check spanning backends (the ``cross``
     group) names every backend its run had: ``--backend cross`` selects none, and no ``--backend``
     at all selects every registered backend, perhaps not those that ran. The device and the spec
-    file go along when the run had them, so the rerun sees the same backends on the same spec.
+    file go along when the run had them, so the rerun sees the same backends on the same spec, and
+    so does ``$NUTSHELL_BACKENDS`` for a backend registered there (it exists nowhere else): pasted
+    into a fresh shell, the command reruns that check.
     """
     try:
         where = Path(suite).relative_to(Path.cwd())
@@ -182,7 +150,16 @@ def rerun_command(suite: Path, check_id: str, backends: Iterable[str], device: s
         argv += ["--nutshell-device", device]
     if spec is not None:
         argv += ["--spec", str(spec)]
-    return shlex.join(argv)
+    env = _env_backends(argv)
+    return (f"{ENV_VAR}={shlex.quote(env)} " if env else "") + shlex.join(argv)
+
+
+def _env_backends(argv: list[str]) -> str:
+    """The entries of $NUTSHELL_BACKENDS (``name=module:Class``, comma-separated) that define a
+    backend the command names; the registry reads the variable the same way."""
+    named = {argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--backend"} - set(BUILTIN)
+    items = [item.strip() for item in os.environ.get(ENV_VAR, "").split(",")]
+    return ",".join(item for item in items if item.partition("=")[0].strip() in named and item.partition("=")[2])
 
 
 # ------------------------------------------------------------------------------ bench results
@@ -198,13 +175,6 @@ class BenchOutcome(str, Enum):
         return self.value
 
 
-_BENCH_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "backend": (_STR, False), "device": (_STR, True), "concept": (_STR, False), "kind": (_STR, True),
-    "size": (_STR, False), "direction": (_STR, False), "level": (_STR, True), "dtype": (_STR, True),
-    "shapes": (_DICT, True), "attrs": (_DICT, True), "note": (_STR, True), "outcome": (_STR, False),
-    "message": (_STR, True), "flops": (_NUM, True), "time": (_DICT, True), "gflops": (_NUM, True),
-    "peak_share": (_NUM, True), "baseline": (_DICT, True), "overhead": (_NUM, True)}
-_BENCH_REQUIRED = ("backend", "concept", "size", "direction", "outcome")
 _BENCH_MEASURED = frozenset(("flops", "time", "gflops", "peak_share", "baseline", "overhead"))
 
 
@@ -245,12 +215,100 @@ class BenchResult:
 
     @classmethod
     def from_json(cls, d: Any, where: str = "bench result") -> BenchResult:
-        """A measurement read back; SpecError naming the field when it is not one."""
-        d = _checked(d, _BENCH_FIELDS, _BENCH_REQUIRED, "bench result", where)
-        outcome = _member(BenchOutcome, d["outcome"], "outcome", where)
-        if outcome is BenchOutcome.OK and not isinstance((d.get("time") or {}).get("median_s"), _NUM):
-            raise SpecError(f"{where}: field time: a measurement needs time.median_s")
-        return cls(**{**d, "outcome": outcome})
+        """A measurement read back; SpecError naming the field when it is not one (schema.py)."""
+        schema.validate(d, "benchResult", where)
+        return cls._valid(d)
+
+    @classmethod
+    def _valid(cls, d: dict) -> BenchResult:
+        """A measurement the schema accepted."""
+        return cls(**{**d, "outcome": BenchOutcome(d["outcome"])})
+
+
+# ------------------------------------------------------------------------------ reading files
+
+class FileKind(str, Enum):
+    """The two kinds of results document, by the value of their ``kind`` field (results files
+    written before it existed have none)."""
+
+    RESULTS = "nutshell-results"     # results.json of nutshell run
+    BENCH = "nutshell-bench"         # bench.json of nutshell bench
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_KINDS = {FileKind.RESULTS: ("results file", "nutshell run", "resultsFile", CheckResult),
+          FileKind.BENCH: ("bench file", "nutshell bench", "benchFile", BenchResult)}
+_NEEDS = {FileKind.RESULTS: "needs 'spec_version' and a 'results' list",
+          FileKind.BENCH: "kind 'nutshell-bench' with a 'results' list"}
+_HINTS = {FileKind.RESULTS: "pass it without --bench", FileKind.BENCH: "pass it with --bench"}
+
+
+def file_kind(doc: Any) -> FileKind | None:
+    """Which kind of results document ``doc`` is, or None when it is neither."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        return None
+    if doc.get("kind") == FileKind.BENCH.value:
+        return FileKind.BENCH
+    if doc.get("kind", FileKind.RESULTS.value) == FileKind.RESULTS.value and "spec_version" in doc:
+        return FileKind.RESULTS
+    return None
+
+
+def load(path: str | Path, expect: FileKind | None = None, version: str | None = None) -> dict:
+    """A results or bench document (``expect``: only that kind), read by :func:`schema.read_text`
+    (a regular file within the size limit) and validated against the schema before use; its
+    records become :class:`CheckResult` or :class:`BenchResult`, its ``kind`` says which. With
+    ``version``, a file of another spec version is refused. Every problem is a SpecError naming
+    the file, the record and the field."""
+    doc = schema.parse(schema.read_text(path), str(path))
+    kind = file_kind(doc)
+    if kind is None:
+        wanted = [expect] if expect else list(FileKind)
+        raise SpecError(f"{path}: not a nutshell {' or '.join(_KINDS[k][0] for k in wanted)} "
+                        f"({'; '.join(_NEEDS[k] for k in wanted)})")
+    name, origin, definition, record = _KINDS[kind]
+    if expect is not None and kind is not expect:
+        raise SpecError(f"{path}: not a nutshell {_KINDS[expect][0]}: this is a {name} (of {origin}): {_HINTS[kind]}")
+    schema.validate(doc, definition, str(path))
+    if version is not None and doc["spec_version"] != version:
+        raise SpecError(f"{path}: made with spec version {doc['spec_version']}, this spec is {version}; "
+                        "rerun it with this checkout, or report it from a checkout of that version")
+    return doc | {"kind": kind.value, "results": [record._valid(r) for r in doc["results"]],
+                  "backends": doc.get("backends", {}), "unavailable": doc.get("unavailable", {}),
+                  "source": str(path)}
+
+
+def load_results(path: str | Path, version: str | None = None) -> dict:
+    """A results.json (see :func:`load`)."""
+    return load(path, FileKind.RESULTS, version)
+
+
+def load_bench(path: str | Path, version: str | None = None) -> dict:
+    """A bench.json (see :func:`load`)."""
+    return load(path, FileKind.BENCH, version)
+
+
+def load_lines(path: str | Path) -> list[CheckResult]:
+    """The records of a results.jsonl (``--resume``), read like any results file. A last line cut
+    short by an interruption (no newline after it) is left out: everything before it is good. Any
+    other line that is not a check record is a SpecError naming the line and the field."""
+    text = schema.read_text(path)
+    lines = text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        where = f"{path}: line {i + 1}"
+        try:
+            d = schema.parse(line, where, "line")
+        except SpecError:
+            if i == len(lines) - 1 and not text.endswith("\n"):
+                break
+            raise
+        out.append(CheckResult.from_json(d, where))
+    return out
 
 
 # ------------------------------------------------------------------------------ writing
@@ -295,8 +353,9 @@ class ResultsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lines = self.path.with_suffix(".jsonl")
         self.lines.write_text("".join(_line(r) for r in records or []))
-        self.header = header | {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                "machine": machine_info(), "versions": library_versions()}
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.header = {"kind": FileKind.RESULTS.value} | header | {"started": started, "machine": machine_info(),
+                                                                  "versions": library_versions()}
         self.records: list[CheckResult] = list(records or [])
         self.every_s, self._last = every_s, 0.0
         self.flush(final=False)
@@ -372,10 +431,13 @@ def summary_table(summary: dict, unavailable: dict | None = None) -> str:
                     f"{s['total']:>7}  {s['worst_usage']:.3g}")
     for name, why in sorted((unavailable or {}).items()):
         rows.append(f"{name:<10} unavailable: {why[:60]}")
+    broken = sum(s[Outcome.SPEC.value] for s in summary.values())
+    if broken:   # counted in the total, under no column: the spec is broken, not a backend
+        rows.append(f"spec problems: {broken} check(s) not run, the spec's own files are broken (outcome 'spec')")
     return "\n".join(rows)
 
 
-_JUNIT_TAGS = {Outcome.FAIL: "failure", Outcome.ERROR: "error", Outcome.UNSUPPORTED: "skipped"}
+_JUNIT_TAGS = {Outcome.FAIL: "failure", Outcome.ERROR: "error", Outcome.SPEC: "error", Outcome.UNSUPPORTED: "skipped"}
 
 
 def write_junit(records: list[CheckResult], path: Path) -> None:

@@ -15,9 +15,11 @@ a SpecError well within a second, instead of gigabytes and a MemoryError, or a R
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,10 +85,12 @@ class Vector:
     note: str = ""
     cotangent: dict | None = None  # hand vectors: the literal output cotangents
     scale: dict | None = None      # generated vectors: value range per input, ±scale
+    concept: str = ""              # the concept whose vector this is
 
     def load(self) -> dict[str, np.ndarray]:
-        """The arrays of this vector's .npz, after checking its sha256."""
-        return load_npz(SPEC_DIR / self.file, self.sha256)
+        """The arrays of this vector's .npz, after checking its sha256 (SpecFileError when it is
+        missing or does not match)."""
+        return load_npz(SPEC_DIR / self.file, self.sha256, f"concept {self.concept}: vector {self.name}")
 
 
 @dataclass(frozen=True)
@@ -140,13 +144,23 @@ class Spec:
             raise SpecError(f"unknown concept '{cid}'; the spec knows: {known}") from None
 
 
-def load_npz(path: Path, sha256: str) -> dict[str, np.ndarray]:
-    """Read a vector file, refusing it when it is missing or its sha256 does not match."""
+class SpecFileError(SpecError):
+    """One of the spec's own files (a vector file) is missing or is not the file the spec names by
+    its sha256: the spec is broken, not the code checked against it. The conformance suite records
+    such a check under the outcome ``spec``, never as a backend's crash."""
+
+
+def load_npz(path: Path, sha256: str, owner: str = "") -> dict[str, np.ndarray]:
+    """Read a vector file, refusing it (SpecFileError naming ``owner``, e.g. "concept relu: vector
+    grid", and the file) when it is missing, not a regular file, or its sha256 does not match."""
+    where = f"{owner}: " if owner else ""
     if not path.is_file():
-        raise SpecError(f"vector file {path} is missing; regenerate with 'nutshell spec generate'")
+        raise SpecFileError(f"{where}vector file {path} is missing (or not a regular file); restore it, or "
+                            "regenerate it with 'nutshell spec generate'")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != sha256:
-        raise SpecError(f"vector file {path} has sha256 {digest}, the spec says {sha256}")
+        raise SpecFileError(f"{where}vector file {path} has sha256 {digest}, the spec says {sha256}: the file "
+                            "was changed; restore it, or regenerate it with 'nutshell spec generate'")
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 
@@ -201,11 +215,11 @@ def _attr(d: dict) -> AttrSpec:
     )
 
 
-def _vector(d: dict) -> Vector:
+def _vector(d: dict, concept: str) -> Vector:
     keys = ("name", "kind", "file", "sha256", "inputs", "shapes", "seed", "expected", "grad", "note", "cotangent",
             "scale")
     kw = {k: d[k] for k in keys if k in d}
-    return Vector(attrs=d.get("attrs", {}), **kw)
+    return Vector(attrs=d.get("attrs", {}), concept=concept, **kw)
 
 
 def _error(d: dict) -> ErrorVector:
@@ -223,7 +237,7 @@ def _concept(d: dict) -> Concept:
         outputs=tuple(d["outputs"]),
         semantics=tuple(d.get("semantics", [])),
         tolerance=d["tolerance"],
-        vectors=tuple(_vector(v) for v in d.get("vectors", [])),
+        vectors=tuple(_vector(v, d["id"]) for v in d.get("vectors", [])),
         errors=tuple(_error(e) for e in d.get("errors", [])),
         bench=d.get("bench", {}),
     )
@@ -334,3 +348,18 @@ def load(path: str | Path | None = None) -> Spec:
     """Load (once) and validate a spec file; the default is the repository's concepts.yaml."""
     p = Path(path) if path is not None else SPEC_FILE
     return parse(_read(p), p)
+
+
+def check_names(requested: Iterable[str] | None, known: Iterable[str], what: str = "concept") -> None:
+    """Refuse every requested name that ``known`` lacks, before anything runs: one SpecError naming
+    each unknown name, the valid ones and the closest (``what`` says what they are: "concept", "model")."""
+    valid = list(known)
+    bad = [n for n in requested or () if n not in valid]
+    if not bad:
+        return
+    lines = []
+    for name in bad:
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        lines.append(f"no {what} named '{name}'{hint}")
+    raise SpecError(f"{'; '.join(lines)}; {what}s: {', '.join(valid) or 'none'}")

@@ -124,9 +124,12 @@ def npz_bytes(data: dict[str, np.ndarray]) -> bytes:
 
 def generate(spec_path: Path | None = None, concepts: list[str] | None = None, check: bool = False,
              log=print) -> list[str]:
-    """Write (or, with ``check``, compare) every vector file; returns the problems found."""
+    """Write (or, with ``check``, compare) every vector file of ``concepts`` (None: all, and the
+    models' vectors); returns the problems found. An unknown concept is a SpecError before anything
+    is written."""
     spec_path = Path(spec_path) if spec_path else spec_mod.SPEC_FILE
     s = spec_mod.parse(spec_path.read_text(), spec_path)
+    spec_mod.check_names(concepts, s.concepts)
     text, problems = spec_path.read_text(), []
     for concept in s.concepts.values():
         if concepts and concept.id not in concepts:

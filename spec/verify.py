@@ -57,7 +57,9 @@ def _oracle_results(fn_fwd: Callable, fn_vjp: Callable, cid: str, arrays: dict, 
 
 
 def verify(s: spec_mod.Spec, use_tf: bool = True, concepts: list[str] | None = None) -> list[ConceptReport]:
-    """One report per concept with the largest normwise disagreement of each oracle."""
+    """One report per concept with the largest normwise disagreement of each oracle; a name in
+    ``concepts`` that ``s`` lacks is a SpecError (with the closest name) before anything runs."""
+    spec_mod.check_names(concepts, s.concepts)
     from nutshell.spec import reference
 
     oracles = {"reference": (reference.forward, reference.vjp)}

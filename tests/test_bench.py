@@ -65,7 +65,7 @@ def test_formulas_cannot_run_code(expr):
 
 
 def test_unknown_benchmark_names_are_refused():
-    with pytest.raises(SpecError, match="no benchmark for nonsense"):
+    with pytest.raises(SpecError, match="no benchmark named 'nonsense'"):
         bench.cases(bench.load_entries(), ["nonsense"], None)
 
 

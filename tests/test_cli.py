@@ -32,10 +32,10 @@ def test_run_one_concept_writes_results_and_summary(tmp_path):
     assert (tmp_path / "reports" / "junit.xml").is_file()
 
 
-def test_unknown_backend_is_reported_not_fatal(tmp_path):
+def test_unknown_backend_is_a_usage_error(tmp_path):
     r = nutshell("run", "-b", "nonexistent", "-k", "relu", cwd=tmp_path)
-    assert r.returncode != 0
-    assert "unavailable" in r.stdout
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no backend named 'nonexistent'" in r.stderr and "torch" in r.stderr
 
 
 def test_bad_spec_subcommand_exits_with_usage():

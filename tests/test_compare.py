@@ -80,4 +80,4 @@ def test_different_kinds_or_broken_files_are_refused(real, tmp_path):
     assert r.returncode == 2 and "not the same kind" in r.stderr
     (tmp_path / "broken.json").write_text("[1, 2")
     r = nutshell("compare", str(tmp_path / "broken.json"), str(tmp_path / "a.json"))
-    assert r.returncode == 2 and "not a readable JSON file" in r.stderr
+    assert r.returncode == 2 and "not a JSON file" in r.stderr

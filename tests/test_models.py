@@ -291,9 +291,10 @@ def test_train_command_prints_progress_and_json(b, tmp_path, capsys):
 
     out = tmp_path / "p.npz"
     code = cli.main(["train", "logistic_regression", "-b", b.name, "--epochs", "2", "-o", str(out), "--json"])
-    lines = capsys.readouterr().out.strip().splitlines()
+    cap = capsys.readouterr()
+    lines = cap.err.strip().splitlines()                 # progress on stderr: stdout is one JSON document
     assert code == 0 and any(line.startswith("epoch   2/2") for line in lines)
-    result = json.loads(lines[-1])
+    result = json.loads(cap.out)
     assert set(result) == {"model", "backend", "test_accuracy", "final_loss", "steps"} and result["steps"] == 50
     saved = dict(np.load(out))
     assert set(saved) == {"w", "b"}

@@ -1,14 +1,19 @@
 """The typed result records: what results.json, results.jsonl and bench.json hold, read back
-exactly; broken records refused naming the field; and the one rerun command."""
+exactly; broken records refused naming the field; and the one rerun command, which works when
+pasted into a fresh shell."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from nutshell.conformance import runner
 from nutshell.conformance.results import (
     BenchOutcome,
     BenchResult,
@@ -107,3 +112,37 @@ def test_the_rerun_command_is_relative_to_where_it_is_run(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     suite = tmp_path / "conformance" / "spec.nutshell"
     assert shlex.split(rerun_command(suite, "a[b]", ["torch"]))[1] == "conformance/spec.nutshell::a[b]"
+
+
+def test_the_rerun_command_carries_the_backends_of_the_environment(monkeypatch):
+    """A backend registered in $NUTSHELL_BACKENDS exists nowhere else: the command sets the
+    variable to its entries (quoted for the shell), and leaves out the entries it does not name."""
+    monkeypatch.setenv("NUTSHELL_BACKENDS", "mine=pkg.mod:Mine, other=pkg.other:Other,spaced=my pkg:Spaced")
+    mine = rerun_command(SUITE, "relu[mine-grid-float32]", ["mine"])
+    assert mine == f"NUTSHELL_BACKENDS=mine=pkg.mod:Mine pytest '{SUITE}::relu[mine-grid-float32]' --backend mine"
+    cross = shlex.split(rerun_command(SUITE, "relu[cross-grid-float32]", ["spaced", "torch", "mine"]))
+    assert cross[0] == "NUTSHELL_BACKENDS=mine=pkg.mod:Mine,spaced=my pkg:Spaced" and cross[1] == "pytest"
+    assert shlex.split(rerun_command(SUITE, "relu[torch-grid-float32]", ["torch"]))[0] == "pytest"
+
+
+def test_a_printed_rerun_command_pasted_into_a_fresh_shell_reruns_exactly_that_check(tmp_path):
+    """The faulty backend (tests/faulty_backend.py, registered only through $NUTSHELL_BACKENDS)
+    fails tanh; the rerun line pytest prints, run by a shell whose environment lacks the variable,
+    runs that one check again, on that backend."""
+    pytest.importorskip("torch")
+    tests = str(Path(__file__).resolve().parent)
+    env = {k: v for k, v in os.environ.items() if k != "NUTSHELL_BACKENDS"} | {
+        "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    cid = "tanh[faulty-grid-float32]"
+    first = subprocess.run([sys.executable, "-m", "pytest", f"{runner.suite_file()}::{cid}", "--backend", "faulty",
+                            "-p", "no:cacheprovider", "--results", str(tmp_path / "first.json")], cwd=tmp_path,
+                           env=env | {"NUTSHELL_BACKENDS": "faulty=faulty_backend:FaultyBackend"},
+                           capture_output=True, text=True, timeout=600)
+    printed = [line.split("rerun: ", 1)[1] for line in first.stdout.splitlines() if "rerun: " in line]
+    assert first.returncode == 1 and len(printed) == 1, first.stdout + first.stderr
+    again = subprocess.run(printed[0], shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 1, again.stdout + again.stderr
+    doc = json.loads((tmp_path / "reports" / "results.json").read_text())
+    assert [(r["id"], r["backend"], r["outcome"]) for r in doc["results"]] == [(cid, "faulty", "fail")]

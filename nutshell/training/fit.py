@@ -3,9 +3,10 @@
     nutshell train digits_cnn -b torch -o digits.npz --json
 
 Each epoch prints the mean training loss and the test accuracy; the parameters go to an .npz
-(one array per parameter name, loadable with ``b.model(name, params=dict(np.load(f)))``);
-``--json`` ends the output with one line {"model", "backend", "test_accuracy", "final_loss",
-"steps"}. The exit status is 1 when the model's spec sets a ``min_accuracy`` it did not reach.
+(one array per parameter name, loadable with ``b.model(name, params=dict(np.load(f)))``).
+With ``--json`` the progress goes to stderr and stdout is one JSON line {"model", "backend",
+"test_accuracy", "final_loss", "steps"}. The exit status is 1 when the model's spec sets a
+``min_accuracy`` it did not reach, 2 for a model or backend that does not exist.
 
 As a library (the claims use it):
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from nutshell import backends
+from nutshell import spec as spec_mod
 from nutshell.backends.base import Backend
+from nutshell.errors import AttrError
 from nutshell.spec import models
 from nutshell.spec.graph import Model
 from nutshell.training import datasets
@@ -110,8 +114,12 @@ def fit(model: Model, data: datasets.Dataset, epochs: int, batch_size: int, lr: 
 
     ``optimizer`` "sgd" (with ``momentum``, or plain ``Model.step``) or "adam". ``schedule``
     "linear" lowers the learning rate linearly from ``lr`` at the first step to lr/steps at the
-    last, which settles the final parameters; "constant" keeps it.
+    last, which settles the final parameters; "constant" keeps it. ``epochs`` and ``batch_size``
+    below 1 are an AttrError.
     """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if value < 1:
+            raise AttrError(f"argument '{name}': must be ≥ 1, got {value}", argument=name)
     rng = np.random.default_rng(seed)
     step = _stepper(model, optimizer, momentum)
     hist, started = History(), time.perf_counter()
@@ -145,36 +153,56 @@ def train(backend: Backend, name: str, epochs: int | None = None, seed: int = 0,
     cfg = spec.training
     model = backend.model(name, seed=seed, dtype=dtype)
     data = datasets.load(spec)
-    hist = fit(model, data, epochs or cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.schedule, cfg.optimizer,
-               seed=seed, log=log)
+    hist = fit(model, data, cfg.epochs if epochs is None else epochs, cfg.batch_size, cfg.lr, cfg.momentum,
+               cfg.schedule, cfg.optimizer, seed=seed, log=log)
     return model, hist
 
 
 # --- the command -------------------------------------------------------------------------------------
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a model of spec/models.yaml, e.g. digits_cnn")
-    p.add_argument("-b", "--backend", default="torch")
-    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("model", help=f"a model of spec/models.yaml: {', '.join(models.names())}")
+    p.add_argument("-b", "--backend", default="torch",
+                   help=f"the backend that trains it (default torch): {', '.join(backends.names())}")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where it trains (default: the best this machine has)")
     p.add_argument("-o", "--output", type=Path, help="where the parameters go (default MODEL-BACKEND.npz)")
-    p.add_argument("--json", action="store_true", help="end with one JSON line of the results")
-    p.add_argument("--epochs", type=int, help="default: the spec's")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--json", action="store_true",
+                   help="stdout is one JSON line of the results; the progress goes to stderr")
+    p.add_argument("--epochs", type=_at_least_one, help="at least 1 (default: the spec's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the shuffling (default 0)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="default float32")
 
 
 def run(args: argparse.Namespace) -> int:
+    spec_mod.check_names([args.model], models.names(), what="model")
+    backends.check_names([args.backend])
     b = backends.load(args.backend, args.device)
     spec = models.get(args.model)
-    print(f"training {spec.id} on {b.name} ({b.device}, {args.dtype}): {spec.dataset['name']} data, "
-          f"{args.epochs or spec.training.epochs} epochs of batch {spec.training.batch_size}")
-    model, hist = train(b, args.model, args.epochs, args.seed, args.dtype, log=print)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr if args.json else sys.stdout)
+
+    epochs = spec.training.epochs if args.epochs is None else args.epochs
+    say(f"training {spec.id} on {b.name} ({b.device}, {args.dtype}): {spec.dataset['name']} data, "
+        f"{epochs} epochs of batch {spec.training.batch_size}")
+    model, hist = train(b, args.model, epochs, args.seed, args.dtype, log=say)
     out = args.output or Path(f"{spec.id}-{b.name}.npz")
     np.savez(out, **model.params())
     floor = spec.training.min_accuracy
     verdict = "" if floor is None else f" (the spec asks ≥ {floor:.0%})"
-    print(f"test accuracy {hist.test_accuracy:.2%}{verdict} after {hist.steps} steps in {hist.seconds:.1f} s; "
-          f"parameters saved to {out}")
+    say(f"test accuracy {hist.test_accuracy:.2%}{verdict} after {hist.steps} steps in {hist.seconds:.1f} s; "
+        f"parameters saved to {out}")
     if args.json:
         print(json.dumps({"model": spec.id, "backend": b.name, "test_accuracy": hist.test_accuracy,
                           "final_loss": hist.final_loss, "steps": hist.steps}))
