@@ -8,7 +8,12 @@ like ``conv2d[torch-figure3-float32]`` (forward), ``conv2d[torch-figure3-float32
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,13 +53,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--events", default=None,
                     help="worker mode: append start events and records to this JSON-lines file instead of results.json")
     group.addoption("--skip-ids", default=None, help="file of check ids (one per line) to leave out")
+    group.addoption("--nutshell-run-id", default=None,
+                    help="worker mode: the token every event line carries, so the runner takes only this worker's")
+    group.addoption("--nutshell-parent", type=int, default=None,
+                    help="worker mode: the runner's process id; the worker ends as soon as that process ends")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_STATE] = {"backends": None, "writer": None, "unavailable": {}}
+    config.stash[_STATE] = {"backends": None, "writer": None, "unavailable": {}, "pending": {}}
     config.addinivalue_line("markers", "nutshell: a conformance check generated from the spec")
     # registered here too, not only in the repository's pyproject: the suite also runs from outside it
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    parent = config.getoption("--nutshell-parent")
+    if parent is not None:
+        die_with(parent)
+
+
+PR_SET_PDEATHSIG = 1   # linux/prctl.h
+
+
+def die_with(parent: int) -> None:
+    """Worker mode: end this process when the runner ``parent`` ends, however it ends (SIGKILL too).
+
+    On Linux the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); everywhere,
+    a thread also checks the parent twice a second, which covers a parent that died before the prctl."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    threading.Thread(target=poll_parent, args=(parent,), name="nutshell-parent-watch", daemon=True).start()
+
+
+def poll_parent(parent: int, every_s: float = 0.5) -> None:
+    """Wait while ``parent`` is this process's parent; end the process at once when it no longer is."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def _state(config: pytest.Config) -> dict:
@@ -80,33 +112,43 @@ def _writer(config: pytest.Config) -> ResultsWriter | EventWriter:
                   "backends": {n: {"device": b.device} for n, b in st["backends"].items()},
                   "unavailable": st["unavailable"]}
         events = config.getoption("--events")
-        st["writer"] = EventWriter(Path(events), header) if events else \
+        st["writer"] = EventWriter(Path(events), header | {"pending": st["pending"]},
+                                    config.getoption("--nutshell-run-id")) if events else \
             ResultsWriter(Path(config.getoption("--results")), header)
     return st["writer"]
 
 
+def _group_of(item: pytest.Item, st: dict) -> str | None:
+    """The runner's group of an item: its backend's, or ``cross`` for a check that spans backends."""
+    if not isinstance(item, (CheckItem, BackendItem)):
+        return None
+    return item.backend if item.backend in st["backends"] or item.backend in st["unavailable"] else "cross"
+
+
+@pytest.hookimpl(trylast=True)   # after -k and -m have deselected theirs: "pending" counts what is left
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """Worker mode: keep one group's checks and leave out the ids already done."""
+    """Worker mode: leave out the ids already done, keep one group's checks, and write the header
+    event, with the number of checks still to run in each group (``pending``), even when none is."""
     group, skip_file = config.getoption("--nutshell-group"), config.getoption("--skip-ids")
     if group is None and skip_file is None:
         return
     skip = set(Path(skip_file).read_text().split("\n")) if skip_file and Path(skip_file).is_file() else set()
     st = _state(config)
-
-    def wanted(item) -> bool:
+    keep, dropped, pending = [], [], {}
+    for item in items:
+        owner = _group_of(item, st)
         if item.name in skip:
-            return False
-        if group is None or not isinstance(item, (CheckItem, BackendItem)):
-            return True
-        owner = item.backend
-        in_backend = owner in st["backends"] or owner in st["unavailable"]
-        return owner == group if group != "cross" else not in_backend
-
-    keep = [i for i in items if wanted(i)]
-    dropped = [i for i in items if not wanted(i)]
+            dropped.append(item)
+            continue
+        if isinstance(item, CheckItem):
+            pending[owner] = pending.get(owner, 0) + 1
+        (keep if group is None or owner in (None, group) else dropped).append(item)
+    st["pending"] = pending
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+    if config.getoption("--events"):
+        _writer(config)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -219,6 +261,9 @@ class CheckItem(pytest.Item):
             self.result = self.make_result(Outcome.FAIL, message=str(exc), usage=exc.record.get("usage"),
                                            details=exc.record.get("details"), seconds=seconds())
             raise
+        except spec_mod.SpecFileError as exc:   # the spec's own files are broken: no backend was checked
+            self.result = self.make_result(Outcome.SPEC, message=str(exc), seconds=seconds())
+            raise
         except Exception as exc:
             self.result = self.make_result(Outcome.ERROR, message=f"{type(exc).__name__}: {exc}", seconds=seconds())
             raise
@@ -269,6 +314,8 @@ class CheckItem(pytest.Item):
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, checks.CheckFailed):
             return f"{self.name}: {excinfo.value}\n  rerun: {self.rerun_command()}"
+        if isinstance(excinfo.value, spec_mod.SpecFileError):
+            return f"{self.name}: a spec problem, the backend was not run: {excinfo.value}"
         raised = super().repr_failure(excinfo, style)
         return f"{self.name}: the backend raised\n{raised}\n  rerun: {self.rerun_command()}"
 

@@ -378,16 +378,19 @@ class ResultsWriter:
 
 class EventWriter:
     """Worker mode: a JSON line when each check starts and one with its record when it ends,
-    flushed at once, so the parent can tell which check a crash or a hang interrupted."""
+    flushed at once, so the parent can tell which check a crash or a hang interrupted. Every line
+    carries the worker's token (``run``), so the parent reads only the worker it started now, and
+    the last line, once the session has finished, is ``done``: a worker that ends without it died."""
 
-    def __init__(self, path: Path, header: dict):
+    def __init__(self, path: Path, header: dict, token: str | None = None):
         self.path = Path(path)
+        self.token = token
         self.records: list[CheckResult] = []
         self._f = self.path.open("a", buffering=1)
         self._write({"event": "header", **header})
 
     def _write(self, obj: dict) -> None:
-        self._f.write(json.dumps(obj, default=_jsonable) + "\n")
+        self._f.write(json.dumps({**obj, "run": self.token}, default=_jsonable) + "\n")
         self._f.flush()
 
     def start(self, check_id: str, section: Section) -> None:
@@ -399,9 +402,11 @@ class EventWriter:
         self._write({"event": "record", **record.to_json()})
 
     def flush(self, final: bool = True) -> None:
-        self._f.flush()
         if final:
+            self._write({"event": "done"})
             self._f.close()
+        else:
+            self._f.flush()
 
 
 def _jsonable(o):

@@ -197,13 +197,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a NutshellError it raises (an unknown name, a bad file) is its one-line reason on
-    stderr and exit status 2."""
-    args = parser().parse_args(argv)
+    stderr and exit status 2; Ctrl-C before a command has its own handling is 130, without a traceback."""
     try:
+        args = parser().parse_args(argv)
         return args.fn(args)
     except NutshellError as exc:
         print(f"nutshell: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("nutshell: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -54,6 +54,14 @@ class BackendFailure(NutshellError):
     """A backend's own library failed on input that passed validation: a bug in that backend."""
 
 
+class RunRefused(NutshellError):
+    """Another run holds the reports folder, or ``--resume`` meets a run of another selection or spec."""
+
+
+class NothingSelected(NutshellError):
+    """The selection matched no check."""
+
+
 ALL = {
     cls.__name__: cls
     for cls in (
@@ -66,5 +74,7 @@ ALL = {
         SpecError,
         BackendUnavailable,
         BackendFailure,
+        RunRefused,
+        NothingSelected,
     )
 }

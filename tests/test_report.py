@@ -6,19 +6,67 @@ import json
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from nutshell import spec as spec_mod
-from nutshell.conformance import report
+from nutshell.conformance import figures, report
 from nutshell.conformance.results import CheckResult, Outcome, Section
 from nutshell.errors import SpecError
 
 SPEC = spec_mod.load()
 VERSION = SPEC.version
 SECTION_OF = {"forward": "ops", "vjp": "ops", "fd": "ops", "error": "ops", "cross": "cross", "train": "models",
-              "claim": "claims"}
+              "claim": "claims", "digits": "models", "onnx-node-tests": "node-tests", "catalogue": "reliability",
+              "export": "onnx"}
+# What each claim of spec/claims.yaml records (conformance/claims.py), as a run on torch measured it.
+CLAIM_DETAILS = {
+    "linear_collapse": {"layers": 1000, "bound_usage": 0.0016, "max_abs_diff": 5.36e-06, "max_allowed": 0.00431,
+                        "relative_change": 0.2856, "product_distance_from_identity": 0.811},
+    "xor_needs_nonlinearity": {"relu_outputs": [0.0, 1.0, 1.0, 0.0], "relu_correct": 4, "relu_max_abs_error": 0.0,
+                               "linear_models": 5202, "linear_best_correct": 3,
+                               "linear_best_model": {"w": [-2.0, -2.0], "b": 2.125}, "linear_labellings": 14},
+    "convolution_theorem": {"config0": {"bound_usage": 0.00236, "max_abs_diff": 7.63e-06, "shape": [2, 4, 16, 16]},
+                            "config1": {"bound_usage": 0.00245, "max_abs_diff": 1.91e-06, "shape": [1, 6, 7, 10]},
+                            "bound_usage": 0.00245},
+    "convolution_is_flipped_correlation": {
+        "config0": {"bound_usage": 0.0, "unflipped_usage": 190339.4, "max_abs_diff": 0.0,
+                    "unflipped_max_abs_diff": 17.5},
+        "config1": {"bound_usage": 0.0, "unflipped_usage": 266856.5, "max_abs_diff": 0.0,
+                    "unflipped_max_abs_diff": 16.4},
+        "bound_usage": 0.0},
+    "pooling_shift_invariance": {"features": 44, "pooled_outputs": 96, "shifts": 9, "changed_within_window": 0,
+                                 "changed_by_whole_window": 70},
+    "vanishing_gradients": {"sigmoid_ratio": 1.77e-12, "relu_ratio": 1.008,
+                            "sigmoid_grad_norms": [9.1e-11 * 4.1 ** k for k in range(20)],
+                            "relu_grad_norms": [230.9, 226.6, 228.7, 209.7, 201.8, 209.6, 200.3, 193.4, 189.6, 214.4,
+                                                260.9, 229.4, 269.8, 291.4, 240.0, 176.2, 179.1, 238.3, 246.3, 229.2]},
+    "inception_reduction": {"direct_macs": 120422400, "reduction_macs": 9633792, "reduced_5x5_macs": 40140800,
+                            "reduced_macs": 49774592, "saving": 2.4194, "reduced_shape": [1, 64, 28, 28],
+                            "seconds_direct": 0.0315, "seconds_reduced": 0.0763,
+                            "calls": [{"concept": "conv2d", "inputs": {"x": [1, 192, 28, 28], "w": [32, 192, 5, 5]},
+                                       "y": [1, 32, 28, 28], "macs": 120422400}]},
+    "learned_features_beat_engineered": {"engineered_accuracy": 0.8663, "learned_accuracy": 0.9805, "margin": 0.1142,
+                                         "engineered_steps": 540, "learned_steps": 135, "engineered_seconds": 20.8,
+                                         "learned_seconds": 3.32, "test_examples": 359},
+    "last_layer_is_logistic_regression": {"bound_usage": 0.0, "max_abs_diff": 0.0, "features": [64, 128],
+                                          "argmax_agree": 1.0, "max_abs_from_reference": 2.25e-07},
+    "lstm_long_memory": {"delay": 50, "accuracy": 0.9875, "chance": 0.25, "test_sequences": 400,
+                         "stages": [{"length": 12, "test_accuracy": 1.0, "final_loss": 0.0014, "steps": 320,
+                                     "seconds": 3.0},
+                                    {"length": 51, "test_accuracy": 0.9875, "final_loss": 0.0009, "steps": 96,
+                                     "seconds": 7.0}],
+                         "seconds": 10.0},
+}
+NODE_TESTS = {   # onnx_node_tests[<backend>] (nutshell/onnxio/tools/nodetests.py), a few cases
+    "executed": 4, "passed": 3, "failed": 1, "unsupported": 2, "passed_plumbing_only": 1,
+    "differences": {}, "failures": {"test_relu_weird": "AssertionError: output 0 differs"},
+    "unsupported_cases": {"test_conv_1d": "ONNX operator Conv: a 1-D window is not supported",
+                          "test_Conv3d": "ONNX operator Conv: a 3-D window is not supported"},
+    "passed_cases": ["test_conv_with_strides", "test_conv_basic", "test_maxpool_2d_default"],
+}
 
 
 def _cmp(max_abs: float, usage: float) -> dict:
@@ -26,9 +74,10 @@ def _cmp(max_abs: float, usage: float) -> dict:
             "where": [0], "actual_at": 0.5, "golden_at": 0.5, "bound_at": 1e-7, "shape_ok": True}
 
 
-def results_doc(host: str, gpu: bool = False) -> dict:
+def results_doc(host: str, gpu: bool = False, pictures: bool = True) -> dict:
     """A results.json as a run on ``host`` would write it: every concept on torch and onnx, one
-    failure, one crash, onnx's float64 gaps, cross checks, and a few records of other checks."""
+    failure, one crash, onnx's float64 gaps, cross checks, and a few records of other checks; with
+    ``pictures``, also every claim, the digits training and ONNX's node tests (the page's pictures)."""
     device = "cuda:0" if gpu else "cpu"
     recs = []
 
@@ -56,7 +105,9 @@ def results_doc(host: str, gpu: bool = False) -> dict:
         details={"losses": [2.3, 1.2, 0.7, 0.4, 0.3], "test_accuracy": 0.981})
     add("onnx", "traffic_sign_cnn", "train", "digits", "float32",
         details={"losses": [2.3, 1.25, 0.72, 0.41, 0.31], "test_accuracy": 0.978})
-    add("torch", "linear_collapse", "claim", "claim", "float64", details={"layers": 1000, "max_abs": 2e-15})
+    add("torch", "linear_collapse", "claim", "claim", "float64", details=CLAIM_DETAILS["linear_collapse"])
+    if pictures:
+        add_pictured(add)
     return {"spec_version": VERSION, "backends": {"torch": {"device": device}, "onnx": {"device": device}},
             "unavailable": {"cupy": "backend 'cupy' needs a package that is not installed (cupy)"},
             "machine": {"host": host, "system": "Linux", "cpus": 2, "python": "3.11.7"},
@@ -64,9 +115,31 @@ def results_doc(host: str, gpu: bool = False) -> dict:
             "results": recs}
 
 
+def add_pictured(add) -> None:
+    """The records the page draws: the other nine claims (one failed on onnx), the digits training
+    on both backends (only torch's with a loss per epoch) and ONNX's node tests."""
+    for cid, details in CLAIM_DETAILS.items():
+        if cid != "linear_collapse":
+            add("torch", cid, "claim", "claim", "float32", details=details)
+    add("onnx", "vanishing_gradients", "claim", "claim", "float32", "fail", None, details={},
+        message="sigmoid first/last gradient norm ratio 0.5 > 0.001")
+    for backend, losses in (("torch", [0.61, 0.22, 0.12, 0.08]), ("onnx", None)):
+        add(backend, "model_digits_cnn", "digits", "digits", "float32",
+            details={"test_accuracy": 0.9805, "min_accuracy": 0.97, "steps": 270, "final_loss": 0.0289,
+                     "seconds": 3.2, "epochs": [0.9331, 0.961, 0.9721, 0.9805]} |
+            ({"epoch_losses": losses} if losses else {}))
+        add(backend, "onnx_node_tests", "onnx-node-tests", "node", "None", details=NODE_TESTS)
+        add(backend, "tanh", "catalogue", "nan_input", "float32",
+            details={"y": _cmp(0.0, 0.0), "nan_where_expected": [[0, 1], [2, 3]], "raised": None})
+        add(backend, "digits_cnn", "export", "export", "float32",
+            details={"onnxruntime": _cmp(1e-7, 0.01), "imported": _cmp(2e-7, 0.02), "nodes": 12})
+
+
 def bench_doc() -> dict:
     """A bench.json as ``nutshell bench`` writes it, two backends, two concepts."""
     results = []
+    shapes = {"conv2d": ({"x": [32, 64, 28, 28], "w": [64, 64, 3, 3]}, {"pads": [1, 1, 1, 1]}),
+              "relu": ({"x": [32, 64, 56, 56]}, {})}
     for backend, scale in (("torch", 1.0), ("onnx", 0.8)):
         for concept in ("conv2d", "relu"):
             for direction in ("forward", "vjp"):
@@ -74,7 +147,8 @@ def bench_doc() -> dict:
                 results.append({
                     "backend": backend, "device": "cpu", "concept": concept, "kind": "concept", "size": "medium",
                     "direction": direction, "level": "native" if direction == "forward" else "api",
-                    "dtype": "float32", "outcome": "ok", "flops": 1e9,
+                    "dtype": "float32", "outcome": "ok", "flops": 1e9, "shapes": shapes[concept][0],
+                    "attrs": shapes[concept][1],
                     "time": {"median_s": t, "q25_s": t, "q75_s": t * 1.02, "min_s": t, "samples": 5, "number": 1,
                              "spread": 0.02},
                     "gflops": 1e9 / t / 1e9, "peak_share": 0.5 * scale, "overhead": 1.05 * scale,
@@ -121,49 +195,204 @@ def nutshell(*args: str, cwd=None) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-def test_report_is_one_offline_file(tmp_path):
-    page = render(tmp_path, [results_doc("box-a")], bench_doc())
-    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 4
+class Parsed(HTMLParser):
+    """What a reader sees of a page: the text outside SVG, style and script, and per <figure> its
+    id, its title (the first figcaption) and whether it holds an SVG picture."""
+
+    def __init__(self, page: str):
+        super().__init__(convert_charrefs=True)
+        self.text, self.figures, self._skip, self._title = [], [], 0, False
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("svg", "style", "script"):
+            self._skip += 1
+            if tag == "svg" and self.figures:
+                self.figures[-1]["svg"] = True
+        elif tag == "figure":
+            self.figures.append({"id": a.get("id"), "title": "", "svg": False})
+        elif tag == "figcaption" and a.get("class") == "title":
+            self._title = True
+
+    def handle_endtag(self, tag):
+        if tag in ("svg", "style", "script"):
+            self._skip -= 1
+        elif tag == "figcaption":
+            self._title = False
+
+    def handle_data(self, data):
+        if self._title:
+            self.figures[-1]["title"] += data
+        if not self._skip:
+            self.text.append(data)
+
+    def words(self) -> str:
+        return " ".join(" ".join(self.text).split())
+
+
+def section(page: str, key: str) -> str:
+    """The HTML of the page's top-level section ``key``."""
+    start = page.index(f'<section id="{key}">')
+    end = page.find('<section id="', start + 1)
+    return page[start:end if end > 0 else len(page)]
+
+
+def figure(page: str, key: str) -> str:
+    """The HTML of <figure id="fig-<key>">."""
+    start = page.index(f'<figure id="fig-{key}">')
+    return page[start:page.index("</figure>", start)]
+
+
+@pytest.fixture(scope="module")
+def page_a(tmp_path_factory) -> str:
+    """The page of one run on box-a (every section has records) with the bench: rendered once."""
+    return render(tmp_path_factory.mktemp("page"), [results_doc("box-a")], bench_doc())
+
+
+def test_report_is_one_offline_file(page_a):
+    assert page_a.startswith("<!DOCTYPE html>") and len(page_a.encode()) < 2_000_000
     for external in ("<script", "<link", "<img", "src=", "@import", "url(http", "href='http", 'href="http'):
-        assert external not in page, external
-    assert not re.search(r"<!DOCTYPE svg|<\?xml|<metadata", page)
-    ids = re.findall(r"\bid=['\"]([^'\"]+)", page)
+        assert external not in page_a, external
+    assert not re.search(r"<!DOCTYPE svg|<\?xml|<metadata", page_a)
+    ids = re.findall(r"\bid=['\"]([^'\"]+)", page_a)
     assert len(ids) == len(set(ids)), "duplicate element ids"
-    for href in set(re.findall(r"href=['\"]#([^'\"]+)", page)):
+    for href in set(re.findall(r"href=['\"]#([^'\"]+)", page_a)):
         assert href in ids, f"link to #{href} has no target"
+    figures = Parsed(page_a).figures
+    assert len(figures) >= 16 and page_a.count("<svg") == len(figures)
+    assert all(f["svg"] and f["title"].strip() for f in figures), [f for f in figures if not f["title"].strip()]
 
 
-def test_coverage_counts_every_outcome(tmp_path):
-    page = render(tmp_path, [results_doc("box-a")])
-    matrix = page[page.index("<table class='matrix'>"):]
+def test_no_markup_in_python():
+    """The page's markup lives in the templates; Python prepares data and pictures only."""
+    tag = re.compile(r"</?(html|head|body|table|tr|td|th|div|section|article|nav|header|p|a|h[1-6]|ul|li|details|"
+                     r"summary|figure|figcaption|span|br|small|code|b|style)(\s[^<>]*)?>", re.I)
+    folder = Path(report.__file__).parent
+    offending = {f.name: tag.findall(f.read_text()) for f in folder.glob("*.py")}
+    assert not {k: v for k, v in offending.items() if v}
+    assert (folder / "templates" / "report.css").is_file() and (folder / "templates" / "report.html.j2").is_file()
+
+
+def test_coverage_counts_every_outcome(page_a):
+    matrix = section(page_a, "coverage")
     conv = matrix[matrix.index(">conv2d</a>"):]
     # onnx: 2 float32 checks pass, 2 float64 unsupported, the error check passes: 3/5
-    assert re.search(r"<a href='#c-conv2d-b1'>3/5</a><br><small>2 unsupported</small>", conv)
+    assert re.search(r'<td class="partial"><a href="#c-conv2d-b1">3/5</a><br><small>2 unsupported</small></td>', conv)
     relu = matrix[matrix.index(">relu</a>"):]
-    assert re.search(r"class='bad'><a href='#c-relu-b0'>5/6</a><br><small>1 fail</small>", relu)
-    assert "unavailable" in matrix and "not a concept of concepts.yaml" not in page
-    assert "finite difference 1.0 vs vjp 2.0" in page and "--backend torch" in page
-    assert "Sigmoid" in page or "sigmoid" in page
-    definition = spec_mod.load().concepts["conv2d"].definition
-    assert report.esc(definition) in page
+    assert re.search(r'<td class="bad"><a href="#c-relu-b0">5/6</a><br><small>1 fail</small></td>', relu)
+    assert "unavailable" in matrix and "not a concept of concepts.yaml" not in page_a
+    text = Parsed(page_a).words()
+    assert "finite difference 1.0 vs vjp 2.0" in text and "--backend torch" in text
+    assert " ".join(spec_mod.load().concepts["conv2d"].definition.split()) in text
+
+
+def test_every_claim_has_its_picture_and_its_numbers_in_words(page_a):
+    claims = section(page_a, "claims")
+    text = Parsed(claims).words()
+    for cid in CLAIM_DETAILS:
+        fig = Parsed(figure(claims, f"claim-{cid}")).figures[0]
+        assert fig["svg"] and len(fig["title"]) > 20, cid
+    statements = {c["id"]: " ".join(c["claim"].split()) for c in spec_mod.load_document(
+        spec_mod.SPEC_DIR / "claims.yaml")["claims"]}
+    assert all(statements[cid] in text for cid in CLAIM_DETAILS)
+    for sentence in ("120,422,400 multiply-adds directly; 49,774,592 with the 1×1 reduction (9,633,792 + 40,140,800): "
+                     "2.42 times fewer",
+                     "The first layer's weight gradient is 1.77e-12 times the last layer's with sigmoid and 1.01 "
+                     "times with ReLU",
+                     "Of 96 pooled outputs, 0 changed under the 9 shifts inside a window and 70 under a shift by a "
+                     "whole window",
+                     "The CNN on the pixels reaches 98.0% test accuracy, softmax regression on the ink profiles "
+                     "86.6%: 11.4 points better",
+                     "misses it by 1.90e+05 times and 2.67e+05 times that allowance",
+                     "for 98.8% of 400 unseen sequences (chance: 25.0%)",
+                     "sigmoid first/last gradient norm ratio 0.5 > 0.001"):
+        assert sentence in text, sentence
+    for key in ("claims", "training", "node-tests", "performance", "reliability", "onnx"):    # measured numbers
+        shown = Parsed(section(page_a, key)).words()
+        assert not re.search(r"\{\s*['\"]?\w+['\"]?\s*:|\[\s*[\[{]|\[-?\d+(\.\d+)?,", shown), key
+
+
+def test_claim_pictures_label_their_axes(page_a):
+    claims = section(page_a, "claims")
+    expected = {"vanishing_gradients": ("layer (1 = first, next to the input)", "Frobenius norm, log scale",
+                                        "sigmoid · torch", "ReLU · torch"),
+                "xor_needs_nonlinearity": ("x₁", "x₂", "3 of 4 right", "4 of 4 right"),
+                "inception_reduction": ("million multiply-adds", "2.42× fewer"),
+                "lstm_long_memory": ("test accuracy (%)", "the claim's threshold", "chance"),
+                "convolution_is_flipped_correlation": ("the bound is 1", "exactly 0")}
+    for cid, labels in expected.items():
+        svg_text = figure(claims, f"claim-{cid}")
+        assert all(label in svg_text for label in labels), cid
+
+
+def test_training_has_a_chart_per_model_and_the_final_accuracies(page_a):
+    training = section(page_a, "training")
+    chart = figure(training, "training-model_digits_cnn")
+    for label in ("epoch", "test accuracy (%)", "mean minibatch loss", "torch", "onnx"):
+        assert label in chart, label
+    text = Parsed(training).words()
+    assert "final test accuracy" in text and "98.0%" in text and "97.0%" in text
+    assert "losses (5 values, from 2.3 to 0.3)" in text          # the other model records, in words
+
+
+def test_node_tests_are_an_operator_by_backend_matrix(page_a):
+    nodes = section(page_a, "node-tests")
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"<tr[^>]*><th>([^<]+)</th>\s*(.*?)</tr>", nodes, re.S)}
+    assert set(rows) >= {"conv", "maxpool", "relu", "Conv3d (PyTorch module)", "operator", "all cases"}
+    assert rows["conv"].count(">2 passed · 1 unsupported<") == 2
+    assert "a 1-D window is not supported" in rows["conv"]                   # the reason, on hover
+    assert rows["relu"].count('<td class="bad" title="test_relu_weird: failed — AssertionError') == 2
+    assert rows["all cases"].count("3 passed · 2 unsupported · 1 failed of 6") == 2
+    assert "AssertionError: output 0 differs" in Parsed(nodes.split("<details>")[1]).words()   # the details list
+
+
+def test_performance_draws_a_roofline_and_throughput_against_torch(tmp_path, page_a):
+    perf = section(page_a, "performance")
+    roof = figure(perf, "roofline-cpu")
+    assert "arithmetic intensity" in roof and "peak 200 GFLOP/s" in roof and "no measured memory bandwidth" in roof
+    assert "onnx" in figure(perf, "relative-forward") and "BackendFailure: out of memory" in perf
+    bench = loaded_bench(tmp_path, bench_doc())
+    bench["peak"]["cpu"]["bandwidth_gbs"] = 50.0
+    (roofline,) = report.performance(bench, SPEC, figures.Looks())["rooflines"]
+    assert "memory bandwidth 50 GB/s" in roofline["svg"] and "50 GB/s." in roofline["caption"]
+
+
+def test_traffic_counts_every_input_and_output_once():
+    assert report.traffic(SPEC, "relu", {"x": [2, 3]}, {}) == 2 * 6 * 4
+    assert report.traffic(SPEC, "conv2d", {"x": [1, 1, 5, 5], "w": [1, 1, 3, 3]}, {}) == (25 + 9 + 9) * 4
+    padded = {"pads": [1, 1, 1, 1]}
+    assert report.traffic(SPEC, "conv2d", {"x": [1, 1, 5, 5], "w": [1, 1, 3, 3]}, padded) == (25 + 9 + 25) * 4
+    assert report.traffic(SPEC, "cross_entropy", {"logits": [4, 10], "labels": [4]}, {}) == 40 * 4 + 4 * 8 + 4
+    assert report.traffic(SPEC, "conv2d", {"x": [1, 2, 5, 5], "w": [1, 1, 3, 3]}, {}) is None   # a shape error
+    assert report.traffic(SPEC, "digits_cnn", {"x": [8, 1, 8, 8]}, {}) is None                 # not a concept
+
+
+def test_details_read_as_words():
+    details = {"y": {"max_abs": 1e-7, "usage": 0.1, "mismatched": 0, "total": 4},
+               "pairwise_max_abs": {"onnx~torch": 2e-7}, "epochs": [0.9, 0.95, 0.97, 0.98, 0.99], "shape": [2, 3],
+               "identical": True}
+    assert report.words(details) == ("y: largest |error| 1.00e-07, 10.0% of its bound; pairwise max abs: onnx~torch "
+                                     "2.00e-07; epochs (5 values, from 0.9 to 0.99); shape 2, 3; identical yes")
+
+
+def test_image_vectors_are_drawn(page_a):
+    concepts = section(page_a, "concepts")
+    for vector in ("figure3", "edge_detector"):
+        fig = figure(concepts, f"image-conv2d-{vector}")
+        assert "input x" in fig and "kernel w" in fig and "output y" in fig
+        assert "Drawn from the spec's vector" in Parsed(fig).words()
 
 
 def test_sections_render_whatever_exists(tmp_path):
-    page = render(tmp_path, [results_doc("box-a")], bench_doc())
-    training = page[page.index("id='training'"):page.index("id='claims'")]
-    assert "test_accuracy = 0.981" in training and "<svg" in training      # the loss curves
-    claims = page[page.index("id='claims'"):page.index("id='node-tests'")]
-    assert "linear_collapse" in claims
-    assert "not run" in page[page.index("id='node-tests'"):page.index("id='concepts'")]
-    perf = page[page.index("id='performance'"):page.index("id='training'")]
-    assert "200 GFLOP/s" in perf and "BackendFailure: out of memory" in perf and "1.05" in perf
     empty = render(tmp_path, [results_doc("box-a") | {"results": []}])
-    assert empty.count("not run") > 25
+    assert Parsed(empty).words().count("not run") > 25
+    assert {f["id"].split("-")[1] for f in Parsed(empty).figures} == {"image"}   # only the spec's image vectors
 
 
 def test_two_machines_merge_with_distinct_columns(tmp_path):
-    page = render(tmp_path, [results_doc("box-a"), results_doc("box-b", gpu=True)])
-    head = page[page.index("<table class='matrix'>"):page.index("</tr>", page.index("<table class='matrix'>"))]
+    page = render(tmp_path, [results_doc("box-a", pictures=False), results_doc("box-b", gpu=True, pictures=False)])
+    head = page[page.index('<table class="matrix">'):page.index("</tr>", page.index('<table class="matrix">'))]
     assert "torch (cpu)" in head and "torch (cuda:0)" in head
     assert "cupy (unavailable, box-a)" in head and "cupy (unavailable, box-b)" in head
     assert "box-a" in page and "box-b" in page
@@ -171,8 +400,8 @@ def test_two_machines_merge_with_distinct_columns(tmp_path):
 
 
 def test_report_command_merges_and_refuses(tmp_path):
-    a = write(tmp_path / "a.json", results_doc("box-a"))
-    b = write(tmp_path / "b.json", results_doc("box-b", gpu=True))
+    a = write(tmp_path / "a.json", results_doc("box-a", pictures=False))
+    b = write(tmp_path / "b.json", results_doc("box-b", gpu=True, pictures=False))
     bench = write(tmp_path / "bench.json", bench_doc())
     out = tmp_path / "out" / "index.html"
     r = nutshell("report", str(a), str(b), "--bench", str(bench), "-o", str(out))
@@ -230,16 +459,20 @@ def test_determinism_differences_are_marked(tmp_path):
                                     outcome=Outcome.PASS, details={"identical": identical}))
 
     cols = [{"key": "b0", "run": 0, "name": "torch", "label": "torch"}]
-    same = determinism([rec("relu", True), rec("conv2d", True)], cols)
-    assert "bit-identical" in same and "2 concept" in same
-    marked = determinism([rec("relu", True), rec("conv2d", False)], cols)
-    assert "1 of 2" in marked and "conv2d" in marked and "relu</td>" not in marked
+    assert determinism([rec("relu", True), rec("conv2d", True)], cols) == {"pairs": 2, "differ": []}
+    assert determinism([rec("relu", True), rec("conv2d", False)], cols) == {"pairs": 2, "differ": [("conv2d", "torch")]}
+    doc = results_doc("box-a", pictures=False)
+    doc["results"].append({"id": "conv2d[onnx-determinism]", "backend": "onnx", "concept": "conv2d",
+                           "check": "catalogue", "section": "reliability", "vector": "grid", "dtype": "float32",
+                           "outcome": "pass", "details": {"identical": False}})
+    text = Parsed(section(render(tmp_path, [doc]), "determinism")).words()
+    assert "1 of 1 concept × backend pairs gave different bits on two runs: concept backend conv2d onnx" in text
 
 
 def test_old_results_without_a_section_load_with_one(tmp_path):
     """A results.json written before records carried a section still loads: the section is
     derived from the names once, on loading, and the report places the records by it."""
-    doc = results_doc("box-a")
+    doc = results_doc("box-a", pictures=False)
     for r in doc["results"]:
         del r["section"]
     doc["results"].append({"id": "model_lenet[torch-forward-float32]", "backend": "torch", "concept": "model_lenet",
@@ -251,16 +484,16 @@ def test_old_results_without_a_section_load_with_one(tmp_path):
     assert sections["linear_collapse[torch-claim-float64-claim]"] is Section.CLAIMS
     assert sections["model_lenet[torch-forward-float32]"] is Section.MODELS
     page = render(tmp_path, [doc])
-    assert "linear_collapse" in page[page.index("id='claims'"):page.index("id='node-tests'")]
+    assert "linear_collapse" in section(page, "claims")
 
 
 def test_a_record_is_shown_in_the_section_it_names(tmp_path):
     """The report places a record by its section, not by words in its names: this ONNX record's
     concept says 'training', which the names alone would have put under training."""
-    doc = results_doc("box-a")
+    doc = results_doc("box-a", pictures=False)
     doc["results"].append({"id": "training_import[torch]", "backend": "torch", "concept": "training_import",
                            "check": "onnx-import", "section": "onnx", "vector": "googlenet", "dtype": "float32",
                            "outcome": "pass", "details": {"nodes": 3}})
     page = render(tmp_path, [doc])
-    assert "training_import[torch]" in page[page.index("id='onnx'"):page.index("id='concepts'")]
-    assert "training_import[torch]" not in page[page.index("id='training'"):page.index("id='claims'")]
+    assert "training_import[torch]" in section(page, "onnx")
+    assert "training_import[torch]" not in section(page, "training")

@@ -1,5 +1,7 @@
-"""The report in a real browser: headless Chromium loads reports/index.html offline, must log no
-console error, request nothing from the network, fit 1280 px, and leaves screenshots.
+"""The report in a real browser: headless Chromium loads the index.html of a real (narrow) run
+offline, and of a made-up run that fills every section; each must log no console error, request
+nothing from the network, fit a 1400-pixel-wide window, show every figure with its title and
+resolve every internal link; screenshots are left for a person to look at.
 
 Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: commands
 on fd 3, replies and events on fd 4, each a JSON message ended by a NUL byte), so every console
@@ -15,14 +17,19 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_report import bench_doc, results_doc, write_page
+from test_report import CLAIM_DETAILS, bench_doc, results_doc, write, write_page
+
+from nutshell.conformance import report
 
 CHROMIUM = os.environ.get("NUTSHELL_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[1] / "reports" / "screenshots"
+WIDTH = 1400          # the window the page must fit
+SELECTION = "relu or figure3 or edge_detector or claim_xor or claim_pooling"   # a real run of a few seconds' checks
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--remote-debugging-pipe")
@@ -82,7 +89,7 @@ class DevTools:
                     raise RuntimeError("chromium closed the DevTools pipe")
                 self._buf += chunk
 
-    def open(self, url: str, width: int = 1280, height: int = 900) -> None:
+    def open(self, url: str, width: int = WIDTH, height: int = 900) -> None:
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Runtime", "Log", "Page", "Network"):
@@ -136,22 +143,76 @@ def browser(tmp_path):
     d.close()
 
 
-def test_report_renders_offline_without_console_errors(tmp_path, browser):
-    page = write_page(tmp_path, [results_doc("box-a"), results_doc("box-b", gpu=True)], bench_doc())
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> Path:
+    """reports/index.html of a real narrow run on torch and onnx (ops, the glossary's two images,
+    two claims, cross checks), with a bench.json beside it, as ``nutshell run`` leaves it."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    cwd = tmp_path_factory.mktemp("run")
+    r = subprocess.run([sys.executable, "-m", "nutshell.cli", "run", "-b", "torch", "-b", "onnx", "-k", SELECTION],
+                       capture_output=True, text=True, cwd=cwd, timeout=600)
+    reports = cwd / "reports"
+    assert (reports / "results.json").is_file(), r.stdout + r.stderr
+    write(reports / "bench.json", bench_doc())
+    return report.write_from_reports_dir(reports)
+
+
+LAYOUT = """(() => {
+  const client = document.documentElement.clientWidth;
+  const figures = [...document.querySelectorAll('figure')].map(f => {
+    const title = f.querySelector('figcaption.title'), chart = f.querySelector('svg.chart');
+    const box = chart ? chart.getBoundingClientRect() : {width: 0, height: 0};
+    return {id: f.id, title: title ? title.textContent.trim() : '', width: box.width, height: box.height};
+  });
+  const broken = [...document.querySelectorAll('a[href^="#"]')].map(a => a.getAttribute('href').slice(1))
+    .filter(id => document.getElementById(id) === null);
+  const wide = [...document.body.querySelectorAll('*')]
+    .filter(e => !(e.parentElement && e.parentElement.closest('svg, .scroll')))
+    .filter(e => e.getBoundingClientRect().right > client + 0.5).map(e => e.tagName + '#' + e.id);
+  return {client, scroll: document.documentElement.scrollWidth, figures, broken, wide};
+})()"""
+
+
+def check_page(browser: DevTools, page: Path) -> dict:
+    """Open ``page`` offline and check what every report page must do; the layout facts."""
+    assert page.stat().st_size < 2_000_000, f"{page} has {page.stat().st_size:,} bytes"
     browser.open(page.as_uri())
     assert browser.problems() == []
     assert browser.evaluate("document.title").startswith("nutshell report")
-    assert browser.evaluate("document.documentElement.scrollWidth") <= 1280, "the page is wider than 1280 px"
-    assert browser.evaluate("document.querySelectorAll('svg.chart').length") >= 4
-    widths = browser.evaluate("[...document.querySelectorAll('svg.chart')].map(s => s.getBoundingClientRect().width)")
-    assert all(400 < w <= 1240 for w in widths), widths
+    layout = browser.evaluate(LAYOUT)
+    assert layout["client"] <= WIDTH and layout["scroll"] <= layout["client"], "the page is wider than the window"
+    assert layout["wide"] == [], "elements reach beyond the page's right edge"
+    assert layout["broken"] == [], "internal links without a target"
+    assert all(f["title"] and f["width"] > 150 and f["height"] > 80 for f in layout["figures"]), layout["figures"]
+    return layout
+
+
+def screenshots(browser: DevTools, prefix: str, sections: tuple[str, ...]) -> None:
+    """The top of the page and the first 1,800 pixels of each section, into reports/screenshots/."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.screenshot(SHOTS / f"{prefix}-top.png")
+    for section in sections:
+        box = browser.evaluate(f"(() => {{const r = document.getElementById('{section}').getBoundingClientRect();"
+                               f" return {{x: 0, y: r.top + window.scrollY, width: {WIDTH},"
+                               f" height: Math.min(r.height, 1800)}}; }})()")
+        browser.screenshot(SHOTS / f"{prefix}-{section}.png", clip=box)
+    assert (SHOTS / f"{prefix}-top.png").stat().st_size > 10_000
+
+
+def test_a_real_run_renders_offline_and_fits(real_run, browser):
+    layout = check_page(browser, real_run)
+    ids = {f["id"] for f in layout["figures"]}
+    assert {"fig-claim-xor_needs_nonlinearity", "fig-claim-pooling_shift_invariance", "fig-image-conv2d-figure3",
+            "fig-image-conv2d-edge_detector", "fig-agree-all", "fig-roofline-cpu", "fig-relative-forward"} <= ids
     link = browser.evaluate("document.querySelector('table.matrix td a').getAttribute('href')")
     assert browser.evaluate(f"document.getElementById({json.dumps(link[1:])}) !== null"), f"{link} has no target"
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    browser.screenshot(SHOTS / "report-top.png")
-    for section in ("agreement", "performance", "training"):
-        box = browser.evaluate(f"(() => {{const r = document.getElementById('{section}').getBoundingClientRect();"
-                               f" return {{x: 0, y: r.top + window.scrollY, width: 1280,"
-                               f" height: Math.min(r.height, 1800)}}; }})()")
-        browser.screenshot(SHOTS / f"report-{section}.png", clip=box)
-    assert (SHOTS / "report-top.png").stat().st_size > 10_000
+    screenshots(browser, "run", ("claims", "performance", "concept-conv2d"))
+
+
+def test_every_section_renders_offline_and_fits(tmp_path, browser):
+    page = write_page(tmp_path, [results_doc("box-a"), results_doc("box-b", gpu=True)], bench_doc())
+    layout = check_page(browser, page)
+    ids = {f["id"] for f in layout["figures"]}
+    assert {f"fig-claim-{cid}" for cid in CLAIM_DETAILS} | {"fig-training-model_digits_cnn", "fig-relative-vjp"} <= ids
+    screenshots(browser, "report", ("agreement", "performance", "training", "claims", "node-tests"))

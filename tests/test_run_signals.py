@@ -1,0 +1,189 @@
+"""``nutshell run`` and its workers under signals and deaths: Ctrl-C and SIGTERM stop cleanly with
+valid files, one line and 130/143; a worker ends with its runner; a worker that dies outside any
+check is started again, and the record of one that keeps dying does not survive ``--resume``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from nutshell.conformance import runner
+from nutshell.conformance.results import EventWriter, Section
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="follows processes through /proc")
+HERE = Path(__file__).resolve().parent
+SELECTION = ["-b", "cupy", "-k", "relu or sigmoid"]
+NUTSHELL = [sys.executable, "-m", "nutshell.cli"]
+INTERRUPTED = re.compile(r"nutshell: interrupted; (\d+) checks recorded; continue with: (nutshell run --resume .*)")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def gone(pid: int, within_s: float = 10.0) -> bool:
+    """Whether process ``pid`` ends (or is a zombie) within ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def staged(reports: Path) -> int:
+    lines = reports / "parts" / "results.jsonl"
+    return len(lines.read_text().splitlines()) if lines.is_file() else 0
+
+
+def running_with_records(tmp: Path, at_least: int) -> subprocess.Popen:
+    """``nutshell run`` started in ``tmp``, once it has recorded ``at_least`` checks."""
+    proc = subprocess.Popen([*NUTSHELL, "run", *SELECTION], cwd=tmp, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while staged(tmp / "reports") < at_least:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    return proc
+
+
+def stopped(tmp: Path, sig: signal.Signals) -> str:
+    """Stop a run in ``tmp`` with ``sig`` once it has recorded 5 checks; check that it stopped
+    cleanly, and return the command it printed to continue it."""
+    proc = running_with_records(tmp, 5)
+    workers = children(proc.pid)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig and "Traceback" not in err, err[-3000:]
+    line, = [x for x in err.splitlines() if x.startswith("nutshell:")]
+    recorded = int(INTERRUPTED.fullmatch(line).group(1))
+    assert workers and all(gone(w) for w in workers)
+    reports = tmp / "reports"
+    doc = json.loads((reports / "results.json").read_text())
+    lines = [json.loads(x) for x in (reports / "results.jsonl").read_text().splitlines()]
+    cases = ElementTree.parse(reports / "junit.xml").getroot().iter("testcase")
+    assert recorded >= 5 and len(doc["results"]) == len(lines) == len(list(cases)) == recorded
+    assert not doc["complete"] and {r["outcome"] for r in doc["results"]} == {"pass"}
+    return INTERRUPTED.fullmatch(line).group(2)
+
+
+def test_sigterm_stops_the_run_cleanly_with_143(tmp_path):
+    assert stopped(tmp_path, signal.SIGTERM).startswith("nutshell run --resume -b cupy -k 'relu or sigmoid'")
+
+
+def test_ctrl_c_stops_the_run_cleanly_with_130_and_the_printed_command_continues_it(tmp_path):
+    argv = shlex.split(stopped(tmp_path, signal.SIGINT))
+    before = {json.loads(x)["id"] for x in (tmp_path / "reports" / "results.jsonl").read_text().splitlines()}
+    r = subprocess.run([*NUTSHELL, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads((tmp_path / "reports" / "results.json").read_text())
+    ids = [x["id"] for x in doc["results"]]
+    assert doc["complete"] and len(ids) == len(set(ids)) and before < set(ids)
+
+
+def test_an_orphaned_worker_ends_by_itself(tmp_path):
+    """The thread that watches the parent, alone (without the kernel's parent-death signal): the
+    middle process is SIGKILLed and its child, the worker stand-in, ends."""
+    worker = ("import sys, time\nfrom nutshell.conformance.plugin import poll_parent\nimport threading\n"
+              "threading.Thread(target=poll_parent, args=(int(sys.argv[1]), 0.05), daemon=True).start()\n"
+              "print('watching', flush=True)\ntime.sleep(600)")
+    middle = ("import os, subprocess, sys, time\n"
+              f"p = subprocess.Popen([sys.executable, '-c', {worker!r}, str(os.getpid())], stdout=subprocess.PIPE)\n"
+              "assert p.stdout.readline() == b'watching\\n'\nprint(p.pid, flush=True)\ntime.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", middle], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    assert not gone(child, within_s=0.5)
+    proc.kill()
+    proc.wait()
+    assert gone(child)
+
+
+def test_events_of_another_worker_are_ignored(tmp_path):
+    """An earlier worker (or one of a killed run) that still writes is not taken for the current one."""
+    r = runner.Runner(runner.Options(backends=["cupy"], reports=tmp_path / "reports", quiet=True))
+    w = runner.Worker("cupy", tmp_path / "events.jsonl", token="now")
+    header = {"backends": {"cupy": {"device": "cpu"}}, "unavailable": {}}
+    old = EventWriter(w.events, header, "before")
+    old.start("relu[cupy-grid-float32]", Section.OPS)
+    new = EventWriter(w.events, header, "now")
+    new.start("relu[cupy-grid-float64]", Section.OPS)
+    old.flush()
+    r._consume(w)
+    assert list(w.started) == ["relu[cupy-grid-float64]"] and not w.done
+    new.flush()
+    r._consume(w)
+    assert w.done and w.header["backends"] == header["backends"]
+
+
+def dying(counter: Path, loads: str) -> dict[str, str]:
+    """The environment of a run with the ``dying`` backend, which dies at the loads listed, counted in ``counter``."""
+    return dict(os.environ, NUTSHELL_BACKENDS="dying=planted_backends:DyingBackend", NUTSHELL_DYING_LOADS=loads,
+                NUTSHELL_DYING_COUNT=str(counter), PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get(
+                    "PYTHONPATH", "")]))
+
+
+def collected(tmp: Path, selection: str) -> set[str]:
+    """The ids that pytest collects for ``-b dying -k selection``, without the runner."""
+    out = subprocess.run([sys.executable, "-m", "pytest", str(runner.suite_file()), "--backend", "dying", "-k",
+                          selection, "--collect-only", "-q", "-p", "no:cacheprovider"], cwd=tmp,
+                         env=dying(tmp / "collected", ""), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return {line.rsplit("::", 1)[1] for line in out.stdout.splitlines() if "::" in line}
+
+
+def run_dying(tmp: Path, loads: str, *args: str) -> subprocess.CompletedProcess:
+    """``nutshell run -b dying ARGS`` in ``tmp``, the backend dying at the loads listed."""
+    return subprocess.run([*NUTSHELL, "run", "-b", "dying", *args], cwd=tmp, env=dying(tmp / "loads", loads),
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_a_worker_that_dies_outside_any_check_is_started_again(tmp_path):
+    """The worker crashes in relu's first check, its next start dies while loading the backend
+    (outside any check), and the one after goes on: every check is recorded once, and only the
+    crash is an error. (No cross check: the worker's count of them, none, spares the cross worker.)"""
+    selection = "relu and (kink or grid) and not cross"
+    r = run_dying(tmp_path, "2", "-k", selection)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "dying: the worker died (signal SIGKILL) outside any check; starting it again" in r.stdout
+    doc = json.loads((tmp_path / "reports" / "results.json").read_text())
+    ids = [x["id"] for x in doc["results"]]
+    assert sorted(ids) == sorted(collected(tmp_path, selection))
+    assert {x["id"] for x in doc["results"] if x["outcome"] != "pass"} == {"relu[dying-kink-float32]"}
+
+
+def test_a_worker_that_keeps_dying_is_given_up_and_resume_runs_it_again(tmp_path):
+    selection = "relu and grid and float32 and not vjp and not cross"
+    r = run_dying(tmp_path, "1,2", "-k", selection)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads((tmp_path / "reports" / "results.json").read_text())
+    rec, = doc["results"]
+    assert rec["id"] == "dying[worker]" and rec["outcome"] == "error"
+    assert "outside any check, 2 times in a row" in rec["message"]
+    r = run_dying(tmp_path, "", "-k", selection, "--resume")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads((tmp_path / "reports" / "results.json").read_text())
+    assert doc["complete"] and [(x["id"], x["outcome"]) for x in doc["results"]] == [("relu[dying-grid-float32]",
+                                                                                      "pass")]
