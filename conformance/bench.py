@@ -191,6 +191,8 @@ class Settings:
     rel_error: float = 0.01       # stop when the median's standard error is under this share
     peak_n_cpu: int = 2048
     peak_n_gpu: int = 8192
+    stream_mib_cpu: int = 256     # the array a streaming copy moves to measure memory bandwidth
+    stream_mib_gpu: int = 1024
 
 
 QUICK = Settings(cap_s=0.2, min_samples=3, max_samples=50, sample_s=0.002, rel_error=0.02)
@@ -314,8 +316,55 @@ def _matmul_calls(device: str, n: int) -> dict[str, Callable[[], tuple[Callable,
     return ({"numpy": numpy_} | calls) if device == "cpu" else (calls | {"cupy": cupy_})
 
 
+def _copy_calls(device: str, nbytes: int) -> dict[str, Callable[[], tuple[Callable, Callable]]]:
+    """library -> maker of (call, synchronize) for a copy of ``nbytes`` into a second buffer on ``device``."""
+    src = np.ones(nbytes // 4, np.float32)
+    index = int(device.partition(":")[2] or 0)
+
+    def numpy_():
+        dst = np.empty_like(src)
+        return (lambda: np.copyto(dst, src)), (lambda: None)
+
+    def torch_():
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("no CUDA device for torch")
+        dev = torch.device("cuda", index)
+        a = torch.from_numpy(src).to(dev)
+        b = torch.empty_like(a)
+        return (lambda: b.copy_(a)), (lambda: torch.cuda.synchronize(dev))
+
+    def cupy_():
+        import cupy
+
+        with cupy.cuda.Device(index):
+            a = cupy.asarray(src)
+            b = cupy.empty_like(a)
+        return (lambda: cupy.copyto(b, a)), (lambda: cupy.cuda.Device(index).synchronize())
+
+    return {"numpy": numpy_} if device == "cpu" else {"torch": torch_, "cupy": cupy_}
+
+
+def bandwidth(device: str, s: Settings) -> tuple[float | None, str | None]:
+    """(GB/s, library) of the fastest streaming copy on ``device``: 2 · size bytes moved per call
+    (every byte read once and written once), the memory roof of the report's roofline."""
+    nbytes = (s.stream_mib_cpu if device == "cpu" else s.stream_mib_gpu) * 2**20
+    best: tuple[float | None, str | None] = (None, None)
+    for lib, make in _copy_calls(device, nbytes).items():
+        try:
+            call, sync = make()
+            rate = 2 * nbytes / measure([call], sync, s)[0].median_s / 1e9
+        except Exception:  # a library that is missing or cannot use this device
+            continue
+        if best[0] is None or rate > best[0]:
+            best = (rate, lib)
+    return best
+
+
 def machine_peak(devices: set[str], s: Settings) -> dict[str, dict]:
-    """Per device: the best float32 matrix-product rate among the installed libraries, in GFLOP/s."""
+    """Per device: the best float32 matrix-product rate among the installed libraries, in GFLOP/s,
+    and the memory bandwidth of a streaming copy, in GB/s."""
     out = {}
     for dev in sorted(devices):
         n = s.peak_n_cpu if dev == "cpu" else s.peak_n_gpu
@@ -328,7 +377,9 @@ def machine_peak(devices: set[str], s: Settings) -> dict[str, dict]:
                 rates[lib] = f"unavailable: {type(exc).__name__}: {exc}"[:200]
         measured = {k: v for k, v in rates.items() if isinstance(v, float)}
         best = max(measured, key=measured.get) if measured else None
-        out[dev] = {"n": n, "dtype": DTYPE, "gflops": measured.get(best), "library": best, "libraries": rates}
+        gbs, copier = bandwidth(dev, s)
+        out[dev] = {"n": n, "dtype": DTYPE, "gflops": measured.get(best), "library": best, "libraries": rates,
+                    "bandwidth_gbs": gbs, "bandwidth_library": copier}
     return out
 
 
@@ -573,6 +624,8 @@ def table(doc: dict) -> str:
     lines = []
     for dev, p in doc["peak"].items():
         rate = f"{p['gflops']:.1f} GFLOP/s ({p['library']}, {p['n']}² {p['dtype']})" if p["gflops"] else "unknown"
+        if p.get("bandwidth_gbs"):
+            rate += f"; memory {p['bandwidth_gbs']:.1f} GB/s ({p['bandwidth_library']} copy)"
         lines.append(f"peak {dev}: {rate}"[:80])
     lines.append(f"{'concept':<20} {'size':<6} {'dir':<5} {'backend':<7}{'ms':>9} {'GFLOP/s':>8} "
                  f"{'%peak':>6} {'ovh×':>5} {'±':>5}")

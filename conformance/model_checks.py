@@ -155,7 +155,8 @@ def digits(b: Backend, spec: models.ModelSpec) -> Record:
     _, hist = trainer.train(b, spec.id)
     details = {"test_accuracy": hist.test_accuracy, "min_accuracy": spec.training.min_accuracy,
                "steps": hist.steps, "final_loss": hist.final_loss, "seconds": hist.seconds,
-               "epochs": [round(e["test_accuracy"], 4) for e in hist.epochs]}
+               "epochs": [round(e["test_accuracy"], 4) for e in hist.epochs],
+               "epoch_losses": [round(e["loss"], 6) for e in hist.epochs]}
     if hist.test_accuracy < spec.training.min_accuracy:
         raise CheckFailed(f"test accuracy {hist.test_accuracy:.2%} < {spec.training.min_accuracy:.0%} after "
                           f"{hist.steps} steps", {"usage": 0.0, "details": details})

@@ -1,26 +1,28 @@
 """``reports/index.html``: one self-contained page comparing the backends.
 
 It reads one or more ``results.json`` (runs from several machines merge into one page) and,
-when present, a ``bench.json``. The page has no script and no external reference: CSS is
-inline, charts are inline SVG drawn by matplotlib (text kept as text), so it opens offline.
+when present, a ``bench.json``. This module only prepares data: plain values for the Jinja2
+templates in ``templates/`` (autoescaped; the markup and the one stylesheet live there) and the
+pictures, which :mod:`nutshell.conformance.figures` draws with matplotlib as inline SVG. The page
+has no script and no external reference (the stylesheet is inlined), so it opens offline.
 
 Sections: the header (machines, devices, versions, dates, spec version); the coverage matrix
-(concepts × backends: every check of a concept, every outcome counted, each cell linking to
-its detail); the pairwise
-agreement between backends (from the cross checks); performance (from bench.json); the
-records of every other section, each record where its ``section`` puts it: models and training
-(numeric lists in their details are drawn as curves), claims, ONNX node tests, reliability (the
-catalogue and fuzzing), ONNX export and import, anything else; then, per concept (and per model
-or claim id), its definition, its vectors and per backend the largest error and the bound usage.
-The concepts are those of the spec the report is given (``--spec`` of the run).
+(concepts × backends: every check of a concept, every outcome counted, each cell linking to its
+detail); the pairwise agreement between backends (from the cross checks) and determinism;
+performance (from bench.json: a roofline per device, throughput relative to torch, every
+measurement); the trained models (accuracy and loss per epoch, per backend); the glossary's
+claims, each with its picture and its numbers in words; ONNX's node tests as an operator ×
+backend matrix; the records of the other sections (reliability, ONNX export and import, anything
+else), each record where its ``section`` puts it; then, per concept (and per model or claim id),
+its definition, its vectors, its image vectors as pictures, and per backend the largest error
+and the bound usage. The concepts are those of the spec the report is given (``--spec`` of the
+run).
 """
 
 from __future__ import annotations
 
 import functools
-import html
-import io
-import json
+import importlib.util
 import math
 import re
 import sys
@@ -31,8 +33,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nutshell import spec as spec_mod
-from nutshell.conformance.results import (
+from nutshell.conformance import figures
+from nutshell.conformance.results import (  # load_results and load_bench: results files are read only there
     OUTCOMES,
     BenchOutcome,
     BenchResult,
@@ -40,18 +45,20 @@ from nutshell.conformance.results import (
     Outcome,
     Section,
     atomic_write,
+    load_bench,
+    load_results,
 )
 from nutshell.errors import NutshellError, SpecError
+from nutshell.spec import models, validate
+from nutshell.spec.signatures import output_shapes
 
 CORE_CHECKS = ("forward", "vjp", "fd", "error", "cross")   # the columns of a concept's detail table
-SECTIONS = (  # (section, anchor, title) of the record lists, in the page's order; ops and cross are the matrix
-    (Section.MODELS, "training", "Models: training curves and accuracy"),
-    (Section.CLAIMS, "claims", "The glossary's claims"),
-    (Section.NODE_TESTS, "node-tests", "ONNX node tests"),
+SECTIONS = (  # (section, anchor, title) of the plain record lists, in the page's order
     (Section.RELIABILITY, "reliability", "Reliability: bad inputs and fuzzing"),
     (Section.ONNX, "onnx", "ONNX export and import"),
     (Section.OTHER, "other", "Other checks"),
 )
+TEMPLATES = Path(__file__).with_name("templates")   # the page's Jinja2 templates and its stylesheet
 
 
 @dataclass(frozen=True)
@@ -61,52 +68,6 @@ class Entry:
 
     run: int
     result: CheckResult
-
-
-# ------------------------------------------------------------------------------------ loading
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: not a JSON file ({exc})") from None
-
-
-def load_results(path: str | Path, version: str | None = None) -> dict:
-    """A results.json, checked for shape and (when ``version`` is given) for its spec version."""
-    doc = _read_json(Path(path))
-    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) or "spec_version" not in doc:
-        raise SpecError(f"{path}: not a nutshell results file (needs 'spec_version' and a 'results' list)")
-    doc["results"] = [CheckResult.from_json(r, _where(path, i, r)) for i, r in enumerate(doc["results"])]
-    _same_version(path, doc, version)
-    doc.setdefault("backends", {})
-    doc.setdefault("unavailable", {})
-    doc["source"] = str(path)
-    return doc
-
-
-def load_bench(path: str | Path, version: str | None = None) -> dict:
-    """A bench.json written by ``nutshell bench``."""
-    doc = _read_json(Path(path))
-    if not isinstance(doc, dict) or doc.get("kind") != "nutshell-bench" or not isinstance(doc.get("results"), list):
-        raise SpecError(f"{path}: not a nutshell bench file (kind 'nutshell-bench' with a 'results' list)")
-    doc["results"] = [BenchResult.from_json(r, f"{path}: results[{i}]") for i, r in enumerate(doc["results"])]
-    _same_version(path, doc, version)
-    return doc
-
-
-def _where(path: str | Path, i: int, r: Any) -> str:
-    """Where a record sits, with its id when it has one, for the error message."""
-    rid = r.get("id") if isinstance(r, dict) else None
-    return f"{path}: results[{i}]" + (f" ({rid})" if isinstance(rid, str) else "")
-
-
-def _same_version(path: str | Path, doc: dict, version: str | None) -> None:
-    if version is not None and doc.get("spec_version") != version:
-        raise SpecError(f"{path}: made with spec version {doc.get('spec_version')}, this spec is {version}; "
-                        "rerun it with this checkout, or report it from a checkout of that version")
 
 
 # ------------------------------------------------------------------------------------ columns
@@ -145,24 +106,28 @@ def _column_of(cols: list[dict], run: int, backend: str) -> dict | None:
 
 # ----------------------------------------------------------------------------------- helpers
 
-def esc(v: Any) -> str:
-    return html.escape(str(v), quote=True)
-
-
 def anchor(*parts: str) -> str:
     return "-".join(re.sub(r"[^A-Za-z0-9_]+", "_", p) for p in parts)
 
 
 def fmt(v: Any, digits: int = 3) -> str:
+    """A number as a reader wants it: thousands separated, three significant digits, "—" for none."""
     if v is None:
         return "—"
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return esc(v)
+        return str(v)
     if isinstance(v, int):
         return f"{v:,}"
     if v == 0 or math.isinf(v) or math.isnan(v):
         return f"{v:g}"
     return f"{v:.{digits}g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.{digits - 1}e}"
+
+
+def pct(v: float | None) -> str:
+    """A share as a percentage: three significant digits below 10%, one decimal above."""
+    if v is None:
+        return "—"
+    return f"{100 * v:.3g}%" if abs(v) < 0.1 else f"{100 * v:.1f}%"
 
 
 def counts(records: Iterable[CheckResult]) -> dict[str, int]:
@@ -185,188 +150,131 @@ def _max(values) -> float | None:
     return max(vals) if vals else None
 
 
-# ------------------------------------------------------------------------------------ charts
-
-def svg(fig: Any, name: str) -> str:
-    """A matplotlib figure as inline SVG: text kept as text, no prolog, no metadata, ids made
-    unique to this chart, scaled to the page's width."""
-    import matplotlib
-
-    buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": name}):
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    text = buf.getvalue()
-    text = text[text.index("<svg"):]
-    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
-    text = re.sub(r'\bid="', f'id="{name}-', text)
-    text = text.replace('href="#', f'href="#{name}-').replace("url(#", f"url(#{name}-")
-    width = float(re.search(r'<svg[^>]*? width="([0-9.]+)pt"', text).group(1)) * 4 / 3   # pt -> CSS px
-    text = re.sub(r'(<svg[^>]*?) width="[^"]*" height="[^"]*"',
-                  rf'\1 class="chart" style="max-width:{width:.0f}px" role="img" aria-label="{name}"', text, count=1)
-    return text
-
-
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=96)
-    fig.set_layout_engine("constrained")
-    return fig
-
-
-def heatmap(rows: list[str], cols: list[str], values: list[list[float | None]], title: str, name: str,
-            unit: str) -> str:
-    """A log10 heatmap with every value written in its cell (None: not measured, 0: exact)."""
-    import numpy as np
-
-    positive = [v for row in values for v in row if v]
-    floor = min(positive) if positive else 1.0                    # an exact 0 gets the best colour
-    data = np.array([[np.nan if v is None else math.log10(max(v, floor)) for v in row] for row in values])
-    fig = _figure(min(12.5, max(6.0, 2.5 + 1.3 * len(cols))), 1.2 + 0.3 * len(rows))
-    ax = fig.add_subplot()
-    finite = data[np.isfinite(data)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    vmax = max(hi, lo + 1)
-    im = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto", vmin=lo, vmax=vmax)
-    ax.set_xticks(range(len(cols)), cols, rotation=20, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
-    for i, row in enumerate(values):
-        for j, v in enumerate(row):
-            dark = v is not None and (data[i, j] - lo) / (vmax - lo) < 0.6      # viridis is dark below that
-            ax.text(j, i, "—" if v is None else ("0" if v == 0 else f"{v:.1e}"), ha="center", va="center",
-                    fontsize=8, color="white" if dark else "black")
-    ax.set_title(title, fontsize=11)
-    fig.colorbar(im, ax=ax, label=f"log10 {unit}")
-    return svg(fig, name)
-
-
-def bars(groups: list[str], series: dict[str, list[float | None]], title: str, xlabel: str, name: str,
-         base: float | None = None) -> str:
-    """Horizontal grouped bars on a log axis, one group per row label, one colour per series.
-    Bars grow from ``base`` (e.g. 1 for a ratio, so values below it point left), or from a
-    decade under the smallest value."""
-    import numpy as np
-
-    values = [v for vals in series.values() for v in vals if v]
-    start = base if base is not None else 10.0 ** math.floor(math.log10(min(values)) - 0.5) if values else 1.0
-    fig = _figure(12.5, 1.0 + len(groups) * max(0.3, 0.12 * len(series)))
-    ax = fig.add_subplot()
-    h = 0.8 / max(len(series), 1)
-    y = np.arange(len(groups))
-    for k, (label, vals) in enumerate(series.items()):
-        ax.barh(y + (k - (len(series) - 1) / 2) * h, [v - start if v else 0 for v in vals], h, left=start, label=label)
-    ax.set_yticks(y, groups)
-    ax.set_ylim(len(groups) - 0.5, -0.5)
-    ax.set_xscale("log")
-    if base is not None:
-        ax.axvline(base, color="black", linewidth=0.8)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=11)
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    return svg(fig, name)
-
-
-def curves(lines: dict[str, list[float]], title: str, ylabel: str, name: str) -> str:
-    """One line per series against its index (epochs when the name says so, else steps)."""
-    fig = _figure(12.5, 4.0)
-    ax = fig.add_subplot()
-    for label, ys in lines.items():
-        ax.plot(range(1, len(ys) + 1), ys, label=label, linewidth=1.2)
-    ax.set_xlabel("epoch" if "epoch" in title.lower() else "step")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel(ylabel)
-    if all(v > 0 for ys in lines.values() for v in ys):
-        ax.set_yscale("log")
-    ax.set_title(title, fontsize=11)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return svg(fig, name)
-
-
-# ----------------------------------------------------------------------------------- sections
-
-def header(docs: list[dict], bench: dict | None, version: str) -> str:
-    runs = []
-    for i, d in enumerate(docs):
-        m = d.get("machine", {})
-        backs = ", ".join(f"{esc(n)} on {esc(b.get('device', '?'))}" for n, b in d["backends"].items()) or "none"
-        unav = "; ".join(f"{esc(n)}: {esc(w)}" for n, w in d["unavailable"].items()) or "—"
-        vers = ", ".join(f"{esc(k)} {esc(v)}" for k, v in (d.get("versions") or {}).items()) or "not recorded"
-        status = "complete" if d.get("complete", True) else "incomplete (interrupted)"
-        runs.append(f"<tr><td>{i + 1}</td><td>{esc(m.get('host', '?'))}<br><small>{esc(m.get('system', ''))}, "
-                    f"{esc(m.get('cpus', '?'))} CPUs, Python {esc(m.get('python', '?'))}</small></td>"
-                    f"<td>{backs}</td><td>{unav}</td><td>{esc(d.get('started', '?'))} → "
-                    f"{esc(d.get('finished', '?'))}<br><small>{status}</small></td><td><small>{vers}</small></td>"
-                    f"<td><small>{esc(d.get('source', ''))}</small></td></tr>")
-    bench_line = "no benchmark in this report"
-    if bench:
-        devs = ", ".join(f"{esc(k)}: {esc(v)}" for k, v in bench.get("devices", {}).items())
-        vers = ", ".join(f"{esc(k)} {esc(v)}" for k, v in bench.get("versions", {}).items())
-        bench_line = (f"benchmark of {esc(bench.get('date', '?'))} on {esc(bench.get('machine', {}).get('host', '?'))}"
-                      f" — devices: {devs or '?'} — versions: {vers or '?'}")
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return (f"<header><h1>nutshell: conformance and performance</h1>"
-            f"<p>Spec version <b>{esc(version)}</b> · {len(docs)} run(s) · generated {esc(now)}</p>"
-            f"<table class='runs'><tr><th>run</th><th>machine</th><th>backends (device)</th><th>unavailable</th>"
-            f"<th>started → finished</th><th>versions</th><th>file</th></tr>{''.join(runs)}</table>"
-            f"<p class='muted'>{bench_line}</p></header>")
+def _outcome_class(outcome: Outcome) -> str:
+    return {Outcome.PASS: "good", Outcome.FAIL: "bad", Outcome.ERROR: "bad", Outcome.SPEC: "bad"}.get(outcome, "none")
 
 
 def _cell_class(c: dict) -> str:
     if c["total"] == 0:
         return "none"
-    if c["fail"] or c["error"]:
+    if c["fail"] or c["error"] or c.get("spec"):
         return "bad"
     return "good" if c["pass"] == c["total"] else "partial"
 
 
-def coverage(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> str:
-    """Concepts × backends: passed / total, the other outcomes spelled out, a link to the detail."""
-    head = "".join(f"<th title='{esc(c['host'])}'>{esc(c['label'])}</th>" for c in cols)
-    rows = []
-    for cid in _concept_ids(spec, core):
-        cells = []
-        for c in cols:
-            if c["why"] is not None:
-                cells.append(f"<td class='none' title='{esc(c['why'])}'>unavailable</td>")
-                continue
-            n = counts(core.get((cid, c["key"]), []))
-            cells.append(_matrix_cell(n, f"#{anchor('c', cid, c['key'])}"))
-        cross = counts(core.get((cid, "cross"), []))
-        none = cross["total"] == 0 and cid not in spec.concepts        # only concepts have cross checks
-        cells.append("<td class='none'>—</td>" if none else _matrix_cell(cross, f"#{anchor('concept', cid)}"))
-        rows.append(f"<tr><th><a href='#{anchor('concept', cid)}'>{esc(cid)}</a></th>{''.join(cells)}</tr>")
-    totals = []
-    for c in cols:
-        n = counts([r for (_, k), recs in core.items() if k == c["key"] for r in recs])
-        totals.append(f"<td>{n['pass']}/{n['total']}</td>" if c["why"] is None else "<td>—</td>")
-    n = counts([r for (_, k), recs in core.items() if k == "cross" for r in recs])
-    totals.append(f"<td>{n['pass']}/{n['total']}</td>")
-    return (f"<section id='coverage'><h2>Coverage</h2><p>Each cell: checks passed / checks run for that concept on "
-            f"that backend: forward, vjp, finite difference, error cases and every other check of it (the "
-            f"reliability catalogue, fuzzing), every dtype. Models and claims follow the concepts. Every record "
-            f"counts once: unsupported, failed and errored checks are in the denominator and named in the "
-            f"cell. A cell links to its detail.</p>"
-            f"<table class='matrix'><tr><th>concept</th>{head}<th>cross-backend</th></tr>{''.join(rows)}"
-            f"<tr class='total'><th>all concepts</th>{''.join(totals)}</tr></table></section>")
+def _record_label(e: Entry, cols: list[dict]) -> str:
+    c = _column_of(cols, e.run, e.result.backend)
+    return c["label"] if c else e.result.backend
 
 
-def _matrix_cell(n: dict, href: str) -> str:
-    if n["total"] == 0:
-        return "<td class='none'>not run</td>"
-    extra = " · ".join(f"{n[k]} {k}" for k in ("unsupported", "fail", "error") if n[k])
-    return (f"<td class='{_cell_class(n)}'><a href='{href}'>{n['pass']}/{n['total']}</a>"
-            f"{f'<br><small>{extra}</small>' if extra else ''}</td>")
+def _figure(name: str, title: str, svg_text: str, caption: str = "") -> dict:
+    """What the template's figure macro takes: an id, a title, the SVG and a caption."""
+    return {"id": name, "title": title, "svg": svg_text, "caption": caption}
 
+
+# ------------------------------------------------------------------------ measured numbers as words
+
+def words(details: dict | None, limit: int = 10) -> str:
+    """A record's details as a short phrase: "largest |error| 1e-07, 10% of its bound; steps 42"."""
+    items = list((details or {}).items())
+    text = "; ".join(_phrase(k, v) for k, v in items[:limit])
+    return text + (f"; and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _phrase(key: str, v: Any) -> str:
+    name = key.replace("_", " ")
+    if isinstance(v, dict) and isinstance(v.get("max_abs"), (int, float)) and "usage" in v:
+        off = f", {fmt(v['mismatched'])} of {fmt(v.get('total'))} outside it" if v.get("mismatched") else ""
+        return f"{name}: largest |error| {fmt(v['max_abs'])}, {pct(v['usage'])} of its bound{off}"
+    if isinstance(v, dict):
+        inner = ", ".join(f"{k.replace('_', ' ')} {_value(x)}" for k, x in list(v.items())[:6])
+        return f"{name}: {inner or 'none'}" + (f" and {len(v) - 6} more" if len(v) > 6 else "")
+    return f"{name} {_value(v)}"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, str):
+        return v if len(v) <= 160 else v[:157] + "…"
+    if isinstance(v, dict):
+        return f"({len(v)} entries)"
+    if isinstance(v, list):
+        if v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            return ", ".join(fmt(x) for x in v) if len(v) <= 4 else \
+                f"({len(v)} values, from {fmt(v[0])} to {fmt(v[-1])})"
+        if all(isinstance(x, str) for x in v):
+            return ", ".join(v[:6]) + (f" and {len(v) - 6} more" if len(v) > 6 else "")
+        return f"({len(v)} entries)"
+    return fmt(v)
+
+
+# ------------------------------------------------------------------------------------ header
+
+def header(docs: list[dict], bench: dict | None, version: str) -> dict:
+    runs = []
+    for i, d in enumerate(docs):
+        m = d.get("machine") or {}
+        runs.append({
+            "n": i + 1, "host": m.get("host", "?"), "system": m.get("system", ""), "cpus": m.get("cpus", "?"),
+            "python": m.get("python", "?"),
+            "backends": ", ".join(f"{n} on {b.get('device', '?')}" for n, b in d["backends"].items()) or "none",
+            "unavailable": "; ".join(f"{n}: {w}" for n, w in d["unavailable"].items()) or "—",
+            "versions": ", ".join(f"{k} {v}" for k, v in (d.get("versions") or {}).items()) or "not recorded",
+            "started": d.get("started", "?"), "finished": d.get("finished", "?"), "source": d.get("source", ""),
+            "status": "complete" if d.get("complete", True) else "incomplete (interrupted)"})
+    line = "no benchmark in this report"
+    if bench:
+        devs = ", ".join(f"{k}: {v}" for k, v in (bench.get("devices") or {}).items()) or "?"
+        vers = ", ".join(f"{k} {v}" for k, v in (bench.get("versions") or {}).items()) or "?"
+        line = (f"benchmark of {bench.get('date', '?')} on {(bench.get('machine') or {}).get('host', '?')} — "
+                f"devices: {devs} — versions: {vers}")
+    return {"version": version, "runs": runs, "bench": line,
+            "generated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+# ------------------------------------------------------------------------------------ coverage
 
 def _concept_ids(spec: spec_mod.Spec, core: dict) -> list[str]:
     extra = sorted({cid for cid, _ in core} - set(spec.concepts))
     return [*spec.concepts, *extra]
 
 
-def agreement(cross: list[Entry], cols: list[dict]) -> str:
-    """The worst pairwise max |difference| between backends, over every cross check."""
+def _cell(cls: str, text: str, href: str = "", extra: str = "", title: str = "") -> dict:
+    """A matrix cell: its class (good, partial, bad, none), text, link, small print and hover text."""
+    return {"cls": cls, "text": text, "href": href, "extra": extra, "title": title}
+
+
+def _matrix_cell(n: dict, href: str) -> dict:
+    if n["total"] == 0:
+        return _cell("none", "not run")
+    extra = " · ".join(f"{n[k]} {k}" for k in ("unsupported", "fail", "error", "spec") if n.get(k))
+    return _cell(_cell_class(n), f"{n['pass']}/{n['total']}", href, extra)
+
+
+def coverage(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> dict:
+    """Concepts × backends: passed / total, the other outcomes spelled out, a link to the detail."""
+    rows = []
+    for cid in _concept_ids(spec, core):
+        cells = [_cell("none", "unavailable", title=c["why"]) if c["why"] is not None else
+                 _matrix_cell(counts(core.get((cid, c["key"]), [])), f"#{anchor('c', cid, c['key'])}")
+                 for c in cols]
+        cross = counts(core.get((cid, "cross"), []))
+        only_concepts = cross["total"] == 0 and cid not in spec.concepts       # only concepts have cross checks
+        cells.append(_cell("none", "—") if only_concepts else
+                     _matrix_cell(cross, f"#{anchor('concept', cid)}"))
+        rows.append({"id": cid, "href": f"#{anchor('concept', cid)}", "cells": cells})
+    totals = []
+    for key in [*(c["key"] if c["why"] is None else None for c in cols), "cross"]:
+        n = counts([r for (_, k), recs in core.items() if k == key for r in recs])
+        totals.append("—" if key is None else f"{n['pass']}/{n['total']}")
+    return {"columns": cols, "rows": rows, "totals": totals}
+
+
+# ----------------------------------------------------------------------------------- agreement
+
+def agreement(cross: list[Entry], cols: list[dict]) -> list[dict]:
+    """The worst pairwise max |difference| between backends, over every cross check: two heatmaps."""
     worst: dict[tuple[str, str, str], float] = {}
     for e in cross:
         for pair, v in ((e.result.details or {}).get("pairwise_max_abs") or {}).items():
@@ -376,192 +284,358 @@ def agreement(cross: list[Entry], cols: list[dict]) -> str:
                 continue
             key = (e.result.concept, ca["label"], cb["label"])
             worst[key] = max(worst.get(key, 0.0), float(v))
-    intro = ("<p>The largest absolute difference between two backends' float32 outputs on the same fresh "
-             "inputs (the cross checks), worst over every vector of a concept.</p>")
     if not worst:
-        return f"<section id='agreement'><h2>Agreement between backends</h2>{intro}<p>not run (needs a cross " \
-               f"check with at least two backends)</p></section>"
+        return []
     labels = sorted({x for _, a, b in worst for x in (a, b)})
     overall = [[None if a == b else _max([v for (_, x, y), v in worst.items() if {x, y} == {a, b}])
                 for b in labels] for a in labels]
     pairs = sorted({(a, b) for _, a, b in worst})
     concepts = sorted({c for c, _, _ in worst})
     by_concept = [[worst.get((c, a, b)) for a, b in pairs] for c in concepts]
-    pair_names = [f"{a} ~ {b}" for a, b in pairs]
-    return (f"<section id='agreement'><h2>Agreement between backends</h2>{intro}"
-            f"{heatmap(labels, labels, overall, 'worst |difference| over all concepts', 'agree-all', '|diff|')}"
-            f"{heatmap(concepts, pair_names, by_concept, 'per concept', 'agree-concept', '|diff|')}"
-            f"</section>")
+    titles = ("Worst |difference| between two backends, over all concepts", "Worst |difference| per concept")
+    return [_figure("agree-all", titles[0], figures.heatmap(labels, labels, overall, titles[0], "agree-all",
+                                                           "|difference|")),
+            _figure("agree-concept", titles[1],
+                    figures.heatmap(concepts, [f"{a} ~ {b}" for a, b in pairs], by_concept, titles[1],
+                                    "agree-concept", "|difference|"))]
 
 
-def performance(bench: dict | None) -> str:
-    title = "<h2>Performance</h2>"
+def determinism(entries: list[Entry], cols: list[dict]) -> dict:
+    """Which concepts gave different bits on two runs of the same backend (catalogue 'determinism'):
+    {"pairs": how many concept × backend pairs ran twice, "differ": [(concept, backend)]}."""
+    runs = [e for e in entries if e.result.check == "catalogue" and e.result.vector is not None
+            and e.result.id.endswith("-determinism]") and e.result.outcome is Outcome.PASS]
+    differ = [(e.result.concept, _record_label(e, cols)) for e in runs
+              if not (e.result.details or {}).get("identical", True)]
+    return {"pairs": len(runs), "differ": differ}
+
+
+# --------------------------------------------------------------------------------- performance
+
+def performance(bench: dict | None, spec: spec_mod.Spec, looks: figures.Looks) -> dict | None:
+    """Peaks, a roofline per device, throughput relative to torch, and every measurement."""
     if not bench or not bench.get("results"):
-        return f"<section id='performance'>{title}<p>not run (no bench.json; run <code>nutshell bench</code>)" \
-               f"</p></section>"
-    peaks = "".join(f"<li>{esc(d)}: {fmt(p.get('gflops'))} GFLOP/s ({esc(p.get('library'))}, {esc(p.get('n'))}² "
-                    f"{esc(p.get('dtype'))}) — "
-                    + ", ".join(f"{esc(k)} {fmt(v) if isinstance(v, float) else esc(v)}"
-                                for k, v in p.get("libraries", {}).items()) + "</li>"
-                    for d, p in bench.get("peak", {}).items())
+        return None
     ok = [r for r in bench["results"] if r.outcome is BenchOutcome.OK]
-    charts = "".join(_perf_charts(ok, size, d) for d in ("forward", "step") for size in ("small", "medium", "large")
-                     if any(r.size == size and r.direction == d for r in ok))
-    rows = "".join(_perf_row(r) for r in bench["results"])
-    return (f"<section id='performance'>{title}<p>Machine peak (the best float32 matrix product among the "
-            f"installed libraries, measured in the same run):</p><ul>{peaks}</ul>{charts}"
-            f"<p>Overhead = the backend's median time / the same work called directly on its library. "
-            f"Forward calls use native arrays (no host copies); vjp and model steps go through the NumPy API "
-            f"(marked *).</p><table class='perf'><tr><th>concept</th><th>size</th><th>direction</th>"
-            f"<th>backend</th><th>device</th><th>median ms</th><th>spread</th><th>GFLOP/s</th><th>% of peak</th>"
-            f"<th>overhead</th><th>baseline</th></tr>{rows}</table></section>")
+    peaks = [{"device": d, "name": (bench.get("devices") or {}).get(d, ""), "gflops": p.get("gflops"),
+              "library": p.get("library"), "n": p.get("n"), "dtype": p.get("dtype"),
+              "bandwidth": p.get("bandwidth_gbs"),
+              "libraries": ", ".join(f"{k} {fmt(v)}" for k, v in (p.get("libraries") or {}).items())}
+             for d, p in (bench.get("peak") or {}).items()]
+    return {"peaks": peaks, "rooflines": rooflines(ok, bench, spec, looks), "relative": relative(ok, looks),
+            "rows": [_perf_row(r) for r in bench["results"]]}
 
 
-def _perf_charts(ok: list[BenchResult], size: str, direction: str) -> str:
-    """GFLOP/s and overhead of every concept (or model step) at one size, one bar per backend."""
-    what = "forward" if direction == "forward" else "training step"
-    fwd = [r for r in ok if r.size == size and r.direction == direction]
-    names = list(dict.fromkeys(r.concept for r in fwd))
-    backs = list(dict.fromkeys(f"{r.backend} ({r.device})" for r in fwd))
-    by = {(r.concept, f"{r.backend} ({r.device})"): r for r in fwd}
-    rate = {b: [by[(c, b)].gflops if (c, b) in by else None for c in names] for b in backs}
-    over = {b: [by[(c, b)].overhead if (c, b) in by else None for c in names] for b in backs}
-    over = {b: vals for b, vals in over.items() if any(vals)}      # backends with a native baseline
-    out = bars(names, rate, f"{what}, {size} shapes: GFLOP/s", "GFLOP/s (log scale)", f"perf-{direction}-{size}")
-    if over:
-        out += bars(names, over, f"{what}, {size} shapes: overhead against the library called directly",
-                    "time / native baseline time (log scale; 1 = no overhead)", f"overhead-{direction}-{size}",
-                    base=1.0)
+def _device(r: BenchResult) -> str:
+    """The hardware a measurement ran on, as bench.json keys its peaks: "cpu (numpy)" -> "cpu"."""
+    return (r.device or "?").split()[0]
+
+
+def traffic(spec: spec_mod.Spec, concept: str, shapes: dict, attrs: dict | None) -> int | None:
+    """The least bytes one call moves: every input read once and every output written once, at
+    4 bytes a float32 element and 8 an int64 label; None when the spec cannot size the call."""
+    c = spec.concepts.get(concept)
+    if c is None or not shapes:
+        return None
+    try:
+        views = {k: np.broadcast_to(np.zeros((), np.int64 if c.input(k).dtype == "int64" else np.float32), s)
+                 for k, s in shapes.items()}
+        given, full, _ = validate.check_views(c, views, attrs or {}, budget=False)
+    except (NutshellError, ValueError):
+        return None
+    outs = output_shapes(concept, {k: a.shape for k, a in given.items()}, full)
+    return sum(a.size * a.itemsize for a in given.values()) + 4 * sum(math.prod(s) for s in outs.values())
+
+
+def rooflines(ok: list[BenchResult], bench: dict, spec: spec_mod.Spec, looks: figures.Looks) -> list[dict]:
+    """Per device: every concept's forward call (native level) at its arithmetic intensity."""
+    out = []
+    for device in dict.fromkeys(_device(r) for r in ok):
+        points = []
+        for r in ok:
+            moved = traffic(spec, r.concept, r.shapes, r.attrs) if r.kind == "concept" else None
+            if _device(r) == device and r.direction == "forward" and r.flops and r.gflops and moved:
+                points.append(figures.Point(r.backend, r.concept, r.size, r.flops / moved, r.gflops))
+        if not points:
+            continue
+        peak = (bench.get("peak") or {}).get(device) or {}
+        name = (bench.get("devices") or {}).get(device)
+        title = f"Roofline of {device}" + (f" ({name})" if name else "") + ": every concept's forward call"
+        roofs = "Roofs: the measured peak (the best float32 matrix product)"
+        roofs += (f" and the measured memory bandwidth, {fmt(peak['bandwidth_gbs'])} GB/s."
+                  if peak.get("bandwidth_gbs") else
+                  "; this bench.json has no measured memory bandwidth, so the slanted roof is not drawn.")
+        caption = (f"{roofs} Each point is one measurement (a concept at one size on one backend); a point far "
+                   "below the flat roof at high intensity is compute-bound and slow, one on the left is bound by "
+                   "memory traffic. Intensity counts every input read once and every output written once.")
+        key = f"roofline-{anchor(device)}"
+        out.append(_figure(key, title, figures.roofline(title, points, peak.get("gflops"), peak.get("bandwidth_gbs"),
+                                                        looks, key), caption))
     return out
 
 
-def _perf_row(r: BenchResult) -> str:
-    star = "" if r.level == "native" else "*"
-    lead = (f"<tr><td>{esc(r.concept)}</td><td>{esc(r.size)}</td><td>{esc(r.direction)}{star}</td>"
-            f"<td>{esc(r.backend)}</td><td>{esc(r.device or '')}</td>")
-    if r.outcome is not BenchOutcome.OK:
-        return f"{lead}<td colspan='6' class='{'bad' if r.outcome is BenchOutcome.ERROR else 'none'}'>" \
-               f"{esc(r.outcome)}: {esc(r.message or '')}</td></tr>"
-    t, base = r.time, r.baseline or {}
-    share = None if r.peak_share is None else 100 * r.peak_share
-    blabel = esc(base.get("library", "—")) + (f" <small>(skipped: {esc(base['skipped'])})</small>"
-                                               if "skipped" in base else "")
-    nums = (fmt(1e3 * t["median_s"]), f"±{100 * t.get('spread', 0):.0f}%", fmt(r.gflops), fmt(share),
-            fmt(r.overhead))
-    return lead + "".join(f"<td class='num'>{v}</td>" for v in nums) + f"<td>{blabel}</td></tr>"
-
-
-def other_sections(entries: list[Entry], cols: list[dict]) -> str:
-    """Training, claims, ONNX and anything else: whatever records each section has, or 'not run'."""
-    groups: dict[Section, list[Entry]] = defaultdict(list)
-    for e in entries:
-        groups[e.result.section].append(e)
+def relative(ok: list[BenchResult], looks: figures.Looks, reference: str = "torch") -> list[dict]:
+    """Per direction, each other backend's throughput over ``reference``'s on the same case
+    (concept, size, direction), at the medium size when measured, else the first one measured."""
+    ref = {(r.concept, r.size, r.direction): r.time["median_s"] for r in ok if r.backend == reference}
     out = []
-    for section, key, title in SECTIONS:
-        recs = groups.get(section, [])
-        if section is Section.OTHER and not recs:
+    for direction in ("forward", "vjp", "step"):
+        mine = [r for r in ok if r.direction == direction and r.backend != reference
+                and (r.concept, r.size, r.direction) in ref]
+        sizes = list(dict.fromkeys(r.size for r in mine))
+        if not sizes:
             continue
-        body = _records_block(recs, cols, section, key) if recs else "<p>not run</p>"
-        out.append(f"<section id='{key}'><h2>{esc(title)}</h2>{body}</section>")
-    return "".join(out)
+        size = "medium" if "medium" in sizes else sizes[0]
+        mine = [r for r in mine if r.size == size]
+        groups = list(dict.fromkeys(r.concept for r in mine))
+        series: dict[str, list[float | None]] = {}
+        for r in mine:
+            series.setdefault(r.backend, [None] * len(groups))[groups.index(r.concept)] = \
+                ref[(r.concept, r.size, r.direction)] / r.time["median_s"]
+        what = {"forward": "forward calls", "vjp": "vjp calls", "step": "training steps"}[direction]
+        title = f"Throughput relative to {reference}: {what}, {size} shapes"
+        key = f"relative-{direction}"
+        out.append(_figure(key, title, figures.relative(title, groups, series, looks, reference, key),
+                           f"{reference}'s median time over the backend's on the same shapes in the same run; "
+                           "a bar to the right of 1 is faster than torch, to the left slower."))
+    return out
 
 
-def _records_block(recs: list[Entry], cols: list[dict], section: Section, key: str) -> str:
+def _perf_row(r: BenchResult) -> dict:
+    row = {"concept": r.concept, "size": r.size, "direction": r.direction + ("" if r.level == "native" else "*"),
+           "backend": r.backend, "device": r.device or ""}
+    if r.outcome is not BenchOutcome.OK:
+        return row | {"cls": "bad" if r.outcome is BenchOutcome.ERROR else "none",
+                      "message": f"{r.outcome.value}: {r.message or ''}"}
+    base = r.baseline or {}
+    return row | {"ms": fmt(1e3 * r.time["median_s"]), "spread": f"±{100 * r.time.get('spread', 0):.0f}%",
+                  "gflops": fmt(r.gflops), "share": fmt(None if r.peak_share is None else 100 * r.peak_share),
+                  "overhead": fmt(r.overhead), "baseline": base.get("library", "—"), "skipped": base.get("skipped")}
+
+
+# ------------------------------------------------------------------------------------- records
+
+def record_rows(recs: list[Entry], cols: list[dict]) -> list[dict]:
+    """One row per record: id, backend, outcome, usage, what it measured in words, why not passed."""
+    return [{"id": e.result.id, "backend": _record_label(e, cols), "outcome": e.result.outcome.value,
+             "cls": _outcome_class(e.result.outcome), "usage": fmt(e.result.usage), "words": words(e.result.details),
+             "message": e.result.message or "", "rerun": e.result.rerun or ""} for e in recs]
+
+
+def record_list(recs: list[Entry], cols: list[dict]) -> dict:
+    """Counts per backend column, then the records (a long list folded, what did not pass first)."""
     per_col: dict[str, list[CheckResult]] = defaultdict(list)
     for e in recs:
         per_col[_record_label(e, cols)].append(e.result)
-    summary = "".join(f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{n}</td>" for n in counts(rs).values())
-                      + "</tr>" for label, rs in per_col.items())
-    series = _series(recs, cols) if section is Section.MODELS else {}
-    charts = "".join(curves(lines, name, name, f"{key}-{anchor(name)}") for name, lines in series.items())
-    head = "<tr><th>check</th><th>backend</th><th>outcome</th><th>usage</th><th>measured</th></tr>"
     bad = [e for e in recs if e.result.outcome is not Outcome.PASS]
-    table = f"<table class='records'>{head}{''.join(_record_row(e, cols) for e in recs)}</table>"
-    if len(recs) > 40:   # a long list stays folded; what did not pass is shown above it
-        shown = f"<table class='records'>{head}{''.join(_record_row(e, cols) for e in bad)}</table>" if bad else ""
-        table = f"{shown}<details><summary>all {len(recs)} records</summary>{table}</details>"
-    return (f"<table><tr><th>backend</th>{''.join(f'<th>{k}</th>' for k in (*OUTCOMES, 'total'))}</tr>{summary}"
-            f"</table>{charts}{table}")
+    return {"summary": [{"label": label, "counts": counts(rs)} for label, rs in per_col.items()],
+            "outcomes": [*OUTCOMES, "total"], "rows": record_rows(recs, cols), "folded": len(recs) > 40,
+            "bad": record_rows(bad, cols)}
 
 
-def _record_label(e: Entry, cols: list[dict]) -> str:
-    c = _column_of(cols, e.run, e.result.backend)
-    return c["label"] if c else e.result.backend
+# ------------------------------------------------------------------------------------ training
+
+def training(recs: list[Entry], cols: list[dict], looks: figures.Looks) -> dict:
+    """One chart per model trained on its data (check "digits"): test accuracy and loss against
+    epoch, a line per backend; the final numbers per backend; then every other model record."""
+    trained = [e for e in recs if e.result.check == "digits"]
+    charts = []
+    for model in dict.fromkeys(e.result.concept for e in trained):
+        runs, finals = {}, []
+        for e in (e for e in trained if e.result.concept == model):
+            d, label = e.result.details or {}, _record_label(e, cols)
+            if isinstance(d.get("epochs"), list) and d["epochs"]:
+                runs[label] = {"accuracy": d["epochs"], "loss": d.get("epoch_losses")}
+            finals.append({"backend": label, "outcome": e.result.outcome.value, "cls": _outcome_class(e.result.outcome),
+                           "accuracy": pct(d.get("test_accuracy")), "min_accuracy": pct(d.get("min_accuracy")),
+                           "steps": fmt(d.get("steps")), "loss": fmt(d.get("final_loss")),
+                           "seconds": fmt(d.get("seconds")), "message": e.result.message or ""})
+        title, _ = _describe_text(model)
+        key = f"training-{anchor(model)}"
+        losses = any(run["loss"] for run in runs.values())
+        name = "Test accuracy and training loss per epoch" if losses else "Test accuracy per epoch"
+        caption = ("Test accuracy after each epoch (left) and the epoch's mean minibatch loss (right), one line per "
+                   "backend" if losses else "Test accuracy after each epoch, one line per backend (these records keep "
+                   "no loss per epoch, only the final loss in the table)") + \
+            "; a smaller marker inside a larger one is two backends agreeing."
+        figure = _figure(key, name, figures.training(name, runs, looks, key), caption) if runs else None
+        charts.append({"id": model, "title": title or model, "figure": figure, "finals": finals})
+    others = [e for e in recs if e.result.check != "digits"]
+    return {"models": charts, "others": record_list(others, cols) if others else None}
 
 
-def _series(recs: list[Entry], cols: list[dict]) -> dict[str, dict[str, list[float]]]:
-    """Curves in the details (a loss per step, an accuracy per epoch), by detail name, one line per record."""
-    out: dict[str, dict[str, list[float]]] = defaultdict(dict)
+# -------------------------------------------------------------------------------------- claims
+
+def claims(recs: list[Entry], cols: list[dict], looks: figures.Looks) -> list[dict]:
+    """Per claim that ran, in the order of claims.yaml: its picture, its statement, and per backend
+    what it measured."""
+    by_claim: dict[str, list[Entry]] = defaultdict(list)
     for e in recs:
-        for name, v in (e.result.details or {}).items():
-            if _numbers(v) and len(v) > 1:
-                out[name][f"{e.result.concept} · {_record_label(e, cols)}"] = [float(x) for x in v]
+        by_claim[e.result.concept].append(e)
+    known = _claims()
+    out = []
+    for cid in [*(c for c in known if c in by_claim), *sorted(set(by_claim) - set(known))]:
+        claim, entries = known.get(cid, {}), by_claim.get(cid, [])
+        results = [{"backend": _record_label(e, cols), "outcome": e.result.outcome.value,
+                    "cls": _outcome_class(e.result.outcome), "words": claim_words(cid, e.result.details or {}),
+                    "message": e.result.message or "", "rerun": e.result.rerun or ""} for e in entries]
+        out.append({"id": cid, "anchor": anchor("claim", cid), "title": claim.get("title", cid),
+                    "claim": claim.get("claim", ""), "figure": _claim_figure(cid, entries, cols, looks),
+                    "results": results})
     return out
 
 
-def _numbers(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+def _claim_figure(cid: str, entries: list[Entry], cols: list[dict], looks: figures.Looks) -> dict | None:
+    """The claim's picture from the records that hold what it needs; None when none does."""
+    picture, claim = figures.CLAIMS.get(cid), _claims().get(cid)
+    if picture is None or claim is None:
+        return None
+    runs = {_record_label(e, cols): e.result.details for e in entries
+            if e.result.details and all(k in e.result.details for k in picture.needs)}
+    if not runs:
+        return None
+    key = f"claim-{anchor(cid)}"
+    return _figure(key, picture.title, picture.draw(runs, claim, looks, key, picture.title))
 
 
-def brief(v: Any) -> str:
-    """A detail value in a few characters: numbers formatted, long lists summarised."""
-    if _numbers(v) and len(v) > 6:
-        return f"[{len(v)} values: {fmt(v[0])} … {fmt(v[-1])}]"
-    if isinstance(v, list):
-        return "[" + ", ".join(brief(x) for x in v[:6]) + (", …]" if len(v) > 6 else "]")
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{esc(k)}: {brief(x)}" for k, x in list(v.items())[:4]) + \
-            (", …}" if len(v) > 4 else "}")
-    return fmt(v)
+def claim_words(cid: str, d: dict) -> str:
+    """What a claim's record measured, as a sentence; any other details (an older record, a claim
+    without a sentence here) as words."""
+    try:
+        return CLAIM_WORDS[cid](d)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return words(d)
 
 
-def _record_row(e: Entry, cols: list[dict]) -> str:
-    r = e.result
-    measured = ", ".join(f"{esc(k)} = {brief(v)}" for k, v in list((r.details or {}).items())[:12])
-    msg = f"<br><small>{esc(r.message)}</small>" if r.message else ""
-    return (f"<tr class='{_outcome_class(r.outcome)}'><td>{esc(r.id)}</td><td>{esc(_record_label(e, cols))}"
-            f"</td><td>{esc(r.outcome)}</td><td>{fmt(r.usage)}</td><td>{measured}{msg}</td></tr>")
+def _configs(d: dict) -> list[dict]:
+    return [d[k] for k in sorted((k for k in d if re.fullmatch(r"config\d+", k)), key=lambda k: int(k[6:]))]
 
 
-def _outcome_class(outcome: Outcome) -> str:
-    return {Outcome.PASS: "good", Outcome.FAIL: "bad", Outcome.ERROR: "bad"}.get(outcome, "none")
+def _usages(d: dict, key: str) -> str:
+    """A claim's bound usages, one per configuration, as "0.236% and 0.245%"."""
+    shares = [pct(c[key]) if c[key] < 1 else f"{fmt(c[key])} times" for c in _configs(d)]
+    return " and ".join(shares)
 
 
-def concept_details(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> str:
-    """Per concept (then per model and claim): what it is, its vectors, and per backend what its
-    checks measured."""
+CLAIM_WORDS = {
+    "linear_collapse": lambda d: (
+        f"After {d['layers']:,} layers the stack has moved the batch by {pct(d['relative_change'])} (relative), yet "
+        f"it differs from the single layer of their product by at most {fmt(d['max_abs_diff'])}: "
+        f"{pct(d['bound_usage'])} of what rounding allows."),
+    "xor_needs_nonlinearity": lambda d: (
+        f"The two ReLU units get {d['relu_correct']} of 4 points right (largest error {fmt(d['relu_max_abs_error'])});"
+        f" the best of {d['linear_models']:,} linear models gets {d['linear_best_correct']} of 4, and together they "
+        f"realise only {d['linear_labellings']} of the 16 labellings of the square."),
+    "convolution_theorem": lambda d: (
+        f"FFT and direct convolution differ by at most {fmt(max(c['max_abs_diff'] for c in _configs(d)))}, that is "
+        f"{_usages(d, 'bound_usage')} of the allowed rounding in the {len(_configs(d))} configurations."),
+    "convolution_is_flipped_correlation": lambda d: (
+        f"conv2d(x, flip(w)) matches convolve2d(x, w) to within {_usages(d, 'bound_usage')} of the allowed "
+        f"rounding; conv2d(x, w), unflipped, misses it by {_usages(d, 'unflipped_usage')} that allowance."),
+    "pooling_shift_invariance": lambda d: (
+        f"Of {d['pooled_outputs']:,} pooled outputs, {d['changed_within_window']:,} changed under the "
+        f"{d['shifts']} shifts inside a window and {d['changed_by_whole_window']:,} under a shift by a whole window "
+        f"({d['features']:,} features in the map)."),
+    "vanishing_gradients": lambda d: (
+        f"The first layer's weight gradient is {fmt(d['sigmoid_ratio'])} times the last layer's with sigmoid and "
+        f"{fmt(d['relu_ratio'])} times with ReLU."),
+    "inception_reduction": lambda d: (
+        f"{d['direct_macs']:,} multiply-adds directly; {d['reduced_macs']:,} with the 1×1 reduction "
+        f"({d['reduction_macs']:,} + {d['reduced_5x5_macs']:,}): {d['saving']:.2f} times fewer."),
+    "learned_features_beat_engineered": lambda d: (
+        f"The CNN on the pixels reaches {pct(d['learned_accuracy'])} test accuracy, softmax regression on the ink "
+        f"profiles {pct(d['engineered_accuracy'])}: {100 * d['margin']:.3g} points better, on "
+        f"{d['test_examples']:,} test digits."),
+    "last_layer_is_logistic_regression": lambda d: (
+        f"The CNN's probabilities and softmax regression's differ by at most {fmt(d['max_abs_diff'])} "
+        f"({pct(d['bound_usage'])} of the allowed rounding); they predict the same class for "
+        f"{pct(d['argmax_agree'])} of the batch."),
+    "lstm_long_memory": lambda d: (
+        f"After the curriculum ({', '.join(str(s['length']) for s in d['stages'])} steps) the LSTM names the token "
+        f"seen {d['delay']} steps earlier for {pct(d['accuracy'])} of {d['test_sequences']:,} unseen sequences "
+        f"(chance: {pct(d['chance'])})."),
+}
+
+
+# ----------------------------------------------------------------------------------- node tests
+
+def _operator(case: str) -> str:
+    """The operator a case of ONNX's tests is about, from its name: test_conv_with_strides -> conv,
+    test_Conv2d_groups -> Conv2d (PyTorch module), test_operator_maxpool -> maxpool (PyTorch operator)."""
+    parts = case.removeprefix("test_").split("_")
+    if parts[0] == "operator" and len(parts) > 1:
+        return f"{parts[1]} (PyTorch operator)"
+    return f"{parts[0]} (PyTorch module)" if parts[0][:1].isupper() else parts[0]
+
+
+def node_tests(recs: list[Entry], cols: list[dict]) -> dict | None:
+    """Operator × backend: how many of ONNX's cases passed, were unsupported or failed; why on hover
+    and in the list under the matrix."""
+    if not recs:
+        return None
+    labels = [_record_label(e, cols) for e in recs]
+    status: dict[tuple[str, str], dict[str, list[tuple[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    listed_passes = True
+    why = []
+    for label, e in zip(labels, recs, strict=True):
+        d = e.result.details or {}
+        listed_passes &= isinstance(d.get("passed_cases"), list)
+        groups = (("passed", {c: "" for c in d.get("passed_cases") or []}),
+                  ("unsupported", d.get("unsupported_cases") or {}),
+                  ("documented difference", d.get("differences") or {}), ("failed", d.get("failures") or {}))
+        for state, cases in groups:
+            for case, reason in cases.items():
+                status[(_operator(case), label)][state].append((case, str(reason)))
+                if state != "passed":
+                    why.append({"operator": _operator(case), "case": case, "backend": label, "state": state,
+                                "reason": str(reason)})
+    ops = sorted({op for op, _ in status}, key=lambda op: ("(" in op, op.lower()))
+    rows = [{"operator": op, "cells": [_node_cell(status.get((op, label), {})) for label in labels]} for op in ops]
+    totals = [{"label": label, "outcome": e.result.outcome.value, "cls": _outcome_class(e.result.outcome),
+               "text": (f"{fmt(d.get('passed'))} passed · {fmt(d.get('unsupported'))} unsupported · "
+                        f"{fmt(d.get('failed'))} failed of {fmt(d.get('executed', 0) + d.get('unsupported', 0))}")
+               if (d := e.result.details or {}) else e.result.message or e.result.outcome.value}
+              for label, e in zip(labels, recs, strict=True)]
+    return {"backends": labels, "rows": rows, "totals": totals, "why": why, "listed_passes": listed_passes}
+
+
+def _node_cell(states: dict[str, list[tuple[str, str]]]) -> dict:
+    n = {k: len(v) for k, v in states.items()}
+    if not n:
+        return {"cls": "none", "text": "—", "title": ""}
+    cls = "bad" if n.get("failed") else "partial" if n.get("unsupported") or n.get("documented difference") else "good"
+    text = " · ".join(f"{v} {k}" for k, v in n.items() if v)
+    title = "\n".join(f"{case}: {k}{' — ' + reason if reason else ''}" for k, v in states.items() if k != "passed"
+                      for case, reason in v[:12])
+    return {"cls": cls, "text": text, "title": title}
+
+
+# ------------------------------------------------------------------------------------ concepts
+
+def concept_details(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> list[dict]:
+    """Per concept (then per model and claim): what it is, its vectors, its image vectors as
+    pictures, and per backend what its checks measured."""
     out = []
     for cid in _concept_ids(spec, core):
-        title, text = _describe(spec, cid)
         c = spec.concepts.get(cid)
-        rows = "".join(_backend_detail(cid, col, core.get((cid, col["key"]), [])) for col in cols
-                       if col["why"] is None)
-        out.append(f"<section class='concept' id='{anchor('concept', cid)}'><h3>{title} <code>{esc(cid)}</code>"
-                   f"</h3>{text}{_vector_table(c) if c else ''}"
-                   f"<table class='detail'><tr><th>backend</th><th>checks passed</th><th>forward: max |error|</th>"
-                   f"<th>forward: worst usage</th><th>vjp: max |error|</th><th>vjp: worst usage</th>"
-                   f"<th>finite diff.: worst usage</th><th>errors raised right</th><th>other checks passed</th>"
-                   f"<th>not passed</th></tr>{rows}</table></section>")
-    return f"<section id='concepts'><h2>Concepts, models and claims</h2>{''.join(out)}</section>"
+        title, text = (c.title, c.definition) if c is not None else _describe_text(cid)
+        out.append({"id": cid, "anchor": anchor("concept", cid), "title": title, "definition": text,
+                    "semantics": list(c.semantics) if c else [], "vectors": _vectors(c) if c else None,
+                    "images": _images(c, core, cols) if c else [],
+                    "backends": [_backend_detail(cid, col, core.get((cid, col["key"]), [])) for col in cols
+                                 if col["why"] is None]})
+    return out
 
 
-def _describe(spec: spec_mod.Spec, cid: str) -> tuple[str, str]:
-    """(title, definition) of a concept, a model ("model_<id>") of models.yaml or a claim of claims.yaml."""
-    c = spec.concepts.get(cid)
-    if c is not None:
-        semantics = "".join(f"<li>{esc(s)}</li>" for s in c.semantics)
-        return esc(c.title), f"<p>{esc(c.definition)}</p>" + (f"<ul>{semantics}</ul>" if semantics else "")
+def _describe_text(cid: str) -> tuple[str, str]:
+    """(title, description) of a model ("model_<id>" or its id) or of a claim; ("", "") otherwise."""
     try:
-        from nutshell.spec import models
-
         m = models.get(cid.removeprefix("model_"))
-        return esc(m.title), f"<p>{esc(m.description)}</p>"
-    except (ImportError, NutshellError):
+        return m.title, m.description
+    except NutshellError:
         pass
     claim = _claims().get(cid)
-    if claim is not None:
-        return esc(claim.get("title", "")), f"<p>{esc(claim.get('claim', ''))}</p>"
-    return "", "<p class='muted'>not in concepts.yaml, models.yaml or claims.yaml; its checks are listed above</p>"
+    return (claim.get("title", ""), claim.get("claim", "")) if claim else ("", "")
 
 
 @functools.lru_cache(maxsize=1)
@@ -573,30 +647,48 @@ def _claims() -> dict[str, dict]:
     return {c["id"]: c for c in doc.get("claims", [])}
 
 
-def _vector_table(c: spec_mod.Concept) -> str:
+def _vectors(c: spec_mod.Concept) -> dict:
     rows = []
     for v in c.vectors:
-        shapes = v.shapes or {k: list(_shape(x)) for k, x in (v.inputs or {}).items()}
-        what = ", ".join(f"{esc(k)} {esc(tuple(s))}" for k, s in shapes.items())
-        attrs = ", ".join(f"{esc(k)}={esc(x)}" for k, x in v.attrs.items()) or "defaults"
-        rows.append(f"<tr><td>{esc(v.name)}</td><td>{esc(v.kind)}</td><td>{what}</td><td>{attrs}</td>"
-                    f"<td>{'yes' if v.grad else 'no'}</td><td>{esc(v.note)}</td></tr>")
-    errs = ", ".join(esc(e.name) for e in c.errors) or "none"
-    return (f"<details><summary>{len(c.vectors)} vectors, {len(c.errors)} error cases</summary>"
-            f"<table><tr><th>vector</th><th>kind</th><th>inputs</th><th>attributes</th><th>vjp</th><th>note</th></tr>"
-            f"{''.join(rows)}</table><p>error cases: {errs}</p></details>")
+        shapes = v.shapes or {k: list(np.shape(x["values"] if isinstance(x, dict) and "values" in x else x))
+                              for k, x in (v.inputs or {}).items()}
+        rows.append({"name": v.name, "kind": v.kind, "note": v.note, "vjp": "yes" if v.grad else "no",
+                     "inputs": ", ".join(f"{k} {'×'.join(map(str, s)) or 'scalar'}" for k, s in shapes.items()),
+                     "attrs": ", ".join(f"{k} = {_value(x)}" for k, x in v.attrs.items()) or "defaults"})
+    return {"rows": rows, "errors": ", ".join(e.name for e in c.errors) or "none"}
 
 
-def _shape(x: Any) -> tuple:
-    import numpy as np
+def _images(c: spec_mod.Concept, core: dict, cols: list[dict]) -> list[dict]:
+    """The hand vectors whose input and kernel are one image each (N = C = O = 1): input, kernel
+    and the spec's output as pictures, with each backend's largest error on that vector."""
+    out = []
+    for v in c.vectors:
+        x, w, y = ((v.inputs or {}).get("x"), (v.inputs or {}).get("w"), (v.expected or {}).get("y"))
+        arrays = [np.asarray(a, float) if isinstance(a, list) else None for a in (x, w, y)]
+        if any(a is None or a.ndim != 4 or a.shape[:2] != (1, 1) for a in arrays):
+            continue
+        errors = []
+        for col in cols:
+            measured = [(r.dtype, max_abs(r)) for r in core.get((c.id, col["key"]), [])
+                        if r.check == "forward" and r.vector == v.name and max_abs(r) is not None]
+            if measured:
+                dtypes = ", ".join(sorted({str(d) for d, _ in measured}))
+                errors.append(f"{col['label']} {fmt(max(e for _, e in measured))} ({dtypes})")
+        key = f"image-{anchor(c.id, v.name)}"
+        title = f"{c.title}: vector {v.name} — input, kernel, output"
+        caption = (f"{v.note[:1].upper() + v.note[1:]}. " if v.note else "") + \
+            "Drawn from the spec's vector: the output is the golden worked out by hand; the records keep each " \
+            "backend's largest error on it, not its output: " + ("; ".join(errors) if errors else "not run") + "."
+        out.append(_figure(key, title, figures.image_grid(
+            title, [("input x", arrays[0][0, 0]), ("kernel w", arrays[1][0, 0]), ("output y", arrays[2][0, 0])],
+            key), caption))
+    return out
 
-    return np.shape(x["values"] if isinstance(x, dict) and "values" in x else x)
 
-
-def _backend_detail(cid: str, col: dict, recs: list[CheckResult]) -> str:
-    label = esc(col["label"])
+def _backend_detail(cid: str, col: dict, recs: list[CheckResult]) -> dict:
+    row = {"anchor": anchor("c", cid, col["key"]), "label": col["label"]}
     if not recs:
-        return f"<tr id='{anchor('c', cid, col['key'])}'><td>{label}</td><td colspan='9' class='none'>not run</td></tr>"
+        return row | {"cls": "none", "run": False}
     n = counts(recs)
     by = defaultdict(list)
     for r in recs:
@@ -607,86 +699,67 @@ def _backend_detail(cid: str, col: dict, recs: list[CheckResult]) -> str:
 
     errs = counts(by["error"])
     extra = counts([r for r in recs if r.check not in CORE_CHECKS])
-    bad = [r for r in recs if r.outcome is not Outcome.PASS]
-    listing = "".join(f"<li class='{_outcome_class(r.outcome)}'><b>{esc(r.outcome)}</b> {esc(r.id)}: "
-                      f"{esc(r.message or '')}{_rerun(r)}</li>" for r in bad)
-    return (f"<tr id='{anchor('c', cid, col['key'])}' class='{_cell_class(n)}'><td>{label}</td>"
-            f"<td>{n['pass']}/{n['total']}</td>"
-            f"<td>{fmt(_max(max_abs(r) for r in by['forward']))}</td><td>{usage('forward')}</td>"
-            f"<td>{fmt(_max(max_abs(r) for r in by['vjp']))}</td><td>{usage('vjp')}</td><td>{usage('fd')}</td>"
-            f"<td>{errs['pass']}/{errs['total']}</td><td>{extra['pass']}/{extra['total']}</td>"
-            f"<td>{f'<details><summary>{len(bad)}</summary><ul>{listing}</ul></details>' if bad else '0'}</td></tr>")
-
-
-def _rerun(r: CheckResult) -> str:
-    return f"<br><code>{esc(r.rerun)}</code>" if r.rerun else ""
+    bad = [{"cls": _outcome_class(r.outcome), "outcome": r.outcome.value, "id": r.id, "message": r.message or "",
+            "rerun": r.rerun or ""} for r in recs if r.outcome is not Outcome.PASS]
+    return row | {"cls": _cell_class(n), "run": True, "passed": f"{n['pass']}/{n['total']}",
+                  "fwd_error": fmt(_max(max_abs(r) for r in by["forward"])), "fwd_usage": usage("forward"),
+                  "vjp_error": fmt(_max(max_abs(r) for r in by["vjp"])), "vjp_usage": usage("vjp"),
+                  "fd_usage": usage("fd"), "errors": f"{errs['pass']}/{errs['total']}",
+                  "other": f"{extra['pass']}/{extra['total']}", "bad": bad}
 
 
 # -------------------------------------------------------------------------------------- page
 
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1240px;
-padding:16px 20px;color:#1d232a;background:#fff}
-h1{font-size:24px;margin:8px 0}h2{font-size:19px;border-bottom:2px solid #d8dee4;padding-bottom:4px;margin-top:32px}
-h3{font-size:16px;margin:22px 0 6px}code{font:12.5px ui-monospace,Menlo,Consolas,monospace;background:#f3f5f7;
-padding:0 3px;border-radius:3px}small{color:#57606a}.muted{color:#57606a}
-table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px solid #d8dee4;padding:3px 7px;
-text-align:left;vertical-align:top}th{background:#f3f5f7}table.matrix td{text-align:center;min-width:78px}
-table.matrix th:first-child{text-align:right}td.good,tr.good>td:first-child{background:#dcf5e3}
-td.partial{background:#fff6d6}td.bad,tr.bad>td:first-child,li.bad{background:#fde2e1}td.none{color:#8c959f;
-background:#f6f8fa}tr.total td,tr.total th{font-weight:600}td.num{text-align:right}
-nav{position:sticky;top:0;background:#fff;padding:6px 0;border-bottom:1px solid #d8dee4;z-index:1}
-nav a{margin-right:14px}a{color:#0b5cad;text-decoration:none}a:hover{text-decoration:underline}
-svg.chart{display:block;width:100%;max-width:1200px;height:auto;margin:10px 0}
-details summary{cursor:pointer;color:#0b5cad}section.concept{border-top:1px solid #eaeef2}
-table.runs td{font-size:12.5px}
-"""
+NAV = (("coverage", "Coverage"), ("agreement", "Agreement"), ("determinism", "Determinism"),
+       ("performance", "Performance"), ("training", "Training"), ("claims", "Claims"),
+       ("node-tests", "ONNX node tests"), ("reliability", "Reliability"), ("onnx", "ONNX"),
+       ("concepts", "Concepts"))
 
 
-def determinism(entries: list[Entry], cols: list[dict]) -> str:
-    """Which concepts gave different bits on two runs of the same backend (catalogue 'determinism')."""
-    runs = [e for e in entries if e.result.check == "catalogue" and e.result.vector is not None
-            and e.result.id.endswith("-determinism]") and e.result.outcome is Outcome.PASS]
-    title = "<section id='determinism'><h2>Determinism</h2>"
-    if not runs:
-        return title + "<p>not run</p></section>"
-    differ = [e for e in runs if not (e.result.details or {}).get("identical", True)]
-    if not differ:
-        return title + f"<p>Every concept gave bit-identical results on two runs ({len(runs)} concept × backend " \
-                       "pairs).</p></section>"
-    rows = "".join(f"<tr><td>{esc(e.result.concept)}</td><td>{esc(_record_label(e, cols))}</td></tr>"
-                   for e in differ)
-    return (title + f"<p class='fail'>{len(differ)} of {len(runs)} concept × backend pairs gave different bits on "
-            f"two runs:</p><table><tr><th>concept</th><th>backend</th></tr>{rows}</table></section>")
+def render(context: dict) -> str:
+    """The page: templates/report.html.j2 with ``context``, autoescaped (the template marks the
+    figures' SVG and the stylesheet safe), the stylesheet inlined so the page opens offline."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
+                             lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["num"] = fmt
+    css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
+    return env.get_template("report.html.j2").render(**context, css=css, nav=NAV)
 
 
 def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path, *, spec: spec_mod.Spec) -> Path:
     """Render the page for the given runs and benchmark (as load_results and load_bench return
     them) against ``spec``, the spec the runs checked, and write it to ``out``."""
+    missing = [m for m in ("jinja2", "matplotlib") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise NutshellError(f"the HTML report needs {' and '.join(missing)}: pip install 'nutshell[report]'")
     for d in results_docs:
         d.setdefault("backends", {})
         d.setdefault("unavailable", {})
     cols = columns(results_docs)
+    looks = figures.Looks([c["label"] for c in cols])
     core: dict[tuple[str, str], list[CheckResult]] = defaultdict(list)
-    others, cross = [], []
+    cross: list[Entry] = []
+    others: dict[Section, list[Entry]] = defaultdict(list)
     for run, d in enumerate(results_docs):
         for r in d["results"]:
             if r.section is Section.CROSS:
                 cross.append(Entry(run, r))
             elif r.section is not Section.OPS:
-                others.append(Entry(run, r))
+                others[r.section].append(Entry(run, r))
             key = "cross" if r.backend == "cross" else _column_of(cols, run, r.backend)["key"]
             core[(r.concept, key)].append(r)
-    nav = "".join(f"<a href='#{k}'>{t}</a>" for k, t in (
-        ("coverage", "Coverage"), ("agreement", "Agreement"), ("performance", "Performance"),
-        ("training", "Training"), ("claims", "Claims"), ("node-tests", "ONNX node tests"),
-        ("reliability", "Reliability"), ("determinism", "Determinism"), ("onnx", "ONNX"), ("concepts", "Concepts")))
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>nutshell report — spec {esc(spec.version)}</title><style>{CSS}</style></head><body>"
-            f"{header(results_docs, bench_doc, spec.version)}<nav>{nav}</nav>"
-            f"{coverage(spec, core, cols)}{agreement(cross, cols)}{determinism(others, cols)}{performance(bench_doc)}"
-            f"{other_sections(others, cols)}{concept_details(spec, core, cols)}</body></html>\n")
+    lists = [{"key": key, "title": title, "list": record_list(others[s], cols) if others[s] else None}
+             for s, key, title in SECTIONS if s is not Section.OTHER or others[s]]
+    page = render({
+        "title": f"nutshell report — spec {spec.version}", "header": header(results_docs, bench_doc, spec.version),
+        "coverage": coverage(spec, core, cols), "agreement": agreement(cross, cols),
+        "determinism": determinism(others[Section.RELIABILITY], cols),
+        "performance": performance(bench_doc, spec, looks), "training": training(others[Section.MODELS], cols, looks),
+        "claims": claims(others[Section.CLAIMS], cols, looks),
+        "node_tests": node_tests(others[Section.NODE_TESTS], cols), "lists": lists,
+        "concepts": concept_details(spec, core, cols)})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, page)

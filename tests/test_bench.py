@@ -119,7 +119,7 @@ def run(tmp_path_factory) -> tuple[dict, Path]:
     the document it returned and the bench.json it wrote."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     settings = bench.Settings(cap_s=0.05, min_samples=3, max_samples=10, sample_s=0.001, peak_n_cpu=256,
-                              peak_n_gpu=1024)
+                              peak_n_gpu=1024, stream_mib_cpu=16, stream_mib_gpu=64)
     doc = bench.run_bench(None, ["relu", "conv2d", "traffic_sign_cnn"], ["small"], settings, out, stream=io.StringIO())
     return doc, out
 
@@ -133,6 +133,7 @@ def test_bench_json_has_machine_devices_versions_and_date(doc):
     assert doc["complete"] and doc["kind"] == "nutshell-bench" and doc["spec_version"] == spec_mod.load().version
     assert doc["machine"]["cpus"] and "cpu" in doc["devices"] and doc["versions"]["numpy"] and doc["date"]
     assert doc["peak"]["cpu"]["gflops"] > 0 and doc["peak"]["cpu"]["library"] in doc["peak"]["cpu"]["libraries"]
+    assert doc["peak"]["cpu"]["bandwidth_gbs"] > 0 and doc["peak"]["cpu"]["bandwidth_library"] == "numpy"
 
 
 def test_every_backend_is_measured_or_says_why(doc):

@@ -62,7 +62,8 @@ def test_the_wheel_holds_one_top_level_package(fresh_venv):
     dist_info = {t for t in tops if t.endswith(".dist-info")}
     assert len(dist_info) == 1 and tops - dist_info == {"nutshell"}, tops
     assert {"nutshell/spec/concepts.yaml", "nutshell/spec/schema.json", "nutshell/conformance/spec.nutshell",
-            "nutshell/backends/torch_impl/__init__.py"} <= names
+            "nutshell/backends/torch_impl/__init__.py", "nutshell/conformance/results.schema.json",
+            "nutshell/conformance/templates/report.html.j2", "nutshell/conformance/templates/report.css"} <= names
 
 
 def test_in_a_fresh_venv_only_nutshell_imports(fresh_venv, tmp_path):

@@ -419,6 +419,22 @@ def test_report_command_merges_and_refuses(tmp_path):
     assert r.returncode == 2 and "not a nutshell bench file" in r.stderr
 
 
+
+def test_report_without_files_rebuilds_the_folders_page_with_the_bench(tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    write(folder / "results.json", results_doc("box-a", pictures=False))
+    r = nutshell("report", "--reports", str(folder))
+    assert r.returncode == 0, r.stderr
+    before = (folder / "index.html").read_text()
+    assert "roofline" not in before.lower()
+    write(folder / "bench.json", bench_doc())
+    r = nutshell("report", "--reports", str(folder))
+    after = (folder / "index.html").read_text()
+    assert r.returncode == 0 and after != before and "roofline" in after.lower(), r.stderr
+    r = nutshell("report", "--reports", str(folder), "--bench", str(folder / "bench.json"))
+    assert r.returncode == 2 and "go with results files" in r.stderr
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.pop("results"), "not a nutshell results file"),
     (lambda d: d["results"][0].pop("outcome"), r"results\[0\] \(sigmoid\[torch-basic-float32\]\): field outcome is "

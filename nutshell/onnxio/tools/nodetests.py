@@ -158,6 +158,7 @@ class Summary:
         return {"executed": self.count("passed") + self.count("failed"), "passed": self.count("passed"),
                 "failed": self.count("failed"), "unsupported": self.count("unsupported"),
                 "passed_plumbing_only": sum(o.plumbing for o in self.outcomes if o.status == "passed"),
+                "passed_cases": sorted(o.name for o in self.outcomes if o.status == "passed"),
                 "differences": {k: DIFFERENCES[k] for k in failed if k in DIFFERENCES},
                 "failures": {k: v for k, v in failed.items() if k not in DIFFERENCES},
                 "unsupported_cases": {o.name: o.message[:200] for o in self.outcomes if o.status == "unsupported"}}
