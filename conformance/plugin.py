@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import json
 import os
 import signal
 import sys
@@ -61,6 +62,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STATE] = {"backends": None, "writer": None, "unavailable": {}, "pending": {}}
+    if _xdist_controller(config):
+        config.pluginmanager.register(XdistController(config), "nutshell-xdist-controller")
     config.addinivalue_line("markers", "nutshell: a conformance check generated from the spec")
     # registered here too, not only in the repository's pyproject: the suite also runs from outside it
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
@@ -330,13 +333,70 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     if not isinstance(item, CheckItem) or report.when != "call":
         return
     # no result: the check was ended by a BaseException that is not an Exception (SystemExit, say)
-    _writer(item.config).add(item.result or item.make_result(Outcome.ERROR, message="no record"))
+    record = item.result or item.make_result(Outcome.ERROR, message="no record")
+    if _xdist_worker(item.config):           # the controller writes: the record travels with the report
+        report.user_properties.append((RECORD_KEY, json.dumps(record.to_json(), default=str)))
+    else:
+        _writer(item.config).add(record)
+
+
+# --- pytest-xdist: workers check, the controller alone writes results.json ------------------------
+
+RECORD_KEY = "nutshell_record"
+
+
+def _xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return not _xdist_worker(config) and getattr(config.option, "dist", "no") != "no" \
+        and bool(getattr(config.option, "numprocesses", None) or getattr(config.option, "tx", None))
+
+
+class XdistController:
+    """Registered on the pytest-xdist controller only: it writes results.json from the records the
+    workers attach to their reports, and takes each worker's header (its backends, those it could
+    not load) when the worker ends. Workers never write results.json, so there is one writer."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+
+    def writer(self) -> ResultsWriter:
+        st = self.config.stash[_STATE]
+        if st["writer"] is None:
+            st["spec"] = spec_mod.load(self.config.getoption("--spec"))
+            st["backends"] = {}
+            st["writer"] = ResultsWriter(Path(self.config.getoption("--results")),
+                                         {"spec_version": st["spec"].version, "backends": {}, "unavailable": {}})
+        return st["writer"]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for key, value in report.user_properties:
+            if key == RECORD_KEY and report.when == "call":
+                self.writer().add(CheckResult.from_json(json.loads(value), f"record of {report.nodeid}"))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        header = json.loads(getattr(node, "workeroutput", {}).get(HEADER_KEY, "{}"))
+        if header:
+            w = self.writer()
+            w.header["backends"].update(header["backends"])
+            w.header["unavailable"].update(header["unavailable"])
+            self.config.stash[_STATE]["unavailable"].update(header["unavailable"])
+
+
+HEADER_KEY = "nutshell_header"
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     st = session.config.stash.get(_STATE, None)
     if not st:
         return
+    if _xdist_worker(session.config) and st.get("backends") is not None:
+        session.config.workeroutput[HEADER_KEY] = json.dumps(
+            {"backends": {n: {"device": b.device} for n, b in st["backends"].items()},
+             "unavailable": st["unavailable"]})
     if st.get("writer") is not None:
         st["writer"].flush(final=True)
     if st.get("explicit") and st["unavailable"] and session.exitstatus in (0, 5):
