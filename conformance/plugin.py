@@ -23,13 +23,14 @@ import pytest
 
 from nutshell import backends
 from nutshell import spec as spec_mod
-from nutshell.conformance import checks
+from nutshell.conformance import checks, shards
 from nutshell.conformance.results import (
     CheckResult,
     EventWriter,
     Outcome,
     ResultsWriter,
     Section,
+    load_results,
     rerun_command,
     summary_table,
 )
@@ -54,6 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--events", default=None,
                     help="worker mode: append start events and records to this JSON-lines file instead of results.json")
     group.addoption("--skip-ids", default=None, help="file of check ids (one per line) to leave out")
+    group.addoption("--shard", default=None, metavar="I/N",
+                    help="run shard I of N: a deterministic share of the selected checks (conformance/shards.py)")
+    group.addoption("--shard-durations", default=None, metavar="RESULTS_JSON",
+                    help="balance the shards by the seconds each check took in this earlier results file")
     group.addoption("--nutshell-run-id", default=None,
                     help="worker mode: the token every event line carries, so the runner takes only this worker's")
     group.addoption("--nutshell-parent", type=int, default=None,
@@ -132,6 +137,7 @@ def _group_of(item: pytest.Item, st: dict) -> str | None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """Worker mode: leave out the ids already done, keep one group's checks, and write the header
     event, with the number of checks still to run in each group (``pending``), even when none is."""
+    _keep_shard(config, items)
     group, skip_file = config.getoption("--nutshell-group"), config.getoption("--skip-ids")
     if group is None and skip_file is None:
         return
@@ -152,6 +158,22 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items[:] = keep
     if config.getoption("--events"):
         _writer(config)
+
+
+def _keep_shard(config: pytest.Config, items: list) -> None:
+    """``--shard I/N``: keep the checks assigned to shard I (conformance/shards.py), assigned over
+    every check the selection holds, before a worker keeps its group's or a resume skips its done."""
+    text = config.getoption("--shard")
+    if text is None:
+        return
+    index, n = shards.parse(text)
+    source = config.getoption("--shard-durations")
+    durations = shards.durations_of(load_results(source)) if source else None
+    owner = shards.assign([i.name for i in items if isinstance(i, CheckItem)], n, durations)
+    dropped = [i for i in items if isinstance(i, CheckItem) and owner[i.name] != index]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if not isinstance(i, CheckItem) or owner[i.name] == index]
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from nutshell import backends
 from nutshell import spec as spec_mod
+from nutshell.conformance import shards
 from nutshell.conformance.results import (
     CheckResult,
     Outcome,
@@ -71,6 +72,8 @@ class Options:
     quiet: bool = False
     spec: Path | None = None  # the spec file every worker checks against (None: the repository's)
     verbose: bool = False
+    shard: str | None = None  # "I/N": this run's share of the selected checks (conformance/shards.py)
+    durations: Path | None = None  # an earlier results.json whose check times balance the shards
 
 
 @dataclass
@@ -105,10 +108,11 @@ def selection(opts: Options) -> dict:
     """What decides which checks a run has: a --resume must have the same."""
     spec_file = Path(opts.spec) if opts.spec is not None else spec_mod.SPEC_FILE
     return {"backends": sorted(opts.backends) if opts.backends else None, "k": opts.k, "device": opts.device,
-            "spec_sha256": hashlib.sha256(spec_file.read_bytes()).hexdigest()}
+            "spec_sha256": hashlib.sha256(spec_file.read_bytes()).hexdigest(), "shard": opts.shard}
 
 
-_FLAGS = {"backends": "-b", "k": "-k", "device": "--device", "spec_sha256": "the spec file's sha256"}
+_FLAGS = {"backends": "-b", "k": "-k", "device": "--device", "spec_sha256": "the spec file's sha256",
+          "shard": "--shard"}
 
 
 def resume_command(opts: Options) -> str:
@@ -119,6 +123,8 @@ def resume_command(opts: Options) -> str:
     argv += ["--device", opts.device] if opts.device else []
     argv += ["-k", opts.k] if opts.k else []
     argv += ["--spec", str(opts.spec)] if opts.spec is not None else []
+    argv += ["--shard", opts.shard] if opts.shard else []
+    argv += ["--durations", str(opts.durations)] if opts.durations is not None else []
     argv += ["--reports", str(opts.reports)] if Path(opts.reports) != REPORTS else []
     argv += ["--timeout", f"{opts.timeout:g}"] if opts.timeout != TIMEOUT_S else []
     return shlex.join(argv)
@@ -150,6 +156,10 @@ def _argv(opts: Options, w: Worker, skip: Path) -> list[str]:
         argv += ["--nutshell-device", opts.device]
     if opts.k:
         argv += ["-k", opts.k]
+    if opts.shard:
+        argv += ["--shard", opts.shard]
+    if opts.durations is not None:
+        argv += ["--shard-durations", str(opts.durations)]
     if opts.spec is not None:
         argv += ["--spec", str(opts.spec)]
     return argv
@@ -530,6 +540,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="spec file to check against (default: the repository's spec/concepts.yaml); the report reads it too",
     )
+    p.add_argument("--shard", metavar="I/N", help="run shard I of N, a deterministic share of the selected checks; "
+                   "`nutshell report` merges the N results files into one")
+    p.add_argument("--durations", type=Path, metavar="RESULTS_JSON",
+                   help="with --shard: balance the shards by the check times of this earlier results.json")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument("-q", "--quiet", action="store_true", help="print only the counts and the ids that failed")
     loud.add_argument("-v", "--verbose", action="store_true", help="print a line for every check at the end")
@@ -541,8 +555,13 @@ def run(args: argparse.Namespace) -> int:
     from nutshell.conformance.report import write_from_reports_dir
     from nutshell.conformance.results import summarize, summary_table
 
+    if args.shard is not None:
+        shards.parse(args.shard)
+    elif args.durations is not None:
+        raise SpecError("--durations balances shards: give --shard I/N with it")
     opts = Options(backends=args.backend, device=args.device, k=args.k, reports=args.reports, timeout=args.timeout,
-                   resume=args.resume, quiet=args.quiet, spec=args.spec, verbose=args.verbose)
+                   resume=args.resume, quiet=args.quiet, spec=args.spec, verbose=args.verbose,
+                   shard=args.shard, durations=args.durations)
     r = Runner(opts)
     try:
         code = r.run()
