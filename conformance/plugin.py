@@ -61,6 +61,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="balance the shards by the seconds each check took in this earlier results file")
     group.addoption("--nutshell-run-id", default=None,
                     help="worker mode: the token every event line carries, so the runner takes only this worker's")
+    group.addoption("--nutshell-batch", default=None, metavar="I/K",
+                    help="worker mode: batch I of K of the group's checks (nutshell run -j)")
     group.addoption("--nutshell-parent", type=int, default=None,
                     help="worker mode: the runner's process id; the worker ends as soon as that process ends")
 
@@ -153,6 +155,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             pending[owner] = pending.get(owner, 0) + 1
         (keep if group is None or owner in (None, group) else dropped).append(item)
     st["pending"] = pending
+    batch = config.getoption("--nutshell-batch")
+    if batch is not None:                 # -j: this worker's share of its group's checks
+        index, k = shards.parse(batch)
+        owner = shards.assign([i.name for i in keep if isinstance(i, CheckItem)], k)
+        dropped += [i for i in keep if isinstance(i, CheckItem) and owner[i.name] != index]
+        keep = [i for i in keep if not isinstance(i, CheckItem) or owner[i.name] == index]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

@@ -28,10 +28,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -74,12 +76,14 @@ class Options:
     verbose: bool = False
     shard: str | None = None  # "I/N": this run's share of the selected checks (conformance/shards.py)
     durations: Path | None = None  # an earlier results.json whose check times balance the shards
+    jobs: int = 1  # workers at once: backend groups side by side, each split in batches when jobs allow
 
 
 @dataclass
 class Worker:
     group: str
     events: Path
+    batch: str | None = None  # "i/k": this worker's share of its group's checks (-j)
     proc: subprocess.Popen | None = None
     token: str | None = None  # every event line of this worker carries it; lines without it are not this worker's
     offset: int = 0
@@ -150,6 +154,8 @@ def _argv(opts: Options, w: Worker, skip: Path) -> list[str]:
     ]
     if w.token is not None:
         argv.append(f"--nutshell-run-id={w.token}")
+    if w.batch is not None:
+        argv.append(f"--nutshell-batch={w.batch}")
     for b in opts.backends or []:
         argv += ["--backend", b]
     if opts.device:
@@ -229,7 +235,8 @@ class Runner:
         self.stopped: int | None = None  # the signal that stopped the run
         self.cross_pending: int | None = None  # cross checks left, as a worker that loaded a backend counted them
         self.spawned = 0
-        self.current: Worker | None = None
+        self.current: list[Worker] = []  # the workers started (those still running are ended on a stop)
+        self.lock = threading.Lock()  # -j: the workers' threads share the records, the header and the counters
 
     @property
     def records(self) -> list[CheckResult]:
@@ -255,8 +262,9 @@ class Runner:
             try:
                 if self.opts.resume:
                     self._resume()
-                for group in self.groups():
-                    self._run_group(group)
+                groups = self.groups()
+                self._in_parallel([g for g in groups if g != "cross"])
+                self._in_parallel([g for g in groups if g == "cross"])
                 self._refuse_empty()
                 self._finish(final=True)
             except _Stop:
@@ -325,12 +333,33 @@ class Runner:
                              "resume with that run's options, or run without --resume (or with --reports "
                              "OTHER_DIR) to start afresh")
 
-    def _run_group(self, group: str) -> None:
+    def _in_parallel(self, groups: list[str]) -> None:
+        """``groups`` on ``jobs`` workers at once: with fewer groups than jobs, each group is split
+        into batches (``--nutshell-batch i/k``, a deterministic share of its checks), so that every
+        job has work. One job: the groups one after the other in this thread, as before."""
+        if not groups:
+            return
+        k = max(1, self.opts.jobs // len(groups))
+        tasks = [(g, f"{i}/{k}" if k > 1 else None) for g in groups for i in range(1, k + 1)]
+        if self.opts.jobs <= 1:
+            for group, batch in tasks:
+                self._run_group(group, batch)
+            return
+        with ThreadPoolExecutor(max_workers=self.opts.jobs, thread_name_prefix="nutshell-group") as pool:
+            futures = [pool.submit(self._run_group, g, b) for g, b in tasks]
+            pending = set(futures)
+            while pending:                        # the main thread stays free for SIGINT and SIGTERM
+                _, pending = wait(pending, timeout=POLL_S)
+        for f in futures:
+            f.result()                            # a _Stop (or a bug) in any group surfaces here
+        self._check_stop()
+
+    def _run_group(self, group: str, batch: str | None = None) -> None:
         """One group's worker, started again after a crash or a hang in a check, and after a death
         outside any check unless it died so twice in a row without finishing a check."""
         idle = 0
         while self._wanted(group):
-            w = self._spawn(group)
+            w = self._spawn(group, batch)
             ended = self._watch(w)
             if ended is None:
                 return
@@ -352,20 +381,21 @@ class Runner:
             return False
         return self.cross_pending != 0
 
-    def _spawn(self, group: str) -> Worker:
+    def _spawn(self, group: str, batch: str | None = None) -> Worker:
         self._check_stop()
-        self.spawned += 1
+        with self.lock:
+            self.spawned += 1
+            n, done = self.spawned, "\n".join(sorted(self.done))
         folder = self.parts / self.run_id
         folder.mkdir(parents=True, exist_ok=True)
-        w = Worker(group, folder / f"{group}-{self.spawned}.jsonl", token=f"{self.run_id}.{self.spawned}")
-        skip = folder / f"{group}-{self.spawned}.skip"
-        skip.write_text("\n".join(sorted(self.done)))
-        w.proc = subprocess.Popen(
-            _argv(self.opts, w, skip),
-            stdout=None if not self.opts.quiet else subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.current = w
+        w = Worker(group, folder / f"{group}-{n}.jsonl", batch=batch, token=f"{self.run_id}.{n}")
+        skip = folder / f"{group}-{n}.skip"
+        skip.write_text(done)
+        quiet = self.opts.quiet or self.opts.jobs > 1    # rows of dots of several workers would interleave
+        w.proc = subprocess.Popen(_argv(self.opts, w, skip), stdout=subprocess.DEVNULL if quiet else None,
+                                  start_new_session=True, env=_worker_env(self.opts.jobs))
+        with self.lock:
+            self.current.append(w)
         return w
 
     def _watch(self, w: Worker) -> str | None:
@@ -403,7 +433,8 @@ class Runner:
             kind = ev.pop("event")
             if kind == "header":
                 w.header = ev
-                self._merge_header(ev)
+                with self.lock:
+                    self._merge_header(ev)
             elif kind == "start":
                 w.started = {ev["id"]: ev}
             elif kind == "record":
@@ -426,12 +457,13 @@ class Runner:
             self.cross_pending = h["pending"].get("cross", 0)
 
     def _add(self, record: CheckResult) -> None:
-        if record.id in self.done:
-            return
-        if self.writer is None:
-            self.writer = ResultsWriter(self.parts / "results.json", self.header, records=self.previous)
-        self.done.add(record.id)
-        self.writer.add(record)
+        with self.lock:
+            if record.id in self.done:
+                return
+            if self.writer is None:
+                self.writer = ResultsWriter(self.parts / "results.json", self.header, records=self.previous)
+            self.done.add(record.id)
+            self.writer.add(record)
 
     def _interrupted(self, w: Worker, cid: str, status: str, why: str) -> None:
         """An error record for the check the worker crashed or hung on, in the section of that
@@ -488,8 +520,9 @@ class Runner:
         self.moved = True
 
     def _end_worker(self) -> None:
-        if self.current is not None and self.current.proc.poll() is None:
-            self._kill(self.current)
+        for w in list(self.current):
+            if w.proc.poll() is None:
+                self._kill(w)
 
     def _clean_parts(self) -> None:
         """parts/ keeps only what a later --resume needs: nothing once the results are in place, else
@@ -516,6 +549,20 @@ class Runner:
         w.proc.wait()
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _worker_env(jobs: int) -> dict[str, str]:
+    """The worker's environment: with several jobs, each library thread pool gets its share of the
+    cores (unless the user set one), so that workers side by side do not fight over them."""
+    env = dict(os.environ)
+    if jobs > 1:
+        share = str(max(1, (os.cpu_count() or 1) // jobs))
+        for name in THREAD_VARS:
+            env.setdefault(name, share)
+    return env
+
+
 def _describe(rc: int) -> str:
     if rc < 0:
         try:
@@ -523,6 +570,16 @@ def _describe(rc: int) -> str:
         except ValueError:
             return f"signal {-rc}"
     return f"exit code {rc}"
+
+
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"-j takes a whole number of workers >= 1, got {text!r}")
+    return n
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -544,6 +601,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "`nutshell report` merges the N results files into one")
     p.add_argument("--durations", type=Path, metavar="RESULTS_JSON",
                    help="with --shard: balance the shards by the check times of this earlier results.json")
+    p.add_argument("-j", "--jobs", type=_jobs, default=os.cpu_count() or 1, metavar="N",
+                   help="worker processes at once (default: the number of cores, here %(default)s): backends "
+                        "side by side, each split in batches when there are more jobs than backends")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument("-q", "--quiet", action="store_true", help="print only the counts and the ids that failed")
     loud.add_argument("-v", "--verbose", action="store_true", help="print a line for every check at the end")
@@ -561,7 +621,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("--durations balances shards: give --shard I/N with it")
     opts = Options(backends=args.backend, device=args.device, k=args.k, reports=args.reports, timeout=args.timeout,
                    resume=args.resume, quiet=args.quiet, spec=args.spec, verbose=args.verbose,
-                   shard=args.shard, durations=args.durations)
+                   shard=args.shard, durations=args.durations, jobs=args.jobs)
     r = Runner(opts)
     try:
         code = r.run()

@@ -155,8 +155,9 @@ def collected(tmp: Path, selection: str) -> set[str]:
 
 
 def run_dying(tmp: Path, loads: str, *args: str) -> subprocess.CompletedProcess:
-    """``nutshell run -b dying ARGS`` in ``tmp``, the backend dying at the loads listed."""
-    return subprocess.run([*NUTSHELL, "run", "-b", "dying", *args], cwd=tmp, env=dying(tmp / "loads", loads),
+    """``nutshell run -b dying ARGS`` in ``tmp``, the backend dying at the loads listed (one job:
+    the loads are counted in the order one worker after the other makes them)."""
+    return subprocess.run([*NUTSHELL, "run", "-b", "dying", "-j", "1", *args], cwd=tmp, env=dying(tmp / "loads", loads),
                           capture_output=True, text=True, timeout=600)
 
 
