@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shlex
+import textwrap
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -434,8 +435,9 @@ def summary_table(summary: dict, unavailable: dict | None = None) -> str:
         s = summary[name]
         rows.append(f"{name:<10} {s['pass']:>7} {s['fail']:>7} {s['unsupported']:>8} {s['error']:>7} "
                     f"{s['total']:>7}  {s['worst_usage']:.3g}")
-    for name, why in sorted((unavailable or {}).items()):
-        rows.append(f"{name:<10} unavailable: {why[:60]}")
+    for name, why in sorted((unavailable or {}).items()):   # the whole reason, wrapped at word boundaries
+        lines = textwrap.wrap(f"unavailable: {why}", 68, subsequent_indent="  ", break_long_words=False)
+        rows += [f"{name if i == 0 else '':<10} {line}" for i, line in enumerate(lines)]
     broken = sum(s[Outcome.SPEC.value] for s in summary.values())
     if broken:   # counted in the total, under no column: the spec is broken, not a backend
         rows.append(f"spec problems: {broken} check(s) not run, the spec's own files are broken (outcome 'spec')")

@@ -22,6 +22,7 @@ from nutshell.conformance.results import (
     ResultsWriter,
     Section,
     rerun_command,
+    summary_table,
 )
 from nutshell.errors import SpecError
 
@@ -146,3 +147,13 @@ def test_a_printed_rerun_command_pasted_into_a_fresh_shell_reruns_exactly_that_c
     assert again.returncode == 1, again.stdout + again.stderr
     doc = json.loads((tmp_path / "reports" / "results.json").read_text())
     assert [(r["id"], r["backend"], r["outcome"]) for r in doc["results"]] == [(cid, "faulty", "fail")]
+
+
+def test_an_unavailable_backend_s_reason_is_shown_whole_in_80_columns():
+    why = ("backend 'cupy' needs a package that is not installed (cupy_backends.cuda.libs); "
+           "pip install 'nutshell[cupy]'")
+    table = summary_table({}, {"cupy": why})
+    lines = table.splitlines()[1:]
+    assert all(len(line) <= 80 for line in lines) and lines[0].startswith("cupy       unavailable:")
+    assert " ".join(line.split(None, 1)[1] if i == 0 else line.strip() for i, line in enumerate(lines)) == \
+        f"unavailable: {why}"
