@@ -42,6 +42,7 @@ from pathlib import Path
 from nutshell import backends
 from nutshell import spec as spec_mod
 from nutshell.conformance import shards
+from nutshell.conformance.progress import RunProgress
 from nutshell.conformance.results import (
     CheckResult,
     Outcome,
@@ -236,6 +237,7 @@ class Runner:
         self.cross_pending: int | None = None  # cross checks left, as a worker that loaded a backend counted them
         self.spawned = 0
         self.current: list[Worker] = []  # the workers started (those still running are ended on a stop)
+        self.progress = RunProgress([], enabled=False)  # the bars of the run (made when it starts)
         self.lock = threading.Lock()  # -j: the workers' threads share the records, the header and the counters
 
     @property
@@ -263,6 +265,7 @@ class Runner:
                 if self.opts.resume:
                     self._resume()
                 groups = self.groups()
+                self.progress = RunProgress(groups, enabled=not self.opts.quiet)
                 self._in_parallel([g for g in groups if g != "cross"])
                 self._in_parallel([g for g in groups if g == "cross"])
                 self._refuse_empty()
@@ -272,6 +275,7 @@ class Runner:
                 print(self._stopped_line(), file=sys.stderr, flush=True)
                 return 128 + self.stopped
             finally:
+                self.progress.close()
                 self._end_worker()
                 self._clean_parts()
         return self._exit_code()
@@ -362,6 +366,9 @@ class Runner:
             w = self._spawn(group, batch)
             ended = self._watch(w)
             if ended is None:
+                if self.opts.jobs > 1 and not self.progress.bars:   # a plain log: a line as each worker ends
+                    self._say(f"{group}{f' batch {batch}' if batch else ''} done; {group} so far: "
+                              f"{self.progress.describe(group)}")
                 return
             if ended != worker_id(group):
                 continue
@@ -391,7 +398,8 @@ class Runner:
         w = Worker(group, folder / f"{group}-{n}.jsonl", batch=batch, token=f"{self.run_id}.{n}")
         skip = folder / f"{group}-{n}.skip"
         skip.write_text(done)
-        quiet = self.opts.quiet or self.opts.jobs > 1    # rows of dots of several workers would interleave
+        # rows of dots of several workers would interleave, and the bars show the progress
+        quiet = self.opts.quiet or self.opts.jobs > 1 or self.progress.bars
         w.proc = subprocess.Popen(_argv(self.opts, w, skip), stdout=subprocess.DEVNULL if quiet else None,
                                   start_new_session=True, env=_worker_env(self.opts.jobs))
         with self.lock:
@@ -435,6 +443,8 @@ class Runner:
                 w.header = ev
                 with self.lock:
                     self._merge_header(ev)
+                    if w.group in ev.get("pending", {}):
+                        self.progress.total(w.group, ev["pending"][w.group])
             elif kind == "start":
                 w.started = {ev["id"]: ev}
             elif kind == "record":
@@ -464,6 +474,7 @@ class Runner:
                 self.writer = ResultsWriter(self.parts / "results.json", self.header, records=self.previous)
             self.done.add(record.id)
             self.writer.add(record)
+            self.progress.record(record)
 
     def _interrupted(self, w: Worker, cid: str, status: str, why: str) -> None:
         """An error record for the check the worker crashed or hung on, in the section of that
