@@ -104,8 +104,9 @@ class Backend:
         """A spec model (spec/models.yaml) on this backend: ``forward``, ``loss_and_grads``, ``step``,
         ``params``. ``params`` None: the spec's initialisation with ``seed``, in ``dtype`` (float32
         unless given; with ``params``, their dtype). ``dims`` override the model's dimensions. The
-        default runs the graph node by node through this backend's ops (backends/graph.py); a backend
-        may override it with a native whole-model implementation."""
+        default runs the graph node by node through this backend's validated ``run`` and ``vjp``
+        (nutshell.spec.graph.Model); a backend may override it with a native whole-model subclass
+        (the CuPy and ONNX backends do) that keeps the API, the errors and the results."""
         from nutshell.spec import models
         from nutshell.spec.graph import Model
 

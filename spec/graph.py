@@ -18,8 +18,9 @@ parameter are differentiated. Everything is computed in the model's dtype (float
 or the dtype of the given parameters); ``x`` is cast to it.
 
 A backend may run a model natively (``Backend.model`` returns a subclass): the hooks below
-(``_native``/``_host``, ``_context``, ``_input``/``_labels``, ``_apply``/``_apply_vjp``, or whole
-``_value``/``_loss_and_grads``) change how the work is done, never the API or its errors. Such a
+(``_native``/``_host``, ``_context``, ``_input``/``_labels``, ``_apply``/``_apply_vjp`` and their
+per-node forms ``_run_node``/``_vjp_node``, or whole ``_value``/``_loss_and_grads``) change how the
+work is done, never the API or its errors. Such a
 subclass validates once at the model's boundary (:meth:`Model._shapes`, :meth:`Model._loss_input`)
 exactly as ``backend.run`` would validate every node, then runs without per-node validation.
 """
@@ -239,9 +240,15 @@ class Model:
             elif node.structural:
                 values[node.id] = self._contiguous(spec_models.structural(node.op, ins["x"], node.attrs))
             else:
-                outs = self._apply(node.op, ins, node.attrs)
+                outs = self._run_node(node, ins)
                 values.update({f"{node.id}.{k}": v for k, v in outs.items()})
         return values
+
+    def _run_node(self, node: Node, ins: dict[str, Any]) -> dict[str, Any]:
+        return self._apply(node.op, ins, node.attrs)
+
+    def _vjp_node(self, node: Node, ins: dict[str, Any], cots: dict[str, Any]) -> dict[str, Any]:
+        return self._apply_vjp(node.op, ins, cots, node.attrs)
 
     def _loss(self, logits: Any, labels: Any) -> tuple[float, Any]:
         """(loss, ∂loss/∂logits) from the spec's loss concept and its vjp."""
@@ -269,7 +276,7 @@ class Model:
             return [(src, self._contiguous(g))]
         ins = {k: values[ref] for k, ref in node.inputs.items()}
         cots = {o.split(".", 1)[1]: cot[o] for o in node.outputs if o in cot}
-        grads = self._apply_vjp(node.op, ins, cots, node.attrs)
+        grads = self._vjp_node(node, ins, cots)
         return [(node.inputs[k], g) for k, g in grads.items()]
 
     def __repr__(self) -> str:

@@ -4,7 +4,8 @@ The device is chosen once, at construction: CuPy when it imports and sees a CUDA
 (``device`` "cuda:N"), NumPy otherwise ("cpu (numpy)"). Inputs are moved to that module with
 :meth:`CupyBackend.to_native`; the area modules find the module from the arrays they receive, so
 one code path serves both. No deep-learning library is imported, and neither is CuPy when it is
-not installed. Each area module (activations.py, conv.py, ...) exports ``CONCEPTS``, concept id ->
+not installed. A spec model (:meth:`CupyBackend.model`) runs on these arrays from its input to its
+gradients (model.py). Each area module (activations.py, conv.py, ...) exports ``CONCEPTS``, concept id ->
 :class:`~nutshell.spec.signatures.Impl` with a hand-written ``forward(inputs, attrs)`` and
 ``vjp(inputs, cotangents, attrs)``; they merge into one table here.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -37,9 +38,10 @@ from nutshell.backends.cupy_impl import (
 )
 from nutshell.backends.cupy_impl.baseline import ArrayBaseline
 from nutshell.backends.cupy_impl.im2col import DEFAULT_BUDGET_MB, MIB, memory_budget
+from nutshell.backends.cupy_impl.model import CupyModel
 from nutshell.backends.cupy_impl.xp import device_count, to_numpy, usable_cupy
 from nutshell.errors import BackendUnavailable, SpecError
-from nutshell.spec import validate
+from nutshell.spec import models, validate
 from nutshell.spec.signatures import Impl
 
 BUDGET_ENV = "NUTSHELL_CUPY_MEM_BUDGET_MB"
@@ -106,6 +108,13 @@ class CupyBackend(Backend):
         if concept in CONCEPTS:
             return None
         return f"backend '{self.name}' does not implement '{concept}'"
+
+    def model(self, name: str, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
+              dtype: str | None = None, dims: Mapping[str, int] | None = None) -> CupyModel:
+        """A spec model run natively: every node on this backend's arrays, validated once at the
+        model's boundary (model.py)."""
+        return CupyModel(self, models.get(name, **(dims or {})), params=params, seed=seed, dtype=dtype,
+                         impls=CONCEPTS)
 
     # --- native arrays ------------------------------------------------------------------------
 

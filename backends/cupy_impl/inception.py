@@ -9,6 +9,8 @@ Four branches read the same x and are concatenated on channels, in this order:
 
 Backward splits gy by branch, walks each chain of (conv, ReLU) stages in reverse with the same
 ops' vjps, sends the pool branch's gradient through the max pool, and adds the four gradients of x.
+The vjp runs the module forward again for what it needs; a model (model.py) keeps it from its own
+forward pass instead (:func:`forward_saving`, :func:`vjp_saved`).
 """
 
 from __future__ import annotations
@@ -62,33 +64,42 @@ def _chain_vjp(g: Any, stages: tuple, tape: list, inputs: Arrays, budget: int, g
 
 
 def _branches(inputs: Arrays, budget: int) -> tuple[list, list, Any]:
-    """The four branch outputs, their tapes, and the pool's argmax indices."""
+    """The four branch outputs, their tapes, and what the pool's backward needs."""
     x = inputs["x"]
-    pooled, idx = max_pool_forward(x, _pool_window(x))
+    pooled, saved = max_pool_forward(x, _pool_window(x))
     outs, tapes = [], []
     for stages, start in zip(CHAINS, (x, x, x, pooled), strict=True):
         out, tape = _chain(start, stages, inputs, budget)
         outs.append(out)
         tapes.append(tape)
-    return outs, tapes, idx
+    return outs, tapes, saved
+
+
+def forward_saving(inputs: Arrays, attrs: dict) -> tuple[Arrays, Any]:
+    """The outputs, and what :func:`vjp_saved` needs: the branch tapes, the pool's and the branch widths."""
+    outs, tapes, pool = _branches(inputs, current_budget())
+    return {"y": array_module(inputs["x"]).concatenate(outs, axis=1)}, (tapes, pool, [o.shape[1] for o in outs])
+
+
+def vjp_saved(inputs: Arrays, saved: Any, cots: Arrays, attrs: dict) -> Arrays:
+    """The vjp from what :func:`forward_saving` kept, without running the module again."""
+    xp = array_module(inputs["x"])
+    tapes, pool, widths = saved
+    edges = list(itertools.accumulate(widths[:-1]))                          # channel offsets of branches 2-4
+    grads: Arrays = {}
+    gxs = [_chain_vjp(g, stages, tape, inputs, current_budget(), grads)
+           for g, stages, tape in zip(xp.split(cots["y"], edges, axis=1), CHAINS, tapes, strict=True)]
+    gxs[-1] = max_pool_backward(gxs[-1], pool, _pool_window(inputs["x"]))
+    grads["x"] = gxs[0] + gxs[1] + gxs[2] + gxs[3]
+    return grads
 
 
 def inception(inputs: Arrays, attrs: dict) -> Arrays:
-    outs, _, _ = _branches(inputs, current_budget())
-    return {"y": array_module(inputs["x"]).concatenate(outs, axis=1)}
+    return forward_saving(inputs, attrs)[0]
 
 
 def inception_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
-    xp = array_module(inputs["x"])
-    budget = current_budget()
-    outs, tapes, idx = _branches(inputs, budget)
-    edges = list(itertools.accumulate(o.shape[1] for o in outs[:-1]))       # channel offsets of branches 2-4
-    grads: Arrays = {}
-    gxs = [_chain_vjp(g, stages, tape, inputs, budget, grads)
-           for g, stages, tape in zip(xp.split(cots["y"], edges, axis=1), CHAINS, tapes, strict=True)]
-    gxs[-1] = max_pool_backward(gxs[-1], idx, _pool_window(inputs["x"]))
-    grads["x"] = gxs[0] + gxs[1] + gxs[2] + gxs[3]
-    return grads
+    return vjp_saved(inputs, forward_saving(inputs, attrs)[1], cots, attrs)
 
 
 CONCEPTS: dict[str, Impl] = {"inception": Impl(inception, inception_vjp)}

@@ -3,9 +3,13 @@
 Both window poolings look at col = im2col(x) (C, kh·kw, N, oH, oW) and send their gradients back
 through col2im, so overlapping windows (kernel > stride) accumulate their contributions.
 
-max:  the windows are padded with −inf; idx = argmax over the window in row-major order keeps the
-      first maximum (and the first NaN, so a window holding NaN gives NaN); backward puts gy at
-      idx alone.
+max:  the windows are padded with −inf; the gradient of each window goes to its first maximum in
+      row-major window order alone (the first NaN where the window holds one, and y is NaN).
+      On the GPU idx = argmax over the columns finds it and gy goes back through col2im. On
+      NumPy, where that argmax across the window axis cost more than the rest of a CNN's step,
+      y is a running maximum over the kh·kw strided views of the padded input, one per tap, and
+      backward walks the taps in the same order, each window's gy going to the first tap equal
+      to its y; overlapping windows add up in col2im's order, so the sums are the same.
 avg:  y = Σ_window x / divisor, the divisor counting the window positions inside x, or, with
       count_include_pad, inside the explicitly padded x; never the positions beyond it that
       ceil mode adds.
@@ -14,12 +18,13 @@ avg:  y = Σ_window x / divisor, the divisor counting the window positions insid
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from nutshell.backends.cupy_impl.im2col import Window, col2im, im2col
-from nutshell.backends.cupy_impl.xp import array_module
+from nutshell.backends.cupy_impl.im2col import Window, col2im, im2col, pad
+from nutshell.backends.cupy_impl.xp import array_module, on_gpu
 from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
@@ -42,31 +47,88 @@ def _nchw(a: Any) -> Any:
 
 
 def max_pool_forward(x: Any, win: Window) -> tuple[Any, Any]:
-    """(y (N, C, oH, oW), idx (C, N, oH, oW)); idx is the winning tap p·kw + q of each window."""
+    """(y (N, C, oH, oW), what :func:`max_pool_backward` needs: idx (C, N, oH, oW), the winning
+    tap p·kw + q of each window, on the GPU; x and y on NumPy)."""
+    if not on_gpu(x):
+        return _running_max(x, win)
     xp = array_module(x)
     col = _columns(x, win, -math.inf)
     idx = col.argmax(axis=1)
     return _nchw(xp.take_along_axis(col, idx[:, None], axis=1)[:, 0]), idx
 
 
-def max_pool_backward(gy: Any, idx: Any, win: Window) -> Any:
-    """gx: each window's gy goes to its winning tap; col2im adds up overlapping windows."""
-    xp = array_module(gy)
+def max_pool_backward(gy: Any, saved: Any, win: Window) -> Any:
+    """gx: each window's gy goes to its winning tap; overlapping windows add up."""
+    if not on_gpu(gy):
+        return _first_max_scatter(gy, saved, win)
+    xp, idx = array_module(gy), saved
     taps = xp.arange(win.taps).reshape(1, win.taps, 1, 1, 1)
     gcol = xp.where(taps == idx[:, None], gy.transpose(1, 0, 2, 3)[:, None], 0)         # (C, K, N, oH, oW)
     return col2im(gcol.reshape(gy.shape[1], win.kh, win.kw, gy.shape[0], win.oh, win.ow), win)
 
 
-def max_pool2d(inputs: Arrays, attrs: dict) -> Arrays:
+def _taps(plane: np.ndarray, win: Window, axes: int = 2) -> Iterator[np.ndarray]:
+    """The view of a padded plane under each tap (p, q), in row-major window order: the plane's
+    (Hp, Wp) axes start at ``axes``; element (…, i, j, …) of view (p, q) is tap (p, q) of window (i, j)."""
+    i_end, j_end = win.sh * (win.oh - 1) + 1, win.sw * (win.ow - 1) + 1
+    lead = (slice(None),) * axes
+    for p in range(win.kh):
+        for q in range(win.kw):
+            y0, x0 = p * win.dh, q * win.dw
+            yield plane[(*lead, slice(y0, y0 + i_end, win.sh), slice(x0, x0 + j_end, win.sw))]
+
+
+def _running_max(x: np.ndarray, win: Window) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """y as the running maximum of the tap views (np.maximum propagates NaN); saves (x, y)."""
+    views = _taps(pad(x, win, -math.inf), win)
+    y = next(views).copy()
+    for v in views:
+        np.maximum(y, v, out=y)
+    return y, (x, y)
+
+
+def _first_max_scatter(gy: np.ndarray, saved: tuple[np.ndarray, np.ndarray], win: Window) -> np.ndarray:
+    """gx: walking the taps in order, each window's gy goes to the first tap equal to its y (or,
+    where y is NaN, the first NaN tap); ``free`` marks the windows not yet served. The walk runs
+    on planes laid out (H, W, N, C): a tap's view then has rows of at least N·C elements, not oW,
+    and NumPy's per-row cost no longer dominates."""
+    x, y = saved
+    n, c, h, w = x.shape
+    xpad = np.full((*win.padded, n, c), -math.inf, x.dtype)
+    xpad[win.pt:win.pt + h, win.pl:win.pl + w] = x.transpose(2, 3, 0, 1)
+    y, gy = np.ascontiguousarray(y.transpose(2, 3, 0, 1)), np.ascontiguousarray(gy.transpose(2, 3, 0, 1))
+    gxp = np.zeros(xpad.shape, gy.dtype)
+    free, hit = np.ones(y.shape, bool), np.empty(y.shape, bool)
+    nan = np.isnan(y)
+    nan = nan if nan.any() else None
+    for v, g in zip(_taps(xpad, win, 0), _taps(gxp, win, 0), strict=True):
+        np.equal(v, y, out=hit)
+        if nan is not None:
+            hit |= nan & np.isnan(v)
+        hit &= free
+        free ^= hit
+        g += np.where(hit, gy, 0)                        # one tap's view meets every pixel at most once
+    return gxp[win.pt:win.pt + h, win.pl:win.pl + w].transpose(2, 3, 0, 1)
+
+
+def max_pool2d_saving(inputs: Arrays, attrs: dict) -> tuple[Arrays, Any]:
+    """The outputs, and what :func:`max_pool2d_vjp_saved` needs."""
     x = inputs["x"]
-    return {"y": max_pool_forward(x, window(x.shape, attrs))[0]}
+    y, saved = max_pool_forward(x, window(x.shape, attrs))
+    return {"y": y}, saved
+
+
+def max_pool2d_vjp_saved(inputs: Arrays, saved: Any, cots: Arrays, attrs: dict) -> Arrays:
+    """The vjp from what :func:`max_pool2d_saving` kept, without pooling again."""
+    return {"x": max_pool_backward(cots["y"], saved, window(inputs["x"].shape, attrs))}
+
+
+def max_pool2d(inputs: Arrays, attrs: dict) -> Arrays:
+    return max_pool2d_saving(inputs, attrs)[0]
 
 
 def max_pool2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
-    x = inputs["x"]
-    win = window(x.shape, attrs)
-    _, idx = max_pool_forward(x, win)
-    return {"x": max_pool_backward(cots["y"], idx, win)}
+    return max_pool2d_vjp_saved(inputs, max_pool2d_saving(inputs, attrs)[1], cots, attrs)
 
 
 def _axis_counts(n: int, k: int, s: int, p_begin: int, p_end: int, out: int, include_pad: bool) -> np.ndarray:

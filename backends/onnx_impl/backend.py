@@ -7,13 +7,14 @@ module exports ``CONCEPTS``, concept id -> :class:`~nutshell.spec.signatures.Imp
 graph first: ``forward(g, inputs, attrs)`` and ``vjp(g, inputs, cotangents, attrs)`` add nodes
 to ``g`` and return value names. Forward graphs take the concept's inputs and give
 ``out.<output>``; vjp graphs also take ``cot.<output>`` and give ``grad.<input>``, recomputing
-the forward values they need. Nothing here imports torch or cupy.
+the forward values they need. A spec model (:meth:`OnnxBackend.model`) composes these graphs into
+one forward and one backward session (model.py). Nothing here imports torch or cupy.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,9 @@ from nutshell.backends.onnx_impl import (
     recurrent,
 )
 from nutshell.backends.onnx_impl.baseline import OrtBaseline
+from nutshell.backends.onnx_impl.model import OnnxModel
 from nutshell.errors import BackendUnavailable, ShapeError
-from nutshell.spec import validate
+from nutshell.spec import models, validate
 from nutshell.spec.signatures import Impl, output_shapes
 
 CONCEPTS: dict[str, Impl] = {
@@ -236,6 +238,14 @@ class OnnxBackend(Backend):
         for i in c.inputs:
             if not i.optional and i.name not in names:
                 raise ShapeError("required input is missing", concept=concept, argument=i.name)
+
+    # --- spec models ---------------------------------------------------------------------------------
+
+    def model(self, name: str, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
+              dtype: str | None = None, dims: Mapping[str, int] | None = None) -> OnnxModel:
+        """A spec model run whole: one session for the forward pass and the loss, one for the
+        backward pass, composed from this backend's concept graphs (model.py)."""
+        return OnnxModel(self, models.get(name, **(dims or {})), params=params, seed=seed, dtype=dtype)
 
     # --- imported ONNX models -------------------------------------------------------------------------
 

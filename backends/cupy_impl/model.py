@@ -1,0 +1,124 @@
+"""A spec model run natively on the CuPy backend: every node on this backend's own arrays.
+
+The executor of ``nutshell.spec.graph.Model`` (its graph walk, cotangent sums and SGD step), with
+the nodes run straight through this package's concept table instead of ``backend.run``/``vjp``:
+the values stay CuPy arrays on the backend's device (NumPy arrays on a CPU) from the input to
+the gradients, and nothing is validated or copied per node. Validation happens once, at the
+model's boundary: the graph for each new input shape (every node, on phantom arrays, as
+``backend.run`` would check it) and the labels on every call. Only the input, the labels, the
+loss and the gradients cross between host and device.
+
+Where a concept's vjp would run its forward pass again (the inception module, max pooling), a
+``loss_and_grads`` keeps what the forward pass computed for it instead, as an autograd tape does,
+and drops it once the gradients are out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from nutshell.backends.cupy_impl import inception, pooling
+from nutshell.spec import validate
+from nutshell.spec.graph import Model
+from nutshell.spec.models import ModelSpec, Node
+from nutshell.spec.signatures import Impl, output_shapes
+
+# concept -> (forward returning (outputs, saved), vjp from saved): the concepts whose vjp would
+# otherwise repeat their forward pass
+SAVING: dict[str, tuple[Callable, Callable]] = {
+    "inception": (inception.forward_saving, inception.vjp_saved),
+    "max_pool2d": (pooling.max_pool2d_saving, pooling.max_pool2d_vjp_saved),
+}
+
+
+class CupyModel(Model):
+    """A spec model whose nodes run on native arrays through ``impls`` (the backend's CONCEPTS)."""
+
+    def __init__(self, backend, spec: ModelSpec, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
+                 dtype: str | None = None, *, impls: Mapping[str, Impl]):
+        self._impls = impls
+        self._defaults: dict[str, dict] = {}
+        self._tape: dict[str, Any] | None = None          # node id -> what its vjp needs, inside loss_and_grads
+        super().__init__(backend, spec, params=params, seed=seed, dtype=dtype)
+
+    # --- native arrays, validated at the boundary -----------------------------------------------------
+
+    def _native(self, a: np.ndarray) -> Any:
+        return self.backend.to_native(a)
+
+    def _host(self, a: Any) -> np.ndarray:
+        return self.backend.to_numpy(a)
+
+    def _context(self) -> contextlib.AbstractContextManager:
+        return self.backend._scope()
+
+    def _input(self, x: np.ndarray) -> Any:
+        x = super()._input(x)
+        self._shapes(x.shape)
+        return self._native(x)
+
+    def _labels(self, labels: np.ndarray, x_shape: tuple[int, ...]) -> Any:
+        return self._native(self._loss_input(x_shape, labels))
+
+    def _zeros(self, shape: tuple[int, ...]) -> Any:
+        return self.backend.xp.zeros(shape, self.dtype)
+
+    def _contiguous(self, a: Any) -> Any:
+        """``a`` itself when C-contiguous, else a C-ordered copy (a 0-d array stays 0-d)."""
+        return a if a.flags.c_contiguous else a.copy(order="C")
+
+    # --- the nodes ------------------------------------------------------------------------------------
+
+    def _attrs(self, concept: str, attrs: dict) -> dict:
+        """Graph nodes carry every attribute; the loss is called without any: the spec's defaults."""
+        if attrs:
+            return attrs
+        if concept not in self._defaults:
+            self._defaults[concept] = validate._check_attrs(self.backend.spec.concept(concept), {})
+        return self._defaults[concept]
+
+    def _apply(self, concept: str, ins: dict[str, Any], attrs: dict) -> dict[str, Any]:
+        forward, full = self._impls[concept].forward, self._attrs(concept, attrs)
+        native = {k: self._contiguous(v) for k, v in ins.items()}
+        return self.backend._guard(concept, lambda: forward(native, full))
+
+    def _apply_vjp(self, concept: str, ins: dict[str, Any], cots: dict[str, Any], attrs: dict) -> dict[str, Any]:
+        """The concept's vjp with every output's cotangent: those left out are zeros, as the
+        backend contract promises its hooks."""
+        vjp, full = self._impls[concept].vjp, self._attrs(concept, attrs)
+        native = {k: self._contiguous(v) for k, v in ins.items()}
+        outputs = self.backend.spec.concept(concept).outputs
+        if any(o not in cots for o in outputs):
+            shapes = output_shapes(concept, {k: v.shape for k, v in native.items()}, full)
+            cots = {o: cots[o] if o in cots else self._zeros(tuple(shapes[o])) for o in outputs}
+        complete = {k: self._contiguous(v) for k, v in cots.items()}
+        return self.backend._guard(concept, lambda: vjp(native, complete, full))
+
+    # --- the tape -------------------------------------------------------------------------------------
+
+    def _loss_and_grads(self, x: Any, labels: Any) -> tuple[float, dict[str, Any]]:
+        self._tape = {}
+        try:
+            return super()._loss_and_grads(x, labels)
+        finally:
+            self._tape = None
+
+    def _run_node(self, node: Node, ins: dict[str, Any]) -> dict[str, Any]:
+        if self._tape is None or node.op not in SAVING:
+            return super()._run_node(node, ins)
+        forward = SAVING[node.op][0]
+        native = {k: self._contiguous(v) for k, v in ins.items()}
+        outs, self._tape[node.id] = self.backend._guard(node.op, lambda: forward(native, node.attrs))
+        return outs
+
+    def _vjp_node(self, node: Node, ins: dict[str, Any], cots: dict[str, Any]) -> dict[str, Any]:
+        if not self._tape or node.id not in self._tape:
+            return super()._vjp_node(node, ins, cots)
+        vjp, saved = SAVING[node.op][1], self._tape.pop(node.id)
+        native = {k: self._contiguous(v) for k, v in ins.items()}
+        complete = {k: self._contiguous(v) for k, v in cots.items()}   # both concepts have one output, y
+        return self.backend._guard(node.op, lambda: vjp(native, saved, complete, node.attrs))
