@@ -16,6 +16,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+from processes import children, gone, staged
 
 from nutshell.conformance import runner
 from nutshell.conformance.results import EventWriter, Section
@@ -25,38 +26,6 @@ HERE = Path(__file__).resolve().parent
 SELECTION = ["-b", "cupy", "-k", "relu or sigmoid"]
 NUTSHELL = [sys.executable, "-m", "nutshell.cli"]
 INTERRUPTED = re.compile(r"nutshell: interrupted; (\d+) checks recorded; continue with: (nutshell run --resume .*)")
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid``."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def gone(pid: int, within_s: float = 10.0) -> bool:
-    """Whether process ``pid`` ends (or is a zombie) within ``within_s`` seconds."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def staged(reports: Path) -> int:
-    lines = reports / "parts" / "results.jsonl"
-    return len(lines.read_text().splitlines()) if lines.is_file() else 0
 
 
 def running_with_records(tmp: Path, at_least: int) -> subprocess.Popen:
