@@ -140,7 +140,8 @@ def test_a_printed_rerun_command_pasted_into_a_fresh_shell_reruns_exactly_that_c
                             "-p", "no:cacheprovider", "--results", str(tmp_path / "first.json")], cwd=tmp_path,
                            env=env | {"NUTSHELL_BACKENDS": "faulty=faulty_backend:FaultyBackend"},
                            capture_output=True, text=True, timeout=600)
-    printed = [line.split("rerun: ", 1)[1] for line in first.stdout.splitlines() if "rerun: " in line]
+    # pytest repeats the failure message in its short summary when $CI is set: one distinct line
+    printed = sorted({line.split("rerun: ", 1)[1] for line in first.stdout.splitlines() if "rerun: " in line})
     assert first.returncode == 1 and len(printed) == 1, first.stdout + first.stderr
     again = subprocess.run(printed[0], shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=600)
