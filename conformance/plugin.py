@@ -63,6 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="worker mode: the token every event line carries, so the runner takes only this worker's")
     group.addoption("--nutshell-batch", default=None, metavar="I/K",
                     help="worker mode: batch I of K of the group's checks (nutshell run -j)")
+    group.addoption("--nutshell-batch-timings", default=None, metavar="JSON",
+                    help="worker mode: {check id: seconds} of an earlier run, to balance the batches by")
     group.addoption("--nutshell-parent", type=int, default=None,
                     help="worker mode: the runner's process id; the worker ends as soon as that process ends")
 
@@ -145,6 +147,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     skip = set(Path(skip_file).read_text().split("\n")) if skip_file and Path(skip_file).is_file() else set()
     st = _state(config)
+    batch = _batch(config, [i for i in items if group is None or _group_of(i, st) in (None, group)])
     keep, dropped, pending = [], [], {}
     for item in items:
         owner = _group_of(item, st)
@@ -153,19 +156,30 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             continue
         if isinstance(item, CheckItem):
             pending[owner] = pending.get(owner, 0) + 1
-        (keep if group is None or owner in (None, group) else dropped).append(item)
+        mine = (group is None or owner in (None, group)) and (
+            batch is None or not isinstance(item, CheckItem) or item.name in batch)
+        (keep if mine else dropped).append(item)
     st["pending"] = pending
-    batch = config.getoption("--nutshell-batch")
-    if batch is not None:                 # -j: this worker's share of its group's checks
-        index, k = shards.parse(batch)
-        owner = shards.assign([i.name for i in keep if isinstance(i, CheckItem)], k)
-        dropped += [i for i in keep if isinstance(i, CheckItem) and owner[i.name] != index]
-        keep = [i for i in keep if not isinstance(i, CheckItem) or owner[i.name] == index]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
     if config.getoption("--events"):
         _writer(config)
+
+
+def _batch(config: pytest.Config, items: list) -> set[str] | None:
+    """``--nutshell-batch I/K`` (``nutshell run -j``): the ids of batch I among the group's checks
+    ``items``, balanced by ``--nutshell-batch-timings``; None without a batch. The assignment is
+    over the whole group, the checks already done included, so that every worker of the group
+    agrees on it however late it starts."""
+    text = config.getoption("--nutshell-batch")
+    if text is None:
+        return None
+    index, k = shards.parse(text)
+    timings = config.getoption("--nutshell-batch-timings")
+    seconds = json.loads(Path(timings).read_text()) if timings else None
+    owner = shards.assign([i.name for i in items if isinstance(i, CheckItem)], k, seconds)
+    return {name for name, n in owner.items() if n == index}
 
 
 def _keep_shard(config: pytest.Config, items: list) -> None:

@@ -53,7 +53,7 @@ from nutshell.conformance.results import (
     rerun_command,
     write_junit,
 )
-from nutshell.errors import BackendUnavailable, NothingSelected, RunRefused, SpecError
+from nutshell.errors import BackendUnavailable, NothingSelected, NutshellError, RunRefused, SpecError
 
 POLL_S = 0.2
 REPORTS = Path("reports")
@@ -135,7 +135,7 @@ def resume_command(opts: Options) -> str:
     return shlex.join(argv)
 
 
-def _argv(opts: Options, w: Worker, skip: Path) -> list[str]:
+def _argv(opts: Options, w: Worker, skip: Path, timings: Path | None = None) -> list[str]:
     argv = [
         sys.executable,
         "-m",
@@ -147,6 +147,7 @@ def _argv(opts: Options, w: Worker, skip: Path) -> list[str]:
         "--no-header",
         "--tb=no",
         "-rN",
+        "--assert=plain",        # checks write their own messages: no rewriting of every module at start-up
         "--no-nutshell-summary",
         f"--nutshell-group={w.group}",
         f"--events={w.events}",
@@ -157,6 +158,7 @@ def _argv(opts: Options, w: Worker, skip: Path) -> list[str]:
         argv.append(f"--nutshell-run-id={w.token}")
     if w.batch is not None:
         argv.append(f"--nutshell-batch={w.batch}")
+        argv += [f"--nutshell-batch-timings={timings}"] if timings is not None else []
     for b in opts.backends or []:
         argv += ["--backend", b]
     if opts.device:
@@ -239,6 +241,8 @@ class Runner:
         self.current: list[Worker] = []  # the workers started (those still running are ended on a stop)
         self.progress = RunProgress([], enabled=False)  # the bars of the run (made when it starts)
         self.lock = threading.Lock()  # -j: the workers' threads share the records, the header and the counters
+        self.costs: dict[str, float] = {}  # -j: group -> seconds its checks took in an earlier run
+        self.timings: Path | None = None  # -j: those checks' seconds, for the workers to balance batches by
 
     @property
     def records(self) -> list[CheckResult]:
@@ -265,6 +269,8 @@ class Runner:
                 if self.opts.resume:
                     self._resume()
                 groups = self.groups()
+                if self.opts.jobs > 1:
+                    self._earlier_timings()
                 self.progress = RunProgress(groups, enabled=not self.opts.quiet)
                 self._in_parallel([g for g in groups if g != "cross"])
                 self._in_parallel([g for g in groups if g == "cross"])
@@ -279,6 +285,26 @@ class Runner:
                 self._end_worker()
                 self._clean_parts()
         return self._exit_code()
+
+    def _earlier_timings(self) -> None:
+        """-j: the seconds each check took in an earlier run (``--durations``, else the results.json
+        this run will replace), written once into the parts folder for the workers to balance their
+        batches by, and summed per group to start the longest first. Only balance depends on them:
+        without a readable earlier run every check counts the same."""
+        source = self.opts.durations or self.reports / "results.json"
+        try:
+            records = load_results(source)["results"] if source.is_file() else []
+        except (NutshellError, OSError, ValueError):
+            records = []
+        seconds = {r.id: r.seconds for r in records if r.seconds is not None}
+        if not seconds:
+            return
+        for r in records:                       # a record's backend is its group ("cross" for the cross checks)
+            self.costs[r.backend] = self.costs.get(r.backend, 0.0) + (r.seconds or 0.0)
+        folder = self.parts / self.run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        self.timings = folder / "timings.json"
+        self.timings.write_text(json.dumps(seconds))
 
     def _stopped_line(self) -> str:
         if not self.records:
@@ -338,13 +364,15 @@ class Runner:
                              "OTHER_DIR) to start afresh")
 
     def _in_parallel(self, groups: list[str]) -> None:
-        """``groups`` on ``jobs`` workers at once: with fewer groups than jobs, each group is split
-        into batches (``--nutshell-batch i/k``, a deterministic share of its checks), so that every
-        job has work. One job: the groups one after the other in this thread, as before."""
+        """``groups`` on ``jobs`` workers at once: each group split into batches (``--nutshell-batch
+        i/k``, a deterministic share of its checks, :func:`batches`), the batches of the longest
+        group first, each job taking the next batch as it becomes free, so that the jobs end at
+        about the same time. One job: the groups one after the other in this thread, as before."""
         if not groups:
             return
-        k = max(1, self.opts.jobs // len(groups))
-        tasks = [(g, f"{i}/{k}" if k > 1 else None) for g in groups for i in range(1, k + 1)]
+        k = batches(self.opts.jobs, len(groups))
+        order = sorted(groups, key=lambda g: -self.costs.get(g, 0.0))       # the longest group first
+        tasks = [(g, f"{i}/{k}" if k > 1 else None) for g in order for i in range(1, k + 1)]
         if self.opts.jobs <= 1:
             for group, batch in tasks:
                 self._run_group(group, batch)
@@ -400,7 +428,7 @@ class Runner:
         skip.write_text(done)
         # rows of dots of several workers would interleave, and the bars show the progress
         quiet = self.opts.quiet or self.opts.jobs > 1 or self.progress.bars
-        w.proc = subprocess.Popen(_argv(self.opts, w, skip), stdout=subprocess.DEVNULL if quiet else None,
+        w.proc = subprocess.Popen(_argv(self.opts, w, skip, self.timings), stdout=subprocess.DEVNULL if quiet else None,
                                   start_new_session=True, env=_worker_env(self.opts.jobs))
         with self.lock:
             self.current.append(w)
@@ -572,6 +600,14 @@ def _worker_env(jobs: int) -> dict[str, str]:
         for name in THREAD_VARS:
             env.setdefault(name, share)
     return env
+
+
+def batches(jobs: int, groups: int) -> int:
+    """How many batches each of ``groups`` groups is split into for ``jobs`` workers: one with one
+    job; else enough for two batches a job (⌈2·jobs / groups⌉), so that a long batch at the end
+    does not leave the other jobs idle, while each batch's worker start-up (a few seconds of
+    imports and collection) stays a small share of its work."""
+    return 1 if jobs <= 1 else max(1, -(-2 * jobs // groups))
 
 
 def _describe(rc: int) -> str:

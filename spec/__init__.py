@@ -343,11 +343,15 @@ def parse(text: str, path: Path) -> Spec:
     return Spec(version=doc["spec_version"], path=path, tolerance=doc["tolerance"], concepts=concepts)
 
 
-@functools.lru_cache(maxsize=4)
 def load(path: str | Path | None = None) -> Spec:
     """Load (once) and validate a spec file; the default is the repository's concepts.yaml."""
-    p = Path(path) if path is not None else SPEC_FILE
-    return parse(_read(p), p)
+    return _load(Path(path).resolve() if path is not None else SPEC_FILE.resolve())
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: Path) -> Spec:
+    """One parse per file, however its path was spelled (``load()``, ``load(SPEC_FILE)``, relative)."""
+    return parse(_read(path), path)
 
 
 def check_names(requested: Iterable[str] | None, known: Iterable[str], what: str = "concept") -> None:

@@ -11,8 +11,10 @@ cotangent, and ``grad.<input>`` vjp goldens with ``gerr.<input>`` bounds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -150,7 +152,7 @@ def generate(spec_path: Path | None = None, concepts: list[str] | None = None, c
             log(f"  {concept.id:<22} {vec.name:<32} {digest[:12]}")
     if not check:
         spec_path.write_text(text)
-        spec_mod.load.cache_clear()
+        spec_mod._load.cache_clear()
     if spec_path == spec_mod.SPEC_FILE and not concepts:
         from nutshell.spec import generate_models
         problems += generate_models.generate(check=check, log=log)
@@ -163,3 +165,45 @@ def _set_sha(text: str, file: str, digest: str) -> str:
     if n != 1:
         raise SpecError(f"cannot find the sha256 line of {file} in the spec")
     return new
+
+
+def add_found(concept: spec_mod.Concept, vec: spec_mod.Vector, provenance: dict,
+              spec_path: Path | None = None) -> str:
+    """Add a case found by ``nutshell hunt --save`` to the spec as a vector of kind ``found``.
+
+    The vector is a generated one (shapes, seed and scale rebuild its inputs; the reference gives
+    its goldens) that also says where it came from: ``provenance`` holds the backend, its library
+    and version, the date and the hunt's seed. Its entry goes at the end of the concept's vectors
+    in the spec file, its .npz beside the others; returns the vector's name."""
+    spec_path = Path(spec_path) if spec_path else spec_mod.SPEC_FILE
+    taken = {v.name for v in concept.vectors}
+    stem = re.sub(r"[^a-z0-9_]", "_", f"found_{provenance['backend']}_{provenance['date']}".lower())
+    name = next(f"{stem}_{i}" for i in range(1, len(taken) + 2) if f"{stem}_{i}" not in taken)
+    found = dataclasses.replace(vec, name=name, kind="found", file=f"vectors/{concept.id}__{name}.npz")
+    blob = npz_bytes(compute(concept, found))
+    (spec_path.parent / found.file).write_bytes(blob)
+    spec_path.write_text(_insert_vector(spec_path.read_text(), concept.id, _found_entry(found, provenance, blob)))
+    spec_mod.load.cache_clear()
+    return name
+
+
+def _found_entry(vec: spec_mod.Vector, provenance: dict, blob: bytes) -> str:
+    """The YAML of a found vector (flow values are JSON, which YAML reads as they are)."""
+    lines = [f"  - name: {vec.name}", "    kind: found", "    shapes:"]
+    lines += [f"      {k}: {json.dumps(list(v))}" for k, v in vec.shapes.items()]
+    lines += [f"    seed: {vec.seed}", f"    scale: {json.dumps(vec.scale)}", f"    attrs: {json.dumps(vec.attrs)}"]
+    lines += [f"    grad: {json.dumps(vec.grad)}", f"    provenance: {json.dumps(provenance)}",
+              f"    file: {vec.file}", f"    sha256: {hashlib.sha256(blob).hexdigest()}"]
+    return "\n".join(lines) + "\n"
+
+
+def _insert_vector(text: str, concept_id: str, entry: str) -> str:
+    """``text`` with ``entry`` appended to the vectors list of concept ``concept_id``."""
+    lines = text.splitlines(keepends=True)
+    start = lines.index(f"- id: {concept_id}\n")
+    at = next(i for i in range(start + 1, len(lines)) if lines[i] == "  vectors:\n") + 1
+    while at < len(lines) and (lines[at].startswith(("  - ", "    ")) or not lines[at].strip()):
+        at += 1
+    while not lines[at - 1].strip():   # after the last entry, before blank lines
+        at -= 1
+    return "".join(lines[:at]) + entry + "".join(lines[at:])

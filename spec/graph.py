@@ -18,8 +18,9 @@ parameter are differentiated. Everything is computed in the model's dtype (float
 or the dtype of the given parameters); ``x`` is cast to it.
 
 A backend may run a model natively (``Backend.model`` returns a subclass): the hooks below
-(``_native``/``_host``, ``_context``, ``_input``/``_labels``, ``_apply``/``_apply_vjp`` and their
-per-node forms ``_run_node``/``_vjp_node``, or whole ``_value``/``_loss_and_grads``) change how the
+(``_native``/``_host``, ``_context``, ``_input``/``_labels``, ``_rate``, ``_structural``,
+``_apply``/``_apply_vjp`` and their per-node forms ``_run_node``/``_vjp_node``, or whole
+``_value``/``_loss_and_grads``) change how the
 work is done, never the API or its errors. Such a
 subclass validates once at the model's boundary (:meth:`Model._shapes`, :meth:`Model._loss_input`)
 exactly as ``backend.run`` would validate every node, then runs without per-node validation.
@@ -124,7 +125,7 @@ class Model:
     def step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> float:
         """One SGD step in place, p ← p − lr·g, each product and difference rounded in the model's
         dtype; returns the loss before the step."""
-        rate = self.dtype.type(lr)
+        rate = self._rate(lr)
         with self._context():
             xn = self._input(x)
             loss, grads = self._loss_and_grads(xn, self._labels(labels, xn.shape))
@@ -159,6 +160,14 @@ class Model:
         """int64 classes, or the model's dtype for binary targets."""
         labels = np.asarray(labels)
         return labels.astype(self.dtype if self.spec.loss == "binary_cross_entropy" else np.int64)
+
+    def _rate(self, lr: float) -> Any:
+        """The learning rate rounded to the model's dtype, as a scalar the executor multiplies by."""
+        return self.dtype.type(lr)
+
+    def _structural(self, op: str, a: Any, attrs: dict) -> Any:
+        """flatten, reshape or transpose of a value (spec.models.structural, on NumPy's methods)."""
+        return spec_models.structural(op, a, attrs)
 
     def _apply(self, concept: str, ins: dict[str, Any], attrs: dict) -> dict[str, Any]:
         return self.backend.run(concept, ins, attrs)
@@ -238,7 +247,7 @@ class Model:
             if node.op == "zeros":
                 values[node.id] = self._zeros(spec_models.structural_shape("zeros", ins["like"].shape, node.attrs))
             elif node.structural:
-                values[node.id] = self._contiguous(spec_models.structural(node.op, ins["x"], node.attrs))
+                values[node.id] = self._contiguous(self._structural(node.op, ins["x"], node.attrs))
             else:
                 outs = self._run_node(node, ins)
                 values.update({f"{node.id}.{k}": v for k, v in outs.items()})

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from nutshell.conformance import runner
+
 SELECTION = ["-b", "cupy", "-k", "relu or sigmoid"]
 
 
@@ -34,3 +38,29 @@ def test_jobs_must_be_a_positive_whole_number(tmp_path):
     r = nutshell(tmp_path, "run", *SELECTION, "-j", "0")
     assert r.returncode == 2 and "-j takes a whole number of workers >= 1" in r.stderr
     assert not (tmp_path / "reports").exists()
+
+
+def test_batches_give_every_job_two_and_one_job_one():
+    assert [runner.batches(1, 3), runner.batches(2, 3), runner.batches(2, 1), runner.batches(16, 3)] == [1, 2, 4, 11]
+
+
+def test_an_earlier_run_balances_the_batches_by_its_times(tmp_path):
+    """The second run of a folder reads the first's times: per group (the longest starts first) and
+    per check (written for the workers, whose batches they balance); its records are the first's."""
+    first = nutshell(tmp_path, "run", *SELECTION, "-j", "1", "--reports", "out", "-q")
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    r = runner.Runner(runner.Options(["cupy"], k="relu or sigmoid", reports=tmp_path / "out", jobs=2))
+    r._earlier_timings()
+    seconds = {x["id"]: x["seconds"] for x in doc["results"]}
+    assert json.loads(r.timings.read_text()) == seconds
+    assert r.costs["cupy"] == pytest.approx(sum(s for x in doc["results"] if x["backend"] == "cupy"
+                                                for s in [x["seconds"]]))
+    again = nutshell(tmp_path, "run", *SELECTION, "-j", "2", "--reports", "out", "-q")
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert sorted(records(tmp_path / "out" / "results.json")) == sorted((x["id"], x["outcome"]) for x in doc["results"])
+
+
+def test_without_an_earlier_run_no_times_are_written(tmp_path):
+    r = runner.Runner(runner.Options(["cupy"], reports=tmp_path / "empty", jobs=2))
+    r._earlier_timings()
+    assert r.timings is None and r.costs == {}

@@ -1,4 +1,4 @@
-"""The native whole-model paths of the CuPy and ONNX backends (issue 18, item 5).
+"""The native whole-model paths of the CuPy, ONNX and PyTorch backends (issue 18, item 5).
 
 ``b.model`` on those backends no longer runs the node-by-node executor (nutshell.spec.graph.Model):
 CuPy runs every node on its own arrays, validated once at the model's boundary; ONNX composes the
@@ -25,7 +25,7 @@ from nutshell.spec.graph import Model
 from nutshell.spec.reference import models as ref_models
 from nutshell.spec.reference.tracked import T
 
-NATIVE = {"cupy": "CupyModel", "onnx": "OnnxModel"}
+NATIVE = {"cupy": "CupyModel", "onnx": "OnnxModel", "torch": "TorchModel"}
 
 
 def _load(name: str) -> backends.Backend:
@@ -143,6 +143,10 @@ def _native_model(b: backends.Backend, spec: models.ModelSpec, params: dict) -> 
         from nutshell.backends.cupy_impl.backend import CONCEPTS, CupyModel
 
         return CupyModel(b, spec, params=params, impls=CONCEPTS)
+    if b.name == "torch":
+        from nutshell.backends.torch_impl.backend import CONCEPTS, TorchModel
+
+        return TorchModel(b, spec, params=params, impls=CONCEPTS)
     from nutshell.backends.onnx_impl.model import OnnxModel
 
     return OnnxModel(b, spec, params=params)

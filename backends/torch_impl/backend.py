@@ -10,7 +10,7 @@ forward with ``requires_grad`` on the differentiable inputs, then
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,9 @@ import torch
 from nutshell.backends.base import Backend
 from nutshell.backends.torch_impl import activations, conv, dense, inception, losses, normalization, pooling, recurrent
 from nutshell.backends.torch_impl.baseline import TorchBaseline
+from nutshell.backends.torch_impl.model import TorchModel
 from nutshell.errors import BackendUnavailable
+from nutshell.spec import models
 from nutshell.spec.signatures import Impl
 
 CONCEPTS: dict[str, Impl] = {
@@ -47,14 +49,17 @@ def _select_device(device: str | None) -> torch.device:
     return torch.device("cuda", index)
 
 
-def _conformance_mode() -> None:
-    """No TF32, deterministic kernels: results that can be compared run to run and to the spec."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+def _conformance_mode(device: torch.device) -> None:
+    """No TF32, deterministic kernels: results that can be compared run to run and to the spec.
+    The deterministic-algorithms switch matters for CUDA kernels (atomics); turning it on imports
+    torch's compiler stack (about a second), so a CPU backend leaves it alone."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 class TorchBackend(Backend):
@@ -66,7 +71,7 @@ class TorchBackend(Backend):
         super().__init__(device, spec)
         self._device = _select_device(device)
         self.device = str(self._device)
-        _conformance_mode()
+        _conformance_mode(self._device)
 
     # --- numpy <-> torch ------------------------------------------------------------------
 
@@ -79,6 +84,13 @@ class TorchBackend(Backend):
 
     def to_numpy(self, t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().numpy()
+
+    def model(self, name: str, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
+              dtype: str | None = None, dims: Mapping[str, int] | None = None) -> TorchModel:
+        """A spec model run natively: the nodes on torch tensors, one autograd tape per step,
+        validated once at the model's boundary (model.py)."""
+        return TorchModel(self, models.get(name, **(dims or {})), params=params, seed=seed, dtype=dtype,
+                          impls=CONCEPTS)
 
     def baseline(self) -> TorchBaseline:
         return TorchBaseline(self)
