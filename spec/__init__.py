@@ -354,6 +354,9 @@ def _load(path: Path) -> Spec:
     return parse(_read(path), path)
 
 
+load.cache_clear = _load.cache_clear   # type: ignore[attr-defined]  # after a spec file was rewritten
+
+
 def check_names(requested: Iterable[str] | None, known: Iterable[str], what: str = "concept") -> None:
     """Refuse every requested name that ``known`` lacks, before anything runs: one SpecError naming
     each unknown name, the valid ones and the closest (``what`` says what they are: "concept", "model")."""

@@ -152,7 +152,7 @@ def generate(spec_path: Path | None = None, concepts: list[str] | None = None, c
             log(f"  {concept.id:<22} {vec.name:<32} {digest[:12]}")
     if not check:
         spec_path.write_text(text)
-        spec_mod._load.cache_clear()
+        spec_mod.load.cache_clear()
     if spec_path == spec_mod.SPEC_FILE and not concepts:
         from nutshell.spec import generate_models
         problems += generate_models.generate(check=check, log=log)
