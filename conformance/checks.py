@@ -58,8 +58,10 @@ def _guard_unsupported(backend: Backend, concept: str, dtype: str) -> None:
         raise Unsupported(f"{backend.name} declares {concept} in {dtype} unsupported: {why}")
 
 
-def _compare_all(results: dict, goldens: dict, errs: dict, dtype: str, tol: dict, what: str) -> Record:
-    rec, failures = Record(), []
+def _compare_all(results: dict, goldens: dict, errs: dict, dtype: str, tol: dict, what: str,
+                 keep: dict | None = None) -> Record:
+    """Each result against its golden; ``keep``: more details the record carries, passed or not."""
+    rec, failures = Record(details=dict(keep or {})), []
     for name, golden in goldens.items():
         if name not in results:
             failures.append(f"{what} '{name}' missing from the backend's result")
@@ -75,12 +77,28 @@ def _compare_all(results: dict, goldens: dict, errs: dict, dtype: str, tol: dict
     return rec
 
 
+IMAGE = ("x", "w", "y")      # an image vector's input, kernel and output
+IMAGE_CELLS = 1024           # the most values one of them may have
+
+
+def is_image(arrays: dict[str, np.ndarray]) -> bool:
+    """Whether a vector's input, kernel and output are each one small picture, shape (1, 1, H, W)
+    with at most IMAGE_CELLS values: the glossary's Figure 3 and its edge detector are such vectors."""
+    planes = [np.shape(arrays[k]) for k in IMAGE if k in arrays]
+    return len(planes) == len(IMAGE) and all(len(s) == 4 and s[:2] == (1, 1) and np.prod(s) <= IMAGE_CELLS
+                                             for s in planes)
+
+
 def forward(backend: Backend, concept: spec_mod.Concept, vec: spec_mod.Vector, dtype: str, tol: dict) -> Record:
-    """1. The backend's forward on a spec vector against the float64 golden."""
+    """1. The backend's forward on a spec vector against the float64 golden. For an image vector
+    the record keeps the output too (``computed``), so that the report can draw it."""
     _guard_unsupported(backend, concept.id, dtype)
     data = vec.load()
-    out = backend.run(concept.id, cast(_split(data, "in."), concept, dtype), vec.attrs)
-    return _compare_all(out, _split(data, "out."), _split(data, "err."), dtype, tol, "output")
+    inputs, goldens = _split(data, "in."), _split(data, "out.")
+    out = backend.run(concept.id, cast(inputs, concept, dtype), vec.attrs)
+    keep = {"computed": {k: np.asarray(out[k]).tolist() for k in goldens if k in out}} \
+        if vec.kind == "hand" and is_image(inputs | goldens) else None
+    return _compare_all(out, goldens, _split(data, "err."), dtype, tol, "output", keep)
 
 
 def vjp(backend: Backend, concept: spec_mod.Concept, vec: spec_mod.Vector, dtype: str, tol: dict) -> Record:

@@ -164,23 +164,83 @@ def training(title: str, runs: dict[str, dict[str, list[float] | None]], looks: 
     return svg(fig, name, title)
 
 
-def image_grid(title: str, panels: list[tuple[str, np.ndarray]], name: str) -> str:
-    """Small 2-D arrays side by side as grey images (dark = high), each value written in its
-    cell: an input image, a kernel, an output."""
-    widths = [a.shape[1] for _, a in panels]
-    fig, axes = _figure(min(WIDTH, 0.4 + 0.42 * sum(widths) + 0.3 * len(panels)), 2.9, len(panels),
-                        width_ratios=widths)
-    fig.set_layout_engine(None)     # no axis labels to make room for: fixed margins, far faster with a text per cell
-    fig.subplots_adjust(left=0.03, right=0.97, bottom=0.03, top=0.82, wspace=0.12)
-    for ax, (label, a) in zip(axes, panels, strict=True):
-        lo, hi = float(a.min()), float(a.max())
-        ax.imshow(a, cmap="Greys", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
-        for (i, j), v in np.ndenumerate(a):
-            dark = hi > lo and (v - lo) / (hi - lo) > 0.55
-            ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
-        ax.set_title(f"{label}\n{a.shape[0]}×{a.shape[1]}", fontsize=9)
-        ax.set_xticks([])
+CELL = 0.36    # inches per value of an image panel at most: room for the value written in it
+
+
+Panel = tuple[str, np.ndarray, "tuple[float, float] | None"]    # a label, a 2-D array, its grey scale (None: its own)
+
+
+def image_rows(title: str, rows: list[tuple[str, list[Panel]]], name: str) -> str:
+    """Rows of small 2-D arrays as grey images (dark = high), each value written in its cell and
+    each row named at its left: the spec's input, kernel and output, then each backend's output
+    (the outputs on one grey scale, so that a wrong one looks wrong). Panels are laid out by hand
+    in inches (no layout engine: far faster with a text per cell)."""
+    from matplotlib.figure import Figure
+
+    gap, left, head = 0.3, 1.3, 0.45                     # between panels, the row names, a panel's title
+    need = max(left + sum(a.shape[1] * CELL + gap for _, a, _ in panels) for _, panels in rows)
+    cell = CELL * min(1.0, (WIDTH - left) / (need - left))
+    heights = [head + max(a.shape[0] for _, a, _ in panels) * cell + 0.15 for _, panels in rows]
+    width, height = min(WIDTH, need), sum(heights)
+    fig = Figure(figsize=(width, height), dpi=96)
+    top = height
+    for (row_name, panels), h in zip(rows, heights, strict=True):
+        top -= h
+        fig.text(0.1 / width, (top + h / 2) / height, row_name, fontsize=9, va="center", fontweight="bold")
+        x = left
+        for label, a, scale in panels:
+            ax = fig.add_axes((x / width, (top + h - head - a.shape[0] * cell) / height, a.shape[1] * cell / width,
+                               a.shape[0] * cell / height))
+            _plane(ax, f"{label}\n{a.shape[0]}×{a.shape[1]}", a, scale or value_range([a]))
+            x += a.shape[1] * cell + gap
+    return svg(fig, name, title)
+
+
+def value_range(arrays: list[np.ndarray]) -> tuple[float, float]:
+    """The smallest and the largest finite value of the arrays; (0, 1) when there is none."""
+    finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays])
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+
+
+def _plane(ax, label: str, a: np.ndarray, scale: tuple[float, float]) -> None:
+    """One array as a grey image on the scale (lo, hi) with its values written in; NaN and ±inf
+    are written, not drawn."""
+    lo, hi = scale
+    ax.imshow(np.where(np.isfinite(a), a, np.nan), cmap="Greys", vmin=lo, vmax=hi if hi > lo else lo + 1,
+              interpolation="nearest", aspect="auto")
+    for (i, j), v in np.ndenumerate(a):
+        dark = hi > lo and np.isfinite(v) and (v - lo) / (hi - lo) > 0.55
+        ax.text(j, i, f"{v:.4g}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_title(label, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def filter_bank(title: str, rows: list[tuple[str, np.ndarray]], name: str) -> str:
+    """Convolution filters (O, C, kh, kw) as small images side by side, one row of O filters per
+    entry (its first input channel), one colour scale for all (red positive, blue negative), so
+    that equal filters look equal."""
+    kh, kw = rows[0][1].shape[2:]
+    o = max(w.shape[0] for _, w in rows)
+    limit = max(float(np.nanmax(np.abs(w))) for _, w in rows) or 1.0
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH, 0.6 + len(rows) * (0.25 + 0.16 * kh)), dpi=96)
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    fig.subplots_adjust(left=0.16, right=0.9, top=0.95, bottom=0.12 if len(rows) > 1 else 0.3, hspace=0.35)
+    for ax, (label, w) in zip(axes, rows, strict=True):
+        mosaic = np.full((kh, o * (kw + 1) - 1), np.nan)
+        for k in range(w.shape[0]):
+            mosaic[:, k * (kw + 1):k * (kw + 1) + kw] = w[k, 0]
+        im = ax.imshow(mosaic, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_xticks([k * (kw + 1) + (kw - 1) / 2 for k in range(o)], [str(k + 1) for k in range(o)], fontsize=7)
         ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    axes[-1].set_xlabel(f"filter (each {kh}×{kw})")
+    fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.01, label="weight")
     return svg(fig, name, title)
 
 
@@ -195,6 +255,7 @@ class Point:
     size: str
     intensity: float   # FLOP per byte of the minimal traffic
     gflops: float
+    unsteady: bool = False   # the bench found its spread too wide to trust: drawn hollow
 
 
 def roofline(title: str, points: list[Point], peak: float | None, bandwidth: float | None, looks: Looks,
@@ -216,8 +277,13 @@ def roofline(title: str, points: list[Point], peak: float | None, bandwidth: flo
                 label=f"memory bandwidth {bandwidth:.3g} GB/s")
     for backend in dict.fromkeys(p.backend for p in points):
         mine = [p for p in points if p.backend == backend]
+        colour = looks.colour(backend)
         ax.scatter([p.intensity for p in mine], [p.gflops for p in mine], s=28, label=backend,
-                   color=looks.colour(backend), marker=looks.marker(backend), alpha=0.85, edgecolors="none")
+                   marker=looks.marker(backend), facecolors=["none" if p.unsteady else colour for p in mine],
+                   edgecolors=colour, alpha=0.85)
+    if any(p.unsteady for p in points):
+        ax.scatter([], [], s=28, marker="o", facecolors="none", edgecolors="0.3",
+                   label="hollow: spread too wide to trust")
     best = {}
     for p in points:
         if p.concept not in best or p.gflops > best[p.concept].gflops:
@@ -426,15 +492,13 @@ def lstm_long_memory(runs: dict[str, dict], claim: dict, looks: Looks, name: str
     fig, (ax,) = _figure(WIDTH, 4.0)
     first = next(iter(runs.values()))
     for label, d in runs.items():
-        ax.plot([s["length"] - 1 for s in d["stages"]], [100 * s["test_accuracy"] for s in d["stages"]],
-                **(looks.line(label) | {"label": f"{label}: after each curriculum stage"}))
-        ax.scatter([d["delay"]], [100 * d["accuracy"]], s=90, color=looks.colour(label), marker=looks.marker(label),
-                   label=f"{label}: recall after {d['delay']} steps")
+        ax.plot([r["delay"] for r in d["recall"]], [100 * r["accuracy"] for r in d["recall"]], **looks.line(label))
+    ax.axvline(first["delay"], color="0.4", linewidth=0.8, label=f"the claim's delay ({first['delay']} steps)")
     ax.axhline(100 * claim["threshold"]["accuracy_min"], color="black", linestyle="--", linewidth=0.8,
                label="the claim's threshold")
     ax.axhline(100 * first["chance"], color="0.5", linestyle=":", linewidth=1, label="chance")
     ax.set_ylim(0, 105)
-    _finish(ax, "", "delay (distractor steps between the token and the question)", "test accuracy (%)")
+    _finish(ax, "", "delay (distractor steps between the token and the question)", "recall: test accuracy (%)")
     ax.legend(fontsize=8, loc="lower left")
     return svg(fig, name, title)
 
@@ -477,6 +541,7 @@ CLAIMS = {
         ("bound_usage", "max_abs_diff"), last_layer_is_logistic_regression,
         "The digits CNN's class probabilities against softmax regression on its features"),
     "lstm_long_memory": Picture(
-        ("stages", "accuracy", "delay", "chance"), lstm_long_memory,
-        "Delayed recall: test accuracy against the delay between the token and the question"),
+        ("recall", "delay", "chance"), lstm_long_memory,
+        "Recall against delay: the trained LSTM's test accuracy as the gap between the token and the question "
+        "grows"),
 }

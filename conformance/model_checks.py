@@ -145,18 +145,34 @@ def train_agree(backends: dict[str, Backend], spec: models.ModelSpec, tol: dict,
     return rec
 
 
-def digits(b: Backend, spec: models.ModelSpec) -> Record:
-    """The spec's training recipe on its dataset; the test accuracy must reach ``min_accuracy``."""
+FILTER_CELLS = 1024   # the most weights of a first convolution a record keeps
+
+
+def first_filters(spec: models.ModelSpec, params: dict[str, np.ndarray], seed: int) -> dict:
+    """{"first_filters": the weights of the model's first convolution, its parameter name and the
+    seed of the initialisation}, for the report to draw as the glossary's Figure 1 draws learned
+    features; {} for a model without a convolution or with more than FILTER_CELLS weights in it."""
+    node = next((n for n in spec.nodes if n.op == "conv2d"), None)
+    name = node.inputs.get("w") if node is not None else None
+    if name not in params or params[name].size > FILTER_CELLS:
+        return {}
+    return {"first_filters": {"param": name, "seed": seed, "values": params[name].tolist()}}
+
+
+def digits(b: Backend, spec: models.ModelSpec, seed: int = 0) -> Record:
+    """The spec's training recipe on its dataset; the test accuracy must reach ``min_accuracy``.
+    The record keeps the trained first-layer filters (:func:`first_filters`)."""
     from nutshell.training import fit as trainer
 
     missing = [c for c in sorted(spec.concepts) if b.unsupported(c, "float32") is not None]
     if missing:
         raise Unsupported(f"{b.name} does not offer {missing[0]} in float32")
-    _, hist = trainer.train(b, spec.id)
+    model, hist = trainer.train(b, spec.id, seed=seed)
     details = {"test_accuracy": hist.test_accuracy, "min_accuracy": spec.training.min_accuracy,
                "steps": hist.steps, "final_loss": hist.final_loss, "seconds": hist.seconds,
                "epochs": [round(e["test_accuracy"], 4) for e in hist.epochs],
-               "epoch_losses": [round(e["loss"], 6) for e in hist.epochs]}
+               "epoch_losses": [round(e["loss"], 6) for e in hist.epochs]} | \
+        first_filters(spec, model.params(), seed)
     if hist.test_accuracy < spec.training.min_accuracy:
         raise CheckFailed(f"test accuracy {hist.test_accuracy:.2%} < {spec.training.min_accuracy:.0%} after "
                           f"{hist.steps} steps", {"usage": 0.0, "details": details})

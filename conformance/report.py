@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from nutshell import spec as spec_mod
-from nutshell.conformance import figures
+from nutshell.conformance import checks, figures
 from nutshell.conformance.results import (  # load_results and load_bench: results files are read only there
     OUTCOMES,
     BenchOutcome,
@@ -322,8 +322,21 @@ def performance(bench: dict | None, spec: spec_mod.Spec, looks: figures.Looks) -
               "bandwidth": p.get("bandwidth_gbs"),
               "libraries": ", ".join(f"{k} {fmt(v)}" for k, v in (p.get("libraries") or {}).items())}
              for d, p in (bench.get("peak") or {}).items()]
+    rows = [_perf_row(r) for r in bench["results"]]
     return {"peaks": peaks, "rooflines": rooflines(ok, bench, spec, looks), "relative": relative(ok, looks),
-            "rows": [_perf_row(r) for r in bench["results"]]}
+            "rows": rows, "unsteady": any(r.get(k) for r in rows for k in ("unsteady", "overhead_unsteady",
+                                                                            "canonical_unsteady")),
+            "canonical": any(r.get("canonical") or r.get("call") for r in rows),
+            "bases": sorted({r["basis"] for r in rows if r.get("basis")}), "load": _load(bench.get("load"))}
+
+
+def _load(load: dict | None) -> str:
+    """Whether other processes loaded the machine while the bench ran, in words."""
+    if not load or not isinstance(load.get("others"), (int, float)):
+        return ""
+    state = "loaded: its figures lose about that share of the cores" if load.get("loaded") else "quiet"
+    return (f"While the bench ran, other processes used {load['others']:.2g} of the machine's {load.get('cores', '?')} "
+            f"cores: the machine was {state}.")
 
 
 def _device(r: BenchResult) -> str:
@@ -355,7 +368,8 @@ def rooflines(ok: list[BenchResult], bench: dict, spec: spec_mod.Spec, looks: fi
         for r in ok:
             moved = traffic(spec, r.concept, r.shapes, r.attrs) if r.kind == "concept" else None
             if _device(r) == device and r.direction == "forward" and r.flops and r.gflops and moved:
-                points.append(figures.Point(r.backend, r.concept, r.size, r.flops / moved, r.gflops))
+                points.append(figures.Point(r.backend, r.concept, r.size, r.flops / moved, r.gflops,
+                                            unsteady(r.time)))
         if not points:
             continue
         peak = (bench.get("peak") or {}).get(device) or {}
@@ -408,9 +422,28 @@ def _perf_row(r: BenchResult) -> dict:
         return row | {"cls": "bad" if r.outcome is BenchOutcome.ERROR else "none",
                       "message": f"{r.outcome.value}: {r.message or ''}"}
     base = r.baseline or {}
+    own = unsteady(r.time)
     return row | {"ms": fmt(1e3 * r.time["median_s"]), "spread": f"±{100 * r.time.get('spread', 0):.0f}%",
                   "gflops": fmt(r.gflops), "share": fmt(None if r.peak_share is None else 100 * r.peak_share),
-                  "overhead": fmt(r.overhead), "baseline": base.get("library", "—"), "skipped": base.get("skipped")}
+                  "basis": getattr(r, "flops_basis", None) or "", "overhead": fmt(r.overhead),
+                  "baseline": base.get("library", "—"), "skipped": base.get("skipped"), "unsteady": own,
+                  "overhead_unsteady": own or unsteady(base.get("time"))} | canonical(r)
+
+
+def unsteady(time: dict | None) -> bool:
+    """Whether the bench found a time's spread too wide to trust (``time.unsteady``)."""
+    return bool((time or {}).get("unsteady"))
+
+
+def canonical(r: BenchResult) -> dict:
+    """The ratio to the canonical bare call a user of the library writes (``canonical_ratio``) and
+    that call's name (``canonical``: library, call, or ``same_as`` the baseline, or why skipped);
+    empty for a record without them (a bench.json of an earlier bench)."""
+    ratio, call = getattr(r, "canonical_ratio", None), getattr(r, "canonical", None) or {}
+    name = "the baseline" if call.get("same_as") == "baseline" else call.get("call") or call.get("library") or ""
+    return {"canonical": "" if ratio is None else fmt(ratio),
+            "call": f"skipped: {call['skipped']}" if call.get("skipped") else name,
+            "canonical_unsteady": ratio is not None and (unsteady(r.time) or unsteady(call.get("time")))}
 
 
 # ------------------------------------------------------------------------------------- records
@@ -435,9 +468,11 @@ def record_list(recs: list[Entry], cols: list[dict]) -> dict:
 
 # ------------------------------------------------------------------------------------ training
 
-def training(recs: list[Entry], cols: list[dict], looks: figures.Looks) -> dict:
+def training(recs: list[Entry], cols: list[dict], looks: figures.Looks, drawn: frozenset[str] = frozenset()) -> dict:
     """One chart per model trained on its data (check "digits"): test accuracy and loss against
-    epoch, a line per backend; the final numbers per backend; then every other model record."""
+    epoch, a line per backend; the final numbers per backend, and a link to the trained filters
+    when the concepts section draws them (their figure's id in ``drawn``); then every other
+    model record."""
     trained = [e for e in recs if e.result.check == "digits"]
     charts = []
     for model in dict.fromkeys(e.result.concept for e in trained):
@@ -459,7 +494,9 @@ def training(recs: list[Entry], cols: list[dict], looks: figures.Looks) -> dict:
                    "no loss per epoch, only the final loss in the table)") + \
             "; a smaller marker inside a larger one is two backends agreeing."
         figure = _figure(key, name, figures.training(name, runs, looks, key), caption) if runs else None
-        charts.append({"id": model, "title": title or model, "figure": figure, "finals": finals})
+        filters = f"filters-{anchor(model)}"
+        charts.append({"id": model, "title": title or model, "figure": figure, "finals": finals,
+                       "filters": f"#fig-{filters}" if filters in drawn else ""})
     others = [e for e in recs if e.result.check != "digits"]
     return {"models": charts, "others": record_list(others, cols) if others else None}
 
@@ -553,7 +590,8 @@ CLAIM_WORDS = {
     "lstm_long_memory": lambda d: (
         f"After the curriculum ({', '.join(str(s['length']) for s in d['stages'])} steps) the LSTM names the token "
         f"seen {d['delay']} steps earlier for {pct(d['accuracy'])} of {d['test_sequences']:,} unseen sequences "
-        f"(chance: {pct(d['chance'])})."),
+        f"(chance: {pct(d['chance'])}); at the other delays it recalls " + ", ".join(
+            f"{pct(r['accuracy'])} after {r['delay']}" for r in d["recall"] if r["delay"] != d["delay"]) + " steps."),
 }
 
 
@@ -621,7 +659,7 @@ def concept_details(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> list[d
         title, text = (c.title, c.definition) if c is not None else _describe_text(cid)
         out.append({"id": cid, "anchor": anchor("concept", cid), "title": title, "definition": text,
                     "semantics": list(c.semantics) if c else [], "vectors": _vectors(c) if c else None,
-                    "images": _images(c, core, cols) if c else [],
+                    "images": _images(c, core, cols) if c else _filters(cid, core, cols),
                     "backends": [_backend_detail(cid, col, core.get((cid, col["key"]), [])) for col in cols
                                  if col["why"] is None]})
     return out
@@ -659,30 +697,104 @@ def _vectors(c: spec_mod.Concept) -> dict:
 
 
 def _images(c: spec_mod.Concept, core: dict, cols: list[dict]) -> list[dict]:
-    """The hand vectors whose input and kernel are one image each (N = C = O = 1): input, kernel
-    and the spec's output as pictures, with each backend's largest error on that vector."""
+    """The hand vectors that are pictures (:func:`checks.is_image`: an input, a kernel and an
+    output of one plane each): the spec's three, then each backend's output as it computed it."""
     out = []
     for v in c.vectors:
-        x, w, y = ((v.inputs or {}).get("x"), (v.inputs or {}).get("w"), (v.expected or {}).get("y"))
-        arrays = [np.asarray(a, float) if isinstance(a, list) else None for a in (x, w, y)]
-        if any(a is None or a.ndim != 4 or a.shape[:2] != (1, 1) for a in arrays):
-            continue
-        errors = []
-        for col in cols:
-            measured = [(r.dtype, max_abs(r)) for r in core.get((c.id, col["key"]), [])
-                        if r.check == "forward" and r.vector == v.name and max_abs(r) is not None]
-            if measured:
-                dtypes = ", ".join(sorted({str(d) for d, _ in measured}))
-                errors.append(f"{col['label']} {fmt(max(e for _, e in measured))} ({dtypes})")
-        key = f"image-{anchor(c.id, v.name)}"
-        title = f"{c.title}: vector {v.name} — input, kernel, output"
-        caption = (f"{v.note[:1].upper() + v.note[1:]}. " if v.note else "") + \
-            "Drawn from the spec's vector: the output is the golden worked out by hand; the records keep each " \
-            "backend's largest error on it, not its output: " + ("; ".join(errors) if errors else "not run") + "."
-        out.append(_figure(key, title, figures.image_grid(
-            title, [("input x", arrays[0][0, 0]), ("kernel w", arrays[1][0, 0]), ("output y", arrays[2][0, 0])],
-            key), caption))
+        arrays = {k: np.asarray(a, float) for k, a in {**(v.inputs or {}), **(v.expected or {})}.items()
+                  if isinstance(a, list)}
+        if v.kind == "hand" and checks.is_image(arrays):
+            out.append(_image_figure(c, v, arrays, core, cols))
     return out
+
+
+def _image_figure(c: spec_mod.Concept, v: spec_mod.Vector, arrays: dict[str, np.ndarray], core: dict,
+                  cols: list[dict]) -> dict:
+    """One image vector: the spec's row (input, kernel, expected output), then a row of each
+    backend's output (its float32 record's when there is one), every output on one grey scale."""
+    computed, said = [], []
+    for col in cols:
+        recs = [r for r in core.get((c.id, col["key"]), []) if r.check == "forward" and r.vector == v.name]
+        drawn = min((r for r in recs if "computed" in (r.details or {})), key=lambda r: r.dtype != "float32",
+                    default=None)
+        plane = _plane(drawn.details["computed"].get("y")) if drawn else None
+        if plane is not None:
+            computed.append((f"{col['label']} ({drawn.dtype})", plane))
+        if recs:
+            said.append(f"{col['label']} {_image_error(recs)}")
+    scale = figures.value_range([arrays["y"], *(a for _, a in computed)])
+    rows = [("the spec", [("input x", arrays["x"][0, 0], None), ("kernel w", arrays["w"][0, 0], None),
+                          ("expected output y", arrays["y"][0, 0], scale)])]
+    if computed:
+        rows.append(("as computed", [(label, a, scale) for label, a in computed]))
+    key = f"image-{anchor(c.id, v.name)}"
+    title = f"{c.title}: vector {v.name} — input, kernel and output, then each backend's output"
+    caption = (f"{v.note[:1].upper() + v.note[1:]}. " if v.note else "") + \
+        "Top: the spec's vector, its output worked out by hand; below: the output each backend computed. " + \
+        "Largest |error| over every dtype: " + ("; ".join(said) if said else "not run") + "."
+    return _figure(key, title, figures.image_rows(title, rows, key), caption)
+
+
+def _array(value: Any, ndim: int) -> np.ndarray | None:
+    """A recorded nested list as a float array of ``ndim`` dimensions, None when it is not one."""
+    try:
+        a = np.asarray(value, float)
+    except (TypeError, ValueError):
+        return None
+    return a if a.ndim == ndim and a.size else None
+
+
+def _plane(value: Any) -> np.ndarray | None:
+    """A recorded output, (1, 1, H, W), as one 2-D picture; None for anything else."""
+    a = _array(value, 4)
+    return a[0, 0] if a is not None and a.shape[:2] == (1, 1) else None
+
+
+def _image_error(recs: list[CheckResult]) -> str:
+    """A backend's largest error on an image vector, and its outcomes other than pass."""
+    worst = _max(max_abs(r) for r in recs)
+    bad = sorted({r.outcome.value for r in recs} - {Outcome.PASS.value})
+    return ("exactly 0" if worst == 0 else fmt(worst)) + (f" ({', '.join(bad)})" if bad else "")
+
+
+def _filters(cid: str, core: dict, cols: list[dict]) -> list[dict]:
+    """A trained model's first-layer filters per backend (the ``digits`` check keeps them), under
+    the same filters at the spec's initialisation: the picture the glossary's Figure 1 draws."""
+    kept = [(col["label"], f) for col in cols for r in core.get((cid, col["key"]), [])
+            if r.check == "digits" and (f := (r.details or {}).get("first_filters"))]
+    if not kept:
+        return []
+    param, seed = kept[0][1]["param"], kept[0][1].get("seed")
+    init = _initial(cid, param, seed)
+    trained = [(label, w) for label, f in kept if (w := _array(f["values"], 4)) is not None]
+    shape = init.shape if init is not None else trained[0][1].shape if trained else None
+    trained = [(label, w) for label, w in trained if w.shape == shape]
+    if not trained:
+        return []
+    key = f"filters-{anchor(cid)}"
+    title = f"The first convolution's {shape[0]} filters ({param}) after training, per backend"
+    rows = ([("initialisation", init)] if init is not None else []) + trained
+    return [_figure(key, title, figures.filter_bank(title, rows, key),
+                    _filters_caption(shape, seed if init is not None else None, trained))]
+
+
+def _filters_caption(shape: tuple[int, ...], seed: int | None, trained: list[tuple[str, np.ndarray]]) -> str:
+    spread = _max(float(np.abs(a - b).max()) for i, (_, a) in enumerate(trained) for _, b in trained[i + 1:])
+    init = "" if seed is None else f"; the top row is the spec's initialisation with seed {seed}, the same everywhere"
+    agree = "here only one backend trained it" if spread is None else \
+        f"the largest difference between two backends' weights is {fmt(spread)}"
+    return (f"Each row: the {shape[0]} filters of {shape[2]}×{shape[3]} weights (their first input channel), red "
+            f"positive, blue negative, one colour scale for all{init}. Trained by the spec's recipe from the same "
+            f"seed, the filters come out the same on every backend: {agree}.")
+
+
+def _initial(cid: str, param: str, seed: int | None) -> np.ndarray | None:
+    """The parameter at the spec's initialisation with ``seed``, None when not known."""
+    try:
+        ms = models.get(cid.removeprefix("model_"))
+        return None if seed is None else models.init_params(ms, seed, "float64")[param]
+    except (NutshellError, KeyError):
+        return None
 
 
 def _backend_detail(cid: str, col: dict, recs: list[CheckResult]) -> dict:
@@ -752,14 +864,16 @@ def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path, *,
             core[(r.concept, key)].append(r)
     lists = [{"key": key, "title": title, "list": record_list(others[s], cols) if others[s] else None}
              for s, key, title in SECTIONS if s is not Section.OTHER or others[s]]
+    details = concept_details(spec, core, cols)
+    drawn = frozenset(f["id"] for c in details for f in c["images"])
     page = render({
         "title": f"nutshell report — spec {spec.version}", "header": header(results_docs, bench_doc, spec.version),
         "coverage": coverage(spec, core, cols), "agreement": agreement(cross, cols),
         "determinism": determinism(others[Section.RELIABILITY], cols),
-        "performance": performance(bench_doc, spec, looks), "training": training(others[Section.MODELS], cols, looks),
+        "performance": performance(bench_doc, spec, looks),
+        "training": training(others[Section.MODELS], cols, looks, drawn),
         "claims": claims(others[Section.CLAIMS], cols, looks),
-        "node_tests": node_tests(others[Section.NODE_TESTS], cols), "lists": lists,
-        "concepts": concept_details(spec, core, cols)})
+        "node_tests": node_tests(others[Section.NODE_TESTS], cols), "lists": lists, "concepts": details})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, page)

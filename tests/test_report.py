@@ -9,12 +9,14 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nutshell import spec as spec_mod
 from nutshell.conformance import figures, report
 from nutshell.conformance.results import CheckResult, Outcome, Section
 from nutshell.errors import SpecError
+from nutshell.spec import models
 
 SPEC = spec_mod.load()
 VERSION = SPEC.version
@@ -58,6 +60,9 @@ CLAIM_DETAILS = {
                                      "seconds": 3.0},
                                     {"length": 51, "test_accuracy": 0.9875, "final_loss": 0.0009, "steps": 96,
                                      "seconds": 7.0}],
+                         "recall": [{"delay": d, "accuracy": a} for d, a in ((1, 1.0), (10, 1.0), (20, 0.995),
+                                                                            (30, 0.9925), (40, 0.99), (50, 0.9875),
+                                                                            (75, 0.8125), (100, 0.5))],
                          "seconds": 10.0},
 }
 NODE_TESTS = {   # onnx_node_tests[<backend>] (nutshell/onnxio/tools/nodetests.py), a few cases
@@ -115,19 +120,38 @@ def results_doc(host: str, gpu: bool = False, pictures: bool = True) -> dict:
             "results": recs}
 
 
+FIGURE3 = [[[[4.0, 3.0, 4.0], [2.0, 4.0, 3.0], [2.0, 3.0, 4.0]]]]
+EDGES = {"torch": [[[[0.0, 3.0, 3.0, 0.0], [0.0, 3.0, 3.0, 0.0]]]],
+         "onnx": [[[[0.0, -3.0, -3.0, 0.0], [0.0, -3.0, -3.0, 0.0]]]]}     # onnx flips the kernel here
+
+
+def trained_filters(shift: float) -> dict:
+    """digits_cnn's first-layer filters as the digits check keeps them: the seed-0 initialisation,
+    moved by training (here: by a fixed pattern), plus ``shift``."""
+    w = models.init_params(models.get("digits_cnn"), 0)["conv1_w"].astype(float)
+    return {"param": "conv1_w", "seed": 0, "values": (w + 0.3 * np.sin(np.arange(w.size)).reshape(w.shape) + shift)
+            .tolist()}
+
+
 def add_pictured(add) -> None:
-    """The records the page draws: the other nine claims (one failed on onnx), the digits training
-    on both backends (only torch's with a loss per epoch) and ONNX's node tests."""
+    """The records the page draws: the other nine claims (one failed on onnx), the image vectors
+    as each backend computed them (onnx flipping the edge detector's kernel), the digits training
+    on both backends (only torch's with a loss per epoch) with its filters, and ONNX's node tests."""
     for cid, details in CLAIM_DETAILS.items():
         if cid != "linear_collapse":
             add("torch", cid, "claim", "claim", "float32", details=details)
     add("onnx", "vanishing_gradients", "claim", "claim", "float32", "fail", None, details={},
         message="sigmoid first/last gradient norm ratio 0.5 > 0.001")
-    for backend, losses in (("torch", [0.61, 0.22, 0.12, 0.08]), ("onnx", None)):
+    for backend, losses, shift in (("torch", [0.61, 0.22, 0.12, 0.08], 0.0), ("onnx", None, 2e-7)):
+        add(backend, "conv2d", "forward", "figure3", "float32", details={"y": _cmp(0.0, 0.0),
+                                                                         "computed": {"y": FIGURE3}})
+        bad = backend == "onnx"
+        add(backend, "conv2d", "forward", "edge_detector", "float32", "fail" if bad else "pass", 9e6 if bad else 0.0,
+            details={"y": _cmp(6.0 if bad else 0.0, 9e6 if bad else 0.0), "computed": {"y": EDGES[backend]}})
         add(backend, "model_digits_cnn", "digits", "digits", "float32",
             details={"test_accuracy": 0.9805, "min_accuracy": 0.97, "steps": 270, "final_loss": 0.0289,
-                     "seconds": 3.2, "epochs": [0.9331, 0.961, 0.9721, 0.9805]} |
-            ({"epoch_losses": losses} if losses else {}))
+                     "seconds": 3.2, "epochs": [0.9331, 0.961, 0.9721, 0.9805], "first_filters": trained_filters(shift)}
+            | ({"epoch_losses": losses} if losses else {}))
         add(backend, "onnx_node_tests", "onnx-node-tests", "node", "None", details=NODE_TESTS)
         add(backend, "tanh", "catalogue", "nan_input", "float32",
             details={"y": _cmp(0.0, 0.0), "nan_where_expected": [[0, 1], [2, 3]], "raised": None})
@@ -276,9 +300,13 @@ def test_no_markup_in_python():
 
 def test_coverage_counts_every_outcome(page_a):
     matrix = section(page_a, "coverage")
-    conv = matrix[matrix.index(">conv2d</a>"):]
+    fft = matrix[matrix.index(">conv2d_fft</a>"):]
     # onnx: 2 float32 checks pass, 2 float64 unsupported, the error check passes: 3/5
-    assert re.search(r'<td class="partial"><a href="#c-conv2d-b1">3/5</a><br><small>2 unsupported</small></td>', conv)
+    assert re.search(r'<td class="partial"><a href="#c-conv2d_fft-b1">3/5</a><br><small>2 unsupported</small></td>',
+                     fft)
+    conv = matrix[matrix.index(">conv2d</a>"):]      # and its two image vectors, the edge detector failed
+    assert re.search(r'<td class="bad"><a href="#c-conv2d-b1">4/7</a><br><small>2 unsupported · 1 fail</small></td>',
+                     conv)
     relu = matrix[matrix.index(">relu</a>"):]
     assert re.search(r'<td class="bad"><a href="#c-relu-b0">5/6</a><br><small>1 fail</small></td>', relu)
     assert "unavailable" in matrix and "not a concept of concepts.yaml" not in page_a
@@ -305,7 +333,9 @@ def test_every_claim_has_its_picture_and_its_numbers_in_words(page_a):
                      "The CNN on the pixels reaches 98.0% test accuracy, softmax regression on the ink profiles "
                      "86.6%: 11.4 points better",
                      "misses it by 1.90e+05 times and 2.67e+05 times that allowance",
-                     "for 98.8% of 400 unseen sequences (chance: 25.0%)",
+                     "for 98.8% of 400 unseen sequences (chance: 25.0%); at the other delays it recalls 100.0% "
+                     "after 1, 100.0% after 10, 99.5% after 20, 99.2% after 30, 99.0% after 40, 81.2% after 75, "
+                     "50.0% after 100 steps.",
                      "sigmoid first/last gradient norm ratio 0.5 > 0.001"):
         assert sentence in text, sentence
     for key in ("claims", "training", "node-tests", "performance", "reliability", "onnx"):    # measured numbers
@@ -319,7 +349,8 @@ def test_claim_pictures_label_their_axes(page_a):
                                         "sigmoid · torch", "ReLU · torch"),
                 "xor_needs_nonlinearity": ("x₁", "x₂", "3 of 4 right", "4 of 4 right"),
                 "inception_reduction": ("million multiply-adds", "2.42× fewer"),
-                "lstm_long_memory": ("test accuracy (%)", "the claim's threshold", "chance"),
+                "lstm_long_memory": ("recall: test accuracy (%)", "delay (distractor steps", "the claim's threshold",
+                                     "the claim's delay (50 steps)", "chance"),
                 "convolution_is_flipped_correlation": ("the bound is 1", "exactly 0")}
     for cid, labels in expected.items():
         svg_text = figure(claims, f"claim-{cid}")
@@ -358,6 +389,43 @@ def test_performance_draws_a_roofline_and_throughput_against_torch(tmp_path, pag
     assert "memory bandwidth 50 GB/s" in roofline["svg"] and "50 GB/s." in roofline["caption"]
 
 
+def test_unsteady_figures_are_marked_and_explained(tmp_path, page_a):
+    steady = Parsed(section(page_a, "performance")).words()
+    assert " ~" not in steady and "hollow" not in steady and "vs canonical call" not in steady and "†" not in steady
+    doc = bench_doc()
+    doc["results"][0]["time"]["unsteady"] = True              # torch conv2d forward
+    doc["results"][5]["baseline"]["time"]["unsteady"] = True  # onnx conv2d vjp's baseline: its overhead only
+    doc["load"] = {"cores": 2, "others": 0.9, "seconds": 60.0, "loaded": True}
+    perf = section(render(tmp_path, [results_doc("box-a", pictures=False)], doc), "performance")
+    rows = {(m.group(1), m.group(2), m.group(3)): m.group(4) for m in re.finditer(
+        r"<tr><td>(\w+)</td><td>medium</td><td>(\w+)\*?</td><td>(\w+)</td>(.*?)</tr>", perf, re.S)}
+    marked = {k: v.count(" ~<") for k, v in rows.items() if " ~<" in v}
+    assert marked == {("conv2d", "forward", "torch"): 2, ("conv2d", "vjp", "onnx"): 1}, marked   # time and overhead
+    words = Parsed(perf).words()
+    assert "marks a figure resting on a time the bench found unsteady" in words
+    assert "other processes used 0.9 of the machine's 2 cores: the machine was loaded" in words
+    assert "hollow: spread too wide to trust" in figure(perf, "roofline-cpu")
+
+
+def test_the_ratio_to_the_canonical_call_gets_a_column(tmp_path):
+    from dataclasses import fields
+
+    from nutshell.conformance.results import BenchResult
+
+    if not {"canonical", "canonical_ratio"} <= {f.name for f in fields(BenchResult)}:
+        pytest.skip("this bench records no canonical call yet (conformance/bench.py)")
+    doc = bench_doc()
+    call = {"library": "torch", "call": "torch.nn.functional.conv2d", "time": {"median_s": 0.01 / 1.5}}
+    doc["results"][0] |= {"canonical_ratio": 1.5, "canonical": call}
+    doc["results"][2] |= {"canonical_ratio": 1.05, "canonical": {"library": "torch", "same_as": "baseline"}}
+    doc["results"][4] |= {"canonical": {"library": "onnxruntime", "skipped": "no one-node model of this concept"}}
+    perf = section(render(tmp_path, [results_doc("box-a", pictures=False)], doc), "performance")
+    assert "<th>vs canonical call</th>" in perf
+    assert "1.5×<br><small>torch.nn.functional.conv2d</small>" in perf
+    assert "1.05×<br><small>the baseline</small>" in perf
+    assert "—<br><small>skipped: no one-node model of this concept</small>" in perf
+
+
 def test_traffic_counts_every_input_and_output_once():
     assert report.traffic(SPEC, "relu", {"x": [2, 3]}, {}) == 2 * 6 * 4
     assert report.traffic(SPEC, "conv2d", {"x": [1, 1, 5, 5], "w": [1, 1, 3, 3]}, {}) == (25 + 9 + 9) * 4
@@ -376,12 +444,47 @@ def test_details_read_as_words():
                                      "2.00e-07; epochs (5 values, from 0.9 to 0.99); shape 2, 3; identical yes")
 
 
-def test_image_vectors_are_drawn(page_a):
+def test_image_vectors_are_drawn_as_each_backend_computed_them(page_a):
     concepts = section(page_a, "concepts")
     for vector in ("figure3", "edge_detector"):
         fig = figure(concepts, f"image-conv2d-{vector}")
-        assert "input x" in fig and "kernel w" in fig and "output y" in fig
-        assert "Drawn from the spec's vector" in Parsed(fig).words()
+        assert all(label in fig for label in ("input x", "kernel w", "expected output y", "the spec", "as computed",
+                                              "torch (float32)", "onnx (float32)")), vector
+    edges = figure(concepts, "image-conv2d-edge_detector")
+    assert ">-3<" in edges and "torch exactly 0; onnx 6 (fail)" in Parsed(edges).words()   # onnx's wrong output
+    fft = figure(concepts, "image-conv2d_fft-figure3")       # no backend output recorded: the spec's row alone
+    assert "the spec" in fft and "as computed" not in fft and "not run" in Parsed(fft).words()
+
+
+def test_forward_keeps_the_output_of_an_image_vector_only():
+    import nutshell
+    from nutshell.conformance import checks
+
+    b, conv = nutshell.load("cupy"), SPEC.concepts["conv2d"]
+    vectors = {v.name: v for v in conv.vectors}
+    tol = SPEC.tolerance
+    figure3 = checks.forward(b, conv, vectors["figure3"], "float32", tol)
+    assert figure3.details["computed"] == {"y": FIGURE3}
+    assert "computed" not in checks.forward(b, conv, vectors["basic"], "float32", tol).details
+    data = vectors["edge_detector"].load()
+    wrong, keep = {"y": -data["out.y"]}, {"computed": {"y": (-data["out.y"]).tolist()}}
+    with pytest.raises(checks.CheckFailed) as failed:           # a wrong output is kept too: it is the one to see
+        checks._compare_all(wrong, {"y": data["out.y"]}, {"y": data["err.y"]}, "float32", tol, "output", keep)
+    assert failed.value.record["details"]["computed"] == keep["computed"]
+
+
+def test_the_trained_first_filters_are_drawn_per_backend_under_the_initialisation(page_a):
+    from nutshell.conformance import model_checks
+
+    fig = figure(section(page_a, "concepts"), "filters-model_digits_cnn")
+    assert all(row in fig for row in ("initialisation", "torch", "onnx", "filter (each 3×3)"))
+    text = Parsed(fig).words()
+    assert "16 filters (conv1_w)" in text and "the largest difference between two backends' weights is 2.00e-07" in text
+    assert 'href="#fig-filters-model_digits_cnn"' in section(page_a, "training")
+    params = models.init_params(models.get("digits_cnn"), 3)
+    kept = model_checks.first_filters(models.get("digits_cnn"), params, 3)["first_filters"]
+    assert kept["param"] == "conv1_w" and np.array_equal(kept["values"], params["conv1_w"]) and kept["seed"] == 3
+    assert model_checks.first_filters(models.get("mlp"), models.init_params(models.get("mlp")), 0) == {}
 
 
 def test_sections_render_whatever_exists(tmp_path):

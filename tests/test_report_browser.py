@@ -145,8 +145,9 @@ def browser(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> Path:
-    """reports/index.html of a real narrow run on torch and onnx (ops, the glossary's two images,
-    two claims, cross checks), with a bench.json beside it, as ``nutshell run`` leaves it."""
+    """reports/index.html of a real narrow run on torch and onnx (ops, the glossary's two images
+    with each backend's output, two claims, cross checks), with a bench.json beside it, as
+    ``nutshell run`` leaves it."""
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     cwd = tmp_path_factory.mktemp("run")
@@ -207,6 +208,9 @@ def test_a_real_run_renders_offline_and_fits(real_run, browser):
             "fig-image-conv2d-edge_detector", "fig-agree-all", "fig-roofline-cpu", "fig-relative-forward"} <= ids
     link = browser.evaluate("document.querySelector('table.matrix td a').getAttribute('href')")
     assert browser.evaluate(f"document.getElementById({json.dumps(link[1:])}) !== null"), f"{link} has no target"
+    for vector in ("figure3", "edge_detector"):      # each backend's own output, as its record keeps it
+        text = browser.evaluate(f"document.getElementById('fig-image-conv2d-{vector}').textContent")
+        assert "as computed" in text and "torch (float32)" in text and "onnx (float32)" in text, text
     screenshots(browser, "run", ("claims", "performance", "concept-conv2d"))
 
 
@@ -214,5 +218,7 @@ def test_every_section_renders_offline_and_fits(tmp_path, browser):
     page = write_page(tmp_path, [results_doc("box-a"), results_doc("box-b", gpu=True)], bench_doc())
     layout = check_page(browser, page)
     ids = {f["id"] for f in layout["figures"]}
-    assert {f"fig-claim-{cid}" for cid in CLAIM_DETAILS} | {"fig-training-model_digits_cnn", "fig-relative-vjp"} <= ids
-    screenshots(browser, "report", ("agreement", "performance", "training", "claims", "node-tests"))
+    assert {f"fig-claim-{cid}" for cid in CLAIM_DETAILS} | {"fig-training-model_digits_cnn", "fig-relative-vjp",
+                                                           "fig-filters-model_digits_cnn"} <= ids
+    screenshots(browser, "report", ("agreement", "performance", "training", "claims", "node-tests", "concept-conv2d",
+                                    "concept-model_digits_cnn"))

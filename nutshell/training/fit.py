@@ -2,7 +2,8 @@
 
     nutshell train digits_cnn -b torch -o digits.npz --json
 
-Each epoch prints the mean training loss and the test accuracy; the parameters go to an .npz
+Each epoch prints the mean training loss and the test accuracy, under a bar over the training
+steps when the output is a terminal; the parameters go to an .npz
 (one array per parameter name, loadable with ``b.model(name, params=dict(np.load(f)))``).
 With ``--json`` the progress goes to stderr and stdout is one JSON line {"model", "backend",
 "test_accuracy", "final_loss", "steps"}. The exit status is 1 when the model's spec sets a
@@ -32,8 +33,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from nutshell import backends
 from nutshell import spec as spec_mod
@@ -109,13 +121,14 @@ def _stepper(model: Model, optimizer: str, momentum: float) -> Callable[[np.ndar
 
 def fit(model: Model, data: datasets.Dataset, epochs: int, batch_size: int, lr: float, momentum: float = 0.0,
         schedule: str = "constant", optimizer: str = "sgd", seed: int = 0,
-        log: Callable[[str], None] | None = None) -> History:
+        log: Callable[[str], None] | None = None, progress: Callable[[int, int], None] | None = None) -> History:
     """Minibatch training on ``data``'s training split; the test accuracy after every epoch.
 
     ``optimizer`` "sgd" (with ``momentum``, or plain ``Model.step``) or "adam". ``schedule``
     "linear" lowers the learning rate linearly from ``lr`` at the first step to lr/steps at the
     last, which settles the final parameters; "constant" keeps it. ``epochs`` and ``batch_size``
-    below 1 are an AttrError.
+    below 1 are an AttrError. ``log`` gets a line after each epoch, ``progress`` (steps done,
+    steps in all) after each step.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if value < 1:
@@ -132,8 +145,11 @@ def fit(model: Model, data: datasets.Dataset, epochs: int, batch_size: int, lr: 
 
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n)
-        losses = [step(data.x_train[idx], data.y_train[idx], rate(hist.steps + k))
-                  for k, idx in enumerate(order[i:i + batch_size] for i in range(0, n, batch_size))]
+        losses: list[float] = []
+        for idx in (order[i:i + batch_size] for i in range(0, n, batch_size)):
+            losses.append(step(data.x_train[idx], data.y_train[idx], rate(hist.steps + len(losses))))
+            if progress:
+                progress(hist.steps + len(losses), total)
         hist.steps += len(losses)
         hist.final_loss = float(np.mean(losses))
         hist.test_accuracy = accuracy(model, data.x_test, data.y_test)
@@ -147,15 +163,50 @@ def fit(model: Model, data: datasets.Dataset, epochs: int, batch_size: int, lr: 
 
 
 def train(backend: Backend, name: str, epochs: int | None = None, seed: int = 0, dtype: str = "float32",
-          log: Callable[[str], None] | None = None) -> tuple[Model, History]:
+          log: Callable[[str], None] | None = None, progress: Callable[[int, int], None] | None = None
+          ) -> tuple[Model, History]:
     """The spec's recipe for model ``name``: its init with ``seed``, its dataset, its training."""
     spec = models.get(name)
     cfg = spec.training
     model = backend.model(name, seed=seed, dtype=dtype)
     data = datasets.load(spec)
     hist = fit(model, data, cfg.epochs if epochs is None else epochs, cfg.batch_size, cfg.lr, cfg.momentum,
-               cfg.schedule, cfg.optimizer, seed=seed, log=log)
+               cfg.schedule, cfg.optimizer, seed=seed, log=log, progress=progress)
     return model, hist
+
+
+class Bar:
+    """What ``nutshell train`` shows while it trains: on a terminal, a bar over the training steps
+    (rich) under the lines printed so far; elsewhere the lines alone, one per epoch, so a log
+    stays plain. ``say`` prints a line, ``step`` moves the bar (``fit``'s ``progress``)."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self._bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                             TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                             console=Console(file=stream), transient=True) if stream.isatty() else None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def say(self, line: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def step(self, done: int, total: int) -> None:
+        if self._bar is None:
+            return
+        if self._task is None:
+            self._task = self._bar.add_task("training", total=total)
+            self._bar.start()
+        self._bar.update(self._task, completed=done)
 
 
 # --- the command -------------------------------------------------------------------------------------
@@ -190,19 +241,17 @@ def run(args: argparse.Namespace) -> int:
     b = backends.load(args.backend, args.device)
     spec = models.get(args.model)
 
-    def say(line: str) -> None:
-        print(line, file=sys.stderr if args.json else sys.stdout)
-
     epochs = spec.training.epochs if args.epochs is None else args.epochs
-    say(f"training {spec.id} on {b.name} ({b.device}, {args.dtype}): {spec.dataset['name']} data, "
-        f"{epochs} epochs of batch {spec.training.batch_size}")
-    model, hist = train(b, args.model, epochs, args.seed, args.dtype, log=say)
     out = args.output or Path(f"{spec.id}-{b.name}.npz")
-    np.savez(out, **model.params())
     floor = spec.training.min_accuracy
-    verdict = "" if floor is None else f" (the spec asks ≥ {floor:.0%})"
-    say(f"test accuracy {hist.test_accuracy:.2%}{verdict} after {hist.steps} steps in {hist.seconds:.1f} s; "
-        f"parameters saved to {out}")
+    with Bar(sys.stderr if args.json else sys.stdout) as bar:
+        bar.say(f"training {spec.id} on {b.name} ({b.device}, {args.dtype}): {spec.dataset['name']} data, "
+                f"{epochs} epochs of batch {spec.training.batch_size}")
+        model, hist = train(b, args.model, epochs, args.seed, args.dtype, log=bar.say, progress=bar.step)
+        np.savez(out, **model.params())
+        verdict = "" if floor is None else f" (the spec asks ≥ {floor:.0%})"
+        bar.say(f"test accuracy {hist.test_accuracy:.2%}{verdict} after {hist.steps} steps in {hist.seconds:.1f} s; "
+                f"parameters saved to {out}")
     if args.json:
         print(json.dumps({"model": spec.id, "backend": b.name, "test_accuracy": hist.test_accuracy,
                           "final_loss": hist.final_loss, "steps": hist.steps}))
