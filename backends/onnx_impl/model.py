@@ -115,16 +115,21 @@ def prune(g: Graph) -> None:
     g.inputs[:] = [i for i in g.inputs if i.name in live]
 
 
-def expose(g: Graph, value: str, info: onnx.ValueInfoProto) -> None:
-    """Make ``value`` the graph output ``info.name``. Its producer writes there directly: an Identity
-    would copy it, and the forward graph hands on every value the backward graph reads."""
-    if value in {i.name for i in g.inputs}:
-        g.nodes.append(helper.make_node("Identity", [value], [info.name], name=f"out_{info.name}"))
-    else:
-        for node in g.nodes:
-            node.input[:] = [info.name if n == value else n for n in node.input]
-            node.output[:] = [info.name if n == value else n for n in node.output]
-    g.outputs.append(info)
+def expose(g: Graph, outputs: Mapping[str, onnx.ValueInfoProto]) -> None:
+    """Make each value of ``outputs`` the graph output named by its info. Its producer writes there
+    directly: an Identity would copy it, and the forward graph hands on every value the backward
+    graph reads. One pass over the nodes renames them all (a pass per value would be quadratic in
+    the size of an unrolled LSTM's graph)."""
+    inputs = {i.name for i in g.inputs}
+    rename = {v: info.name for v, info in outputs.items() if v not in inputs}
+    g.nodes.extend(helper.make_node("Identity", [v], [info.name], name=f"out_{info.name}")
+                   for v, info in outputs.items() if v in inputs)
+    for node in g.nodes:
+        if any(n in rename for n in node.input):
+            node.input[:] = [rename.get(n, n) for n in node.input]
+        if any(n in rename for n in node.output):
+            node.output[:] = [rename.get(n, n) for n in node.output]
+    g.outputs.extend(outputs.values())
 
 
 def value_ids(g: Graph, given: Mapping[str, int], ids: dict[tuple, int]) -> dict[str, int]:
@@ -217,7 +222,7 @@ class Composer:
     def forward(self, output: str) -> onnx.ModelProto:
         """x and the parameters -> the value ``output``, as the graph output ``value:<output>``."""
         g, names = self._forward("forward", labels=False)
-        expose(g, names[output], helper.make_tensor_value_info(f"value:{output}", g.elem, self.shapes[output]))
+        expose(g, {names[output]: helper.make_tensor_value_info(f"value:{output}", g.elem, self.shapes[output])})
         return self._finish(g)
 
     def train(self) -> tuple[onnx.ModelProto, onnx.ModelProto]:
@@ -230,9 +235,7 @@ class Composer:
         share(fg, bg)
         prune(bg)
         info = _value_infos(fg)
-        for i in bg.inputs:
-            if i.name.startswith("f:"):
-                expose(fg, i.name[2:], _renamed(info[i.name[2:]], i.name))
+        expose(fg, {i.name[2:]: _renamed(info[i.name[2:]], i.name) for i in bg.inputs if i.name.startswith("f:")})
         return self._finish(fg), self._finish(bg)
 
     def _forward(self, kind: str, labels: bool) -> tuple[Graph, dict[str, str]]:
