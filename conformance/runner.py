@@ -647,7 +647,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", metavar="I/N", help="run shard I of N, a deterministic share of the selected checks; "
                    "`nutshell report` merges the N results files into one")
     p.add_argument("--durations", type=Path, metavar="RESULTS_JSON",
-                   help="with --shard: balance the shards by the check times of this earlier results.json")
+                   help="balance the shards (--shard) and the -j batches by the check times of this earlier "
+                        "results.json (default for -j: the reports folder's own, when it has one)")
     p.add_argument("-j", "--jobs", type=_jobs, default=os.cpu_count() or 1, metavar="N",
                    help="worker processes at once (default: the number of cores, here %(default)s): backends "
                         "side by side, each split in batches when there are more jobs than backends")
@@ -664,8 +665,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.shard is not None:
         shards.parse(args.shard)
-    elif args.durations is not None:
-        raise SpecError("--durations balances shards: give --shard I/N with it")
+    elif args.durations is not None and args.jobs <= 1:
+        raise SpecError("--durations balances shards and -j batches: give --shard I/N or -j N (N > 1) with it")
     opts = Options(backends=args.backend, device=args.device, k=args.k, reports=args.reports, timeout=args.timeout,
                    resume=args.resume, quiet=args.quiet, spec=args.spec, verbose=args.verbose,
                    shard=args.shard, durations=args.durations, jobs=args.jobs)
