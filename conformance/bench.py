@@ -5,26 +5,45 @@ bench in progress go to bench.partial.json, and one that measures nothing (every
 unavailable or failing) exits 1 and leaves the earlier figures as they were.
 
 Method, per measurement: one warm-up call and one calibration call (compilation, caches and
-allocations happen there), then samples of ``number`` calls each, sized to last a few
-milliseconds, with the device synchronised at the end of every sample; sampling stops once the
+allocations happen there), then rounds of ``number`` calls each, sized to last a few
+milliseconds, with the device synchronised at the end of every round; sampling stops once the
 median is stable (its standard error, estimated from the median absolute deviation, under 1%) or
-the time cap is reached. Reported: the median, the interquartile spread, the best sample. A
-backend's call and its native baseline are sampled in turn, so that a change in the machine's
-load moves both and their ratio stays meaningful on a busy machine. Different backends are not
-sampled in turn: their thread pools keep spinning after a call (OpenBLAS's for up to ~0.1 s), so
-on a 2-core machine torch's conv2d at the large shape took 18–24 ms when alternated with NumPy
-calls against 9.5 ms back to back. Each backend is measured in its own steady state, one after
-the other; repeat the run to see how much the machine's load moved their ratio.
+the time cap is reached. A backend's call and its bare library calls (below) are sampled in turn,
+so that a change in the machine's load moves all of them and their ratios stay meaningful on a
+busy machine. Different backends are not sampled in turn: their thread pools keep spinning after
+a call (OpenBLAS's for up to ~0.1 s), so on a 2-core machine torch's conv2d at the large shape
+took 18–24 ms when alternated with NumPy calls against 9.5 ms back to back. Each backend is
+measured in its own steady state, one after the other; repeat the run to see how much the
+machine's load moved their ratio.
+
+Every figure states its spread as pytest-benchmark does (rounds, median, interquartile range,
+outliers) and whether it is **unsteady**: fewer than 5 rounds, or an IQR over 10% of the median
+(``~`` in the table, ``time.unsteady`` in bench.json); the bench also says whether other
+processes loaded the machine while it ran. The statistics, the thresholds and why they are what
+they are: :mod:`nutshell.conformance.timing`.
 
 Forward calls go through the contract's benchmark level (``b.op`` on native arrays: no host
 copies inside the timed region). The contract has no native-level vjp, so vjp calls go through
 ``b.vjp`` with NumPy arrays (marked ``api`` in bench.json and ``*`` in the table). A model's
 training step is ``m.step`` (also ``api``).
 
-Three ratios come from the same run: the share of the machine's peak (the best float32 matrix
-product among the installed libraries at a large square size, per device), the overhead
-against the native baseline (the same work called directly on the library, see
-each backend's baseline.py) and each backend's throughput relative to torch's on the same case.
+Four ratios come from the same run:
+
+* the share of the machine's peak (the best float32 matrix product among the installed libraries
+  at a large square size, per device). It is counted at the FLOPs of bench.yaml's formula; an
+  entry whose formula counts another algorithm's work (``flops_basis``: conv2d_fft counts a
+  direct convolution's) gives an effective rate, marked ``†`` and recorded as ``flops_basis``;
+* ``overhead`` (own×): time / the backend's own baseline, its own work called directly on its
+  library (``Backend.baseline()``, see nutshell/backends/baseline.py): the wrapper's cost;
+* ``canonical_ratio`` (can×): time / the canonical bare call a user of the library writes
+  (``Backend.baseline().canonical()``): for ONNX Runtime a one-node model of the standard operator,
+  for torch the ``torch.nn.functional`` call, for NumPy/CuPy im2col + one matrix product. Where
+  the own baseline already is that call (torch, cupy) the record says ``same_as: baseline`` and
+  the two ratios are one figure;
+* each backend's throughput relative to torch's on the same case.
+
+A bare call is timed only when its result agrees with the backend's; otherwise the record says why
+it was skipped.
 """
 
 from __future__ import annotations
@@ -36,7 +55,6 @@ import math
 import operator
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +68,16 @@ import numpy as np
 from nutshell import backends
 from nutshell import spec as spec_mod
 from nutshell.conformance.results import BenchOutcome, BenchResult, atomic_write, library_versions, machine_info
+from nutshell.conformance.timing import (
+    MAX_SPREAD,
+    MIN_ROUNDS,
+    QUICK,
+    Settings,
+    cpu_clock,
+    machine_load,
+    measure,
+    unsteady,
+)
 from nutshell.errors import SpecError, UnsupportedConcept
 from nutshell.spec import models, validate
 from nutshell.spec.signatures import output_shapes
@@ -178,81 +206,6 @@ def flops(entry: dict, key: str, shapes: dict, outs: dict, attrs: dict) -> float
     for sym, expr in (entry.get("symbols") or {}).items():
         names[sym] = evaluate(expr, names)
     return float(evaluate(entry[key], names))
-
-
-# ---------------------------------------------------------------------------------- timing
-
-@dataclass(frozen=True)
-class Settings:
-    cap_s: float = 1.0            # stop sampling after this long (once min_samples are in)
-    min_samples: int = 5
-    max_samples: int = 200
-    sample_s: float = 0.005       # aim for samples this long (calls per sample adapt)
-    rel_error: float = 0.01       # stop when the median's standard error is under this share
-    peak_n_cpu: int = 2048
-    peak_n_gpu: int = 8192
-    stream_mib_cpu: int = 256     # the array a streaming copy moves to measure memory bandwidth
-    stream_mib_gpu: int = 1024
-
-
-QUICK = Settings(cap_s=0.2, min_samples=3, max_samples=50, sample_s=0.002, rel_error=0.02)
-
-
-@dataclass(frozen=True)
-class Timing:
-    median_s: float
-    q25_s: float
-    q75_s: float
-    min_s: float
-    samples: int
-    number: int              # calls per sample
-
-    @property
-    def spread(self) -> float:
-        """Interquartile range over the median."""
-        return (self.q75_s - self.q25_s) / self.median_s if self.median_s > 0 else 0.0
-
-
-def _stable(samples: list[float], rel: float) -> bool:
-    """Whether the median's standard error (≈ 1.253 · 1.4826 · MAD / √n) is under ``rel`` of it."""
-    med = statistics.median(samples)
-    mad = statistics.median(abs(s - med) for s in samples)
-    return 1.2533 * 1.4826 * mad / math.sqrt(len(samples)) <= rel * med
-
-
-def measure(fns: list[Callable[[], Any]], sync: Callable[[], None], s: Settings = Settings()) -> list[Timing]:
-    """Median time of one call of each of ``fns`` (see the module docstring for the method).
-
-    Several calls are sampled in turn (a, b, a, b, ...), so a change in the machine's load
-    during the measurement affects their ratio as little as possible.
-    """
-    clock = time.perf_counter
-    numbers = []
-    for fn in fns:
-        fn()
-        sync()                                      # warm-up: compilation, caches, allocations
-        t0 = clock()
-        fn()
-        sync()
-        numbers.append(max(1, min(10_000, int(s.sample_s / max(clock() - t0, 1e-7)))))
-    samples: list[list[float]] = [[] for _ in fns]
-    start = clock()
-    while len(samples[0]) < s.max_samples:
-        for fn, number, out in zip(fns, numbers, samples, strict=True):
-            t0 = clock()
-            for _ in range(number):
-                fn()
-            sync()
-            out.append((clock() - t0) / number)
-        if len(samples[0]) >= s.min_samples and (
-                clock() - start > s.cap_s or all(_stable(x, s.rel_error) for x in samples)):
-            break
-    return [_timing(x, n) for x, n in zip(samples, numbers, strict=True)]
-
-
-def _timing(samples: list[float], number: int) -> Timing:
-    q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else samples * 3
-    return Timing(statistics.median(samples), q[0], q[2], min(samples), len(samples), number)
 
 
 # ---------------------------------------------------------------------------- machine peak
@@ -448,31 +401,37 @@ def host(value: Any) -> list[np.ndarray]:
 
 
 def agree(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
-    """Same shapes and values to float32 precision of the largest magnitude (relative 1e-3)."""
+    """Same values to float32 precision of the largest magnitude (relative 1e-3), in the same shapes
+    once axes of length 1 are dropped (ONNX's LSTM adds a direction axis: (T, 1, N, H))."""
     if len(a) != len(b):
         return False
     for x, y in zip(a, b, strict=True):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        x, y = np.squeeze(np.asarray(x, np.float64)), np.squeeze(np.asarray(y, np.float64))
         scale = max(float(np.max(np.abs(y), initial=0.0)), 1e-30)
         if x.shape != y.shape or not np.allclose(x, y, rtol=1e-3, atol=1e-3 * scale):
             return False
     return True
 
 
+Bare = Callable[[backends.Baseline], Callable[[], Any] | None]
+
+
 @dataclass
 class Job:
-    """What one measurement times: the backend's call, its FLOPs, and the native baseline (made
-    by ``baseline()``, which returns the call or None when the library has none)."""
+    """What one measurement times: the backend's call and its FLOPs; ``bare`` makes the same
+    work's bare call from a baseline (the own one or the canonical one; None when the library has
+    none), ``describe`` names it."""
 
     direction: str                  # forward | vjp | step
     level: str                      # native (benchmark level) | api (NumPy in and out)
     call: Callable[[], Any]
     flops: float
-    baseline: Callable[[], Callable[[], Any] | None] | None = None
+    bare: Bare
+    describe: Callable[[backends.Baseline], str]
     result: Callable[[], list[np.ndarray]] | None = None   # the backend's result, for the agreement check
 
 
-def concept_jobs(b: Any, base: backends.Baseline | None, case: Case) -> list[Job]:
+def concept_jobs(b: Any, case: Case) -> list[Job]:
     """Forward (benchmark level) and vjp (NumPy API) of one concept case."""
     c = b.spec.concept(case.name)
     inputs = _inputs(c, case.shapes, np.random.default_rng(0), case.entry.get("scale"))
@@ -483,17 +442,18 @@ def concept_jobs(b: Any, base: backends.Baseline | None, case: Case) -> list[Job
     op = b.op(case.name, case.attrs, dtype=DTYPE)
     native = {k: b.to_native(v) for k, v in inputs.items()}
     diff = [k for k in c.differentiable if k in inputs]
+    describe = lambda base: base.describe(case.name, attrs, inputs)  # noqa: E731
     fwd = Job("forward", "native", lambda: op(**native), flops(case.entry, "flops", case.shapes, outs, attrs),
-              (lambda: base.forward(case.name, attrs, inputs)) if base else None,
+              lambda base: base.forward(case.name, attrs, inputs), describe,
               lambda: [b.to_numpy(v) for v in op(**native).values()])
     vjp = Job("vjp", "api", lambda: b.vjp(case.name, inputs, cots, case.attrs),
               flops(case.entry, "flops_vjp", case.shapes, outs, attrs),
-              (lambda: base.vjp(case.name, attrs, inputs, cots)) if base else None,
+              lambda base: base.vjp(case.name, attrs, inputs, cots), describe,
               lambda: [b.vjp(case.name, inputs, cots, case.attrs)[k] for k in diff])
     return [fwd, vjp]
 
 
-def model_jobs(b: Any, base: backends.Baseline | None, case: Case) -> list[Job]:
+def model_jobs(b: Any, case: Case) -> list[Job]:
     """One SGD step of a model on a seeded batch (the model API takes NumPy)."""
     mid = case.target
     rng = np.random.default_rng(0)
@@ -502,39 +462,57 @@ def model_jobs(b: Any, base: backends.Baseline | None, case: Case) -> list[Job]:
     labels = rng.integers(0, models.get(mid).classes, size=x.shape[0]).astype(np.int64)
     lr = float(case.entry.get("lr", 1e-3))
     return [Job("step", "api", lambda: m.step(x, labels, lr), case.flops,
-                (lambda: base.step(mid, m.params(), x, labels, lr)) if base else None,
+                lambda base: base.step(mid, m.params(), x, labels, lr), lambda base: base.call,
                 lambda: [np.asarray(m.loss_and_grads(x, labels)[0])])]
 
 
 def _record(b: Any, case: Case, direction: str, level: str) -> BenchResult:
     return BenchResult(backend=b.name, device=b.device, concept=case.target, kind=case.kind, size=case.size,
                        direction=direction, level=level, dtype=DTYPE, shapes=case.shapes, attrs=case.attrs,
-                       note=case.note)
+                       note=case.note, flops_basis=case.entry.get("flops_basis"))
 
 
-def _time_job(b: Any, job: Job, rec: BenchResult, peak: dict | None, s: Settings, library: str | None) -> None:
-    """Time the backend's call and, when it agrees with it, the native baseline, interleaved."""
-    calls = [job.call]
-    native = None
-    if job.baseline is not None:
-        try:
-            native = job.baseline()
-            same = native is None or job.result is None or agree(job.result(), host(native()))
-            skipped = None if same else "its result disagrees with the backend's"
-        except Exception as exc:  # the library's own function does not take these attributes
-            skipped = f"{type(exc).__name__}: {exc}"[:200]
-        if skipped is not None:
-            rec.baseline = {"library": library, "skipped": skipped}
-        elif native is not None:
-            calls.append(native)
-    timings = measure(calls, b.synchronize, s)
-    t = timings[0]
-    rec.flops, rec.time, rec.gflops = job.flops, asdict(t) | {"spread": t.spread}, job.flops / t.median_s / 1e9
+def _bare(job: Job, base: backends.Baseline, expected: list[np.ndarray] | None
+          ) -> tuple[dict | None, Callable[[], Any] | None]:
+    """(the record's entry, the call to time) of one baseline for ``job``: (None, None) when it has
+    no call for it; the call only when its result agrees with the backend's, else why not."""
+    try:
+        call = job.bare(base)
+        if call is None:
+            return None, None
+        entry = {"library": base.library, "call": job.describe(base)}
+        if expected is None or agree(expected, host(call())):
+            return entry, call
+        return entry | {"skipped": "its result disagrees with the backend's"}, None
+    except Exception as exc:  # the library's own function does not take these attributes
+        return {"library": base.library, "skipped": f"{type(exc).__name__}: {exc}"[:200]}, None
+
+
+def _time_job(b: Any, job: Job, rec: BenchResult, peak: dict | None, s: Settings,
+              base: backends.Baseline | None) -> None:
+    """Time the backend's call and, interleaved with it, each bare call that agrees with it: the
+    own baseline and the canonical call (once, when the baseline is the canonical call)."""
+    canon = base.canonical() if base else None
+    refs = {"baseline": base, "canonical": None if canon is base else canon}
+    expected = job.result() if job.result and any(refs.values()) else None
+    calls, timed = [job.call], []
+    for field, ref in refs.items():
+        entry, call = _bare(job, ref, expected) if ref is not None else (None, None)
+        setattr(rec, field, entry)
+        if call is not None:
+            calls.append(call)
+            timed.append(field)
+    t, *others = measure(calls, b.synchronize, s)
+    rec.flops, rec.time, rec.gflops = job.flops, t.to_json(), job.flops / t.median_s / 1e9
     rec.peak_share = rec.gflops / peak["gflops"] if peak and peak.get("gflops") else None
-    if len(timings) == 2:
-        bt = timings[1]
-        rec.baseline = {"library": library, "time": asdict(bt) | {"spread": bt.spread}}
-        rec.overhead = t.median_s / bt.median_s
+    times = dict(zip(timed, others, strict=True))
+    for field, bt in times.items():
+        getattr(rec, field)["time"] = bt.to_json()
+    rec.overhead = t.median_s / times["baseline"].median_s if "baseline" in times else None
+    rec.canonical_ratio = t.median_s / times["canonical"].median_s if "canonical" in times else None
+    if canon is not None and canon is base and rec.baseline is not None:
+        rec.canonical = {"library": base.library, "call": rec.baseline.get("call", base.call), "same_as": "baseline"}
+        rec.canonical_ratio = rec.overhead
 
 
 def _failed(rec: BenchResult, exc: Exception, message: str) -> BenchResult:
@@ -548,20 +526,20 @@ def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[
              ) -> list[BenchResult]:
     """Every measurement of one case on one backend; failures become records, never exceptions."""
     directions = ("forward", "vjp") if case.kind == "concept" else ("step",)
-    base = b.baseline()
     try:
-        jobs = concept_jobs(b, base, case) if case.kind == "concept" else model_jobs(b, base, case)
+        jobs = concept_jobs(b, case) if case.kind == "concept" else model_jobs(b, case)
     except Exception as exc:
         for _ in directions:
             tick("")
         return [_failed(_record(b, case, d, "native" if d == "forward" else "api"), exc,
                         f"{type(exc).__name__}: {exc}") for d in directions]
+    base = b.baseline()
     records = []
     for job in jobs:
         tick(f"{b.name} {case.target} {case.size} {job.direction}")
         rec = _record(b, case, job.direction, job.level)
         try:
-            _time_job(b, job, rec, peak, s, base.library if base else None)
+            _time_job(b, job, rec, peak, s, base)
         except UnsupportedConcept as exc:
             _failed(rec, exc, str(exc))
         except Exception as exc:
@@ -600,6 +578,11 @@ class Progress:
 
 # ------------------------------------------------------------------------------------ output
 
+_DIRECTIONS = {"forward": "fwd", "vjp": "vjp*", "step": "step*"}
+_HEADER = (f"  {'dir':<5} {'backend':<7}{'ms':>9} {'GFLOP/s':>8} {'%peak':>6} {'own×':>6} {'can×':>6} "
+           f"{'±IQR':>6} {'rounds':>7} {'out':>3}")
+
+
 def _num(v: float | None, width: int) -> str:
     if v is None:
         return "—".rjust(width)
@@ -607,40 +590,98 @@ def _num(v: float | None, width: int) -> str:
     return f"{v:{width}.{digits}f}"
 
 
+def _mark(time: dict | None) -> str:
+    """``~`` after a figure resting on an unsteady time, else a blank."""
+    return "~" if unsteady(time) else " "
+
+
+def _bare_time(r: BenchResult, field: str) -> dict | None:
+    """The time a ratio divides by: the baseline's, or the canonical call's (the baseline's when
+    the baseline is the canonical call)."""
+    entry = getattr(r, field) or {}
+    if entry.get("same_as") == "baseline":
+        entry = r.baseline or {}
+    return entry.get("time")
+
+
+def row(r: BenchResult) -> str:
+    """One measurement in 73 columns (the case is on the line above)."""
+    head = f"  {_DIRECTIONS[r.direction]:<5} {r.backend[:7]:<7}"
+    if r.outcome is not BenchOutcome.OK:
+        return f"{head} {r.outcome}: {r.message or ''}"[:80]
+    t = r.time
+    share = None if r.peak_share is None else 100 * r.peak_share
+    rounds, out = t.get("samples"), t.get("outliers")
+    return (f"{head}{_num(1e3 * t['median_s'], 9)} {_num(r.gflops, 8)} {_num(share, 6)}{'†' if r.flops_basis else ' '}"
+            f"{_num(r.overhead, 6)}{_mark(_bare_time(r, 'baseline'))}"
+            f"{_num(r.canonical_ratio, 6)}{_mark(_bare_time(r, 'canonical'))}"
+            f"{100 * t.get('spread', 0.0):5.0f}%{_mark(t)}{'—' if rounds is None else rounds:>7} "
+            f"{'—' if out is None else out:>3}")
+
+
 def ratios(results: list[BenchResult], reference: str = "torch") -> list[str]:
     """Each other backend's throughput over ``reference``'s on the same case in the same run
-    (median time of the reference / median time of the backend; above 1 is faster)."""
-    ref = {(r.concept, r.size, r.direction): r.time["median_s"]
+    (median time of the reference / median time of the backend; above 1 is faster; ``~`` when
+    either time is unsteady)."""
+    ref = {(r.concept, r.size, r.direction): r.time
            for r in results if r.backend == reference and r.outcome is BenchOutcome.OK}
     lines = [f"{r.concept[:20]:<20} {r.size:<6} {r.direction:<8} {r.backend[:7]:<7}"
-             f"{ref[key] / r.time['median_s']:8.2f}×"
+             f"{ref[key]['median_s'] / r.time['median_s']:8.2f}×"
+             f"{' ~' if unsteady(ref[key]) or unsteady(r.time) else ''}"
              for r in results if r.backend != reference and r.outcome is BenchOutcome.OK
              and (key := (r.concept, r.size, r.direction)) in ref]
     return [f"throughput relative to {reference} (same shapes, same run):", *lines] if lines else []
 
 
+def legend(results: list[BenchResult]) -> list[str]:
+    """What the table's columns and marks mean, for the marks that occur."""
+    lines = ["* through the NumPy API (host copies included)",
+             "own× = time / the backend's own work called directly on its library",
+             "can× = time / the canonical call a user writes: for ONNX Runtime a one-node",
+             "       model of the standard op; torch.nn.functional; NumPy/CuPy im2col+matmul"]
+    same = sorted({r.backend for r in results if (r.canonical or {}).get("same_as") == "baseline"})
+    if same:
+        lines.append(f"       (can× = own× for {', '.join(same)}: the own baseline is that call)"[:80])
+    lines.append("±IQR = interquartile range / median; out = rounds beyond 1.5 IQR from quartiles")
+    for basis in sorted({r.flops_basis for r in results if r.flops_basis}):
+        lines.append(f"† %peak at a {basis}'s FLOPs: an effective rate (it can pass 100)"[:80])
+    return lines
+
+
+def steadiness(doc: dict) -> list[str]:
+    """How many figures are unsteady, and whether other processes loaded the machine."""
+    times = [t for r in doc["results"] if r.outcome is BenchOutcome.OK
+             for t in (r.time, (r.baseline or {}).get("time"), (r.canonical or {}).get("time")) if t]
+    shaky = sum(bool(unsteady(t)) for t in times)
+    lines = [f"~ unsteady: {shaky} of {len(times)} figures (< {MIN_ROUNDS} rounds or ±IQR > {MAX_SPREAD:.0%}): "
+             "not to be trusted"]
+    load = doc.get("load")
+    if load and load["loaded"]:
+        lines += [f"machine loaded: other processes used {load['others']:.1f} of {load['cores']} cores during "
+                  "the bench;", "  its figures are slower and noisier than on a quiet machine: rerun when idle"]
+    elif load:
+        lines.append(f"machine quiet: other processes used {load['others']:.2f} of {load['cores']} cores "
+                     "during the bench")
+    return lines
+
+
 def table(doc: dict) -> str:
-    """The results in 80 columns: one line per measurement, the peaks first."""
+    """The results in 80 columns: the peaks, then each case (concept or model, size) and its
+    measurements, the legend, how steady the figures were, and the throughput relative to torch."""
     lines = []
     for dev, p in doc["peak"].items():
         rate = f"{p['gflops']:.1f} GFLOP/s ({p['library']}, {p['n']}² {p['dtype']})" if p["gflops"] else "unknown"
         if p.get("bandwidth_gbs"):
             rate += f"; memory {p['bandwidth_gbs']:.1f} GB/s ({p['bandwidth_library']} copy)"
         lines.append(f"peak {dev}: {rate}"[:80])
-    lines.append(f"{'concept':<20} {'size':<6} {'dir':<5} {'backend':<7}{'ms':>9} {'GFLOP/s':>8} "
-                 f"{'%peak':>6} {'ovh×':>5} {'±':>5}")
+    lines.append(_HEADER)
+    case = None
     for r in doc["results"]:
-        d = {"forward": "fwd", "vjp": "vjp*", "step": "step*"}[r.direction]
-        head = f"{r.concept[:20]:<20} {r.size:<6} {d:<5} {r.backend[:7]:<7}"
-        if r.outcome is not BenchOutcome.OK:
-            lines.append(f"{head} {r.outcome}: {r.message or ''}"[:80])
-            continue
-        share = None if r.peak_share is None else 100 * r.peak_share
-        lines.append(f"{head}{_num(1e3 * r.time['median_s'], 9)} {_num(r.gflops, 8)} {_num(share, 6)} "
-                     f"{_num(r.overhead, 5)} {100 * r.time['spread']:4.0f}%")
-    lines.append("* through the NumPy API (host copies included)")
-    lines.append("ovh× = time / the library called directly; ± = interquartile range / median")
-    lines += ratios(doc["results"])
+        if (r.concept, r.size) != case:
+            case = (r.concept, r.size)
+            lines.append(f"{r.concept} {r.size}{': ' + r.note if r.note else ''}"[:80])
+        lines.append(row(r))
+    lines += legend(doc["results"]) + steadiness(doc) + ratios(doc["results"])
     for name, why in doc["unavailable"].items():
         lines.append(f"{name}: unavailable: {why}"[:80])
     return "\n".join(lines)
@@ -666,6 +707,7 @@ def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[s
     measured, so a bench that measures nothing (every backend unavailable, or failing) leaves
     the figures of an earlier one as they were.
     """
+    start = cpu_clock()
     selected = cases(load_entries(), concepts, sizes)
     loaded, missing = backends.available(names, device)
     for b in loaded.values():
@@ -675,7 +717,7 @@ def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[s
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": False,
            "settings": asdict(s), "machine": machine_info(), "devices": devices(keys), "versions": library_versions(),
            "backends": {n: {"device": b.device} for n, b in loaded.items()}, "unavailable": missing,
-           "peak": machine_peak(keys, s), "results": []}
+           "peak": machine_peak(keys, s), "load": None, "results": []}
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(out)
     progress = Progress(sum(len(loaded) * (2 if c.kind == "concept" else 1) for c in selected), stream)
@@ -684,7 +726,8 @@ def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[s
             doc["results"] += run_case(b, case, doc["peak"].get(device_key(b.device)), s, progress.tick)
             _write(partial, doc)
     progress.close()
-    doc.update(complete=True, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    doc.update(complete=True, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               load=machine_load(start, cpu_clock(), os.cpu_count() or 1))
     if measured(doc):
         _write(out, doc)
     partial.unlink(missing_ok=True)

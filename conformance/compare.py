@@ -3,8 +3,17 @@
 A regression is a check that passed before and does not now; a check that ran before and is
 missing from the new file (it stopped running: listed by id, the first 20 of them, then a count);
 a bound usage that grew by more than --usage-growth (relative; growth under 0.01 of the bound is
-noise and ignored); a benchmark whose median got more than --slowdown slower; a benchmark that was
-measured before and is not now (it failed, or is missing from the new file).
+noise and ignored); a benchmark whose median got more than --slowdown slower, beyond the two runs'
+spread; a benchmark that was measured before and is not now (it failed, or is missing from the new
+file).
+
+A benchmark's spread is its interquartile range [q25, q75] (see nutshell.conformance.timing). A
+median more than --slowdown slower is a regression only when the two runs' ranges do not overlap
+and both figures are steady (at least 5 rounds, an IQR at most 10% of the median); otherwise it is
+listed, and not counted, as "within noise" (the ranges overlap) or "unsteady" (one figure rests on
+too few rounds or too wide a spread to be trusted: a "± 0 %" of three rounds says nothing). A
+record that states no quartiles or rounds (a file from before the bench recorded them) is judged
+by its median alone. A bench that ran on a loaded machine is named in the notes.
 
 Exit status 1 when there is any regression; 0 when there is none and at least one check (or
 measurement) is in both files; 2 when the files cannot be compared: not nutshell results files
@@ -19,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nutshell.conformance.results import BenchOutcome, BenchResult, FileKind, Outcome, load
+from nutshell.conformance.timing import unsteady
 from nutshell.errors import SpecError
 
 USAGE_FLOOR = 0.01          # usage changes smaller than this are rounding, not regressions
@@ -33,6 +43,7 @@ class Comparison:
     regressions: list[str] = field(default_factory=list)   # one line per check that got worse
     lost: list[str] = field(default_factory=list)     # the ids of what ran before and does not now
     notes: list[str] = field(default_factory=list)
+    noise: list[str] = field(default_factory=list)    # slowdowns the runs' spread cannot tell from noise
 
     @property
     def count(self) -> int:
@@ -81,9 +92,43 @@ def _bench_name(key: tuple) -> str:
     return " ".join(str(k) for k in (key[0], key[2], key[3], key[4]))
 
 
+def interval(time: dict) -> tuple[float, float]:
+    """A figure's interquartile range [q25, q75]; the median alone when it states no quartiles."""
+    return time.get("q25_s", time["median_s"]), time.get("q75_s", time["median_s"])
+
+
+def judge(old: dict, new: dict, slowdown: float) -> str | None:
+    """How a figure moved from the ``old`` time to the ``new`` (bench.json ``time`` dicts): None
+    when its median moved less than ``slowdown`` either way, else "slower" or "faster" when the
+    interquartile ranges are apart and both figures steady, "within noise" when the ranges overlap,
+    "unsteady" when one figure cannot be trusted."""
+    ta, tb = old["median_s"], new["median_s"]
+    if tb <= ta * (1 + slowdown) and ta <= tb * (1 + slowdown):
+        return None
+    (a25, a75), (b25, b75) = interval(old), interval(new)
+    if a25 <= b75 and b25 <= a75:
+        return "within noise"
+    if unsteady(old) or unsteady(new):
+        return "unsteady"
+    return "slower" if tb > ta else "faster"
+
+
+def _spread(time: dict) -> str:
+    """"0.25–0.31 ms, 52 rounds" (what is known of a figure's spread)."""
+    lo, hi = interval(time)
+    rounds = f", {time['samples']} rounds" if "samples" in time else ""
+    return f"{1e3 * lo:.3g}–{1e3 * hi:.3g} ms{rounds}"
+
+
+def _change(key: tuple, a: dict, b: dict) -> str:
+    ta, tb = a["median_s"], b["median_s"]
+    return (f"{_bench_name(key)}: {1e3 * ta:.3g} ms -> {1e3 * tb:.3g} ms (+{100 * (tb / ta - 1):.0f}%; "
+            f"IQR {_spread(a)} -> {_spread(b)})")
+
+
 def compare_bench(old: dict, new: dict, slowdown: float) -> Comparison:
     """The regressions between two bench documents, matched by backend, device, concept, size,
-    direction and dtype."""
+    direction and dtype; a slowdown inside the runs' spread goes to ``noise``."""
     before = {_bench_key(r): r for r in old["results"]}
     after = {_bench_key(r): r for r in new["results"]}
     both = sorted(before.keys() & after.keys(), key=str)
@@ -95,15 +140,20 @@ def compare_bench(old: dict, new: dict, slowdown: float) -> Comparison:
         if a.outcome is BenchOutcome.OK and b.outcome is not BenchOutcome.OK:
             out.regressions.append(f"stopped running  {_bench_name(key)}: {b.outcome}: {b.message or ''}")
         elif a.outcome is BenchOutcome.OK:
-            ta, tb = a.time["median_s"], b.time["median_s"]
-            if tb > ta * (1 + slowdown):
-                out.regressions.append(f"slower           {_bench_name(key)}: {1e3 * ta:.3g} ms -> {1e3 * tb:.3g} ms "
-                                       f"(+{100 * (tb / ta - 1):.0f}%)")
-            faster += tb * (1 + slowdown) < ta
+            verdict = judge(a.time, b.time, slowdown)
+            if verdict == "slower":
+                out.regressions.append(f"slower           {_change(key, a.time, b.time)}")
+            elif verdict in ("within noise", "unsteady") and b.time["median_s"] > a.time["median_s"]:
+                out.noise.append(f"{verdict:<16} {_change(key, a.time, b.time)}")
+            faster += verdict == "faster"
     out.notes = [f"{len(both)} measurements compared", f"{faster} got faster",
-                 f"{len(after.keys() - before.keys())} new", f"{len(gone)} no longer run"]
+                 f"{len(after.keys() - before.keys())} new", f"{len(gone)} no longer run",
+                 f"{len(out.noise)} slower within noise"]
     if old.get("devices") != new.get("devices"):
         out.notes.append(f"different devices: {old.get('devices')} vs {new.get('devices')}")
+    out.notes += [f"{which} bench ran on a loaded machine ({doc['load']['others']:.1f} of {doc['load']['cores']} "
+                  "cores taken by other processes)" for which, doc in (("the old", old), ("the new", new))
+                  if (doc.get("load") or {}).get("loaded")]
     return out
 
 
@@ -128,6 +178,10 @@ def run(args: argparse.Namespace) -> int:
     if old["spec_version"] != new["spec_version"]:
         found.notes.append(f"spec {old['spec_version']} -> {new['spec_version']}")
     print(f"{args.old} -> {args.new}: " + ", ".join(found.notes))
+    if found.noise:
+        print(f"{len(found.noise)} slower, but inside the runs' spread (not counted):")
+        for line in found.noise:
+            print(f"  {line}")
     if found.count:
         print(f"{found.count} regression(s):")
         for line in found.lines():

@@ -176,7 +176,8 @@ class BenchOutcome(str, Enum):
         return self.value
 
 
-_BENCH_MEASURED = frozenset(("flops", "time", "gflops", "peak_share", "baseline", "overhead"))
+_BENCH_MEASURED = frozenset(("flops", "time", "gflops", "peak_share", "baseline", "overhead", "canonical",
+                             "canonical_ratio"))
 
 
 @dataclass
@@ -197,11 +198,14 @@ class BenchResult:
     note: str | None = None
     message: str | None = None     # why it was not measured
     flops: float | None = None
-    time: dict | None = None       # the Timing's fields and its spread
+    time: dict | None = None       # the Timing's fields, its spread and whether it is unsteady
     gflops: float | None = None
     peak_share: float | None = None
-    baseline: dict | None = None   # the native baseline: library and time, or why it was skipped
+    flops_basis: str | None = None  # whose FLOPs count when not the concept's own ("direct convolution")
+    baseline: dict | None = None   # the backend's own work on the bare library: library, call, time or why skipped
     overhead: float | None = None  # time / the baseline's time
+    canonical: dict | None = None  # the canonical bare call: as baseline, or same_as "baseline"
+    canonical_ratio: float | None = None  # time / the canonical call's time
 
     def to_json(self) -> dict[str, Any]:
         """The record as bench.json holds it: a measurement writes every measured field (null

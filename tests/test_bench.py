@@ -10,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nutshell import spec as spec_mod
-from nutshell.conformance import bench
+from nutshell.conformance import bench, timing
 from nutshell.conformance.results import BenchOutcome, BenchResult
 from nutshell.errors import SpecError
 
@@ -206,3 +207,168 @@ def test_a_failing_backend_is_recorded_and_the_run_goes_on(tmp_path):
     assert broken and all(x["outcome"] == "error" and "no kernel today" in x["message"] for x in broken)
     assert all(x["outcome"] == "ok" for x in doc["results"] if x["backend"] == "torch")
     assert "error: BackendFailure" in r.stdout          # the table (80 columns) names the error class
+
+
+# ------------------------------------------------------------------ spread, steadiness, load
+
+def test_summary_states_rounds_quartiles_iqr_and_outliers():
+    """Inclusive quartiles of 1..9 and 100: positions 2.25 and 6.75 of the sorted rounds."""
+    t = timing.summarize([float(v) for v in (7, 1, 2, 100, 3, 4, 5, 6, 8, 9)], number=4)
+    assert (t.samples, t.number, t.min_s, t.max_s, t.median_s) == (10, 4, 1.0, 100.0, 5.5)
+    assert (t.q25_s, t.q75_s, t.iqr_s) == (3.25, 7.75, 4.5)
+    assert t.outliers == 1                        # 100 > 7.75 + 1.5·4.5; 1 > 3.25 − 6.75
+    assert t.spread == pytest.approx(4.5 / 5.5) and t.unsteady
+    d = t.to_json()
+    assert d["iqr_s"] == 4.5 and d["outliers"] == 1 and d["unsteady"] is True and d["samples"] == 10
+
+
+def test_a_tight_figure_of_enough_rounds_is_steady():
+    rounds = [1.0 + 0.001 * (i % 7) for i in range(40)]
+    t = timing.summarize(rounds, number=1)
+    assert not t.unsteady and t.outliers == 0 and t.spread < 0.01
+
+
+def test_zero_spread_over_too_few_rounds_is_unsteady():
+    """The issue's "32.00 ms ± 0 %": three equal rounds say nothing about the median."""
+    three = timing.summarize([0.032] * 3, number=1)
+    assert three.spread == 0 and three.unsteady
+    assert not timing.summarize([0.032] * timing.MIN_ROUNDS, number=1).unsteady
+
+
+@pytest.mark.parametrize("rounds, spread, expected", [
+    (timing.MIN_ROUNDS - 1, 0.0, True), (timing.MIN_ROUNDS, 0.0, False), (50, timing.MAX_SPREAD, False),
+    (50, timing.MAX_SPREAD * 1.001, True), (1000, 13.18, True)])
+def test_unsteady_below_the_rounds_or_above_the_spread(rounds, spread, expected):
+    assert timing.is_unsteady(rounds, spread) is expected
+
+
+def test_unsteady_reads_a_records_verdict_or_derives_it():
+    assert timing.unsteady({"median_s": 1.0, "unsteady": False, "samples": 2}) is False
+    assert timing.unsteady({"median_s": 1.0, "q25_s": 0.5, "q75_s": 1.5, "samples": 40}) is True
+    assert timing.unsteady({"median_s": 1.0, "q25_s": 0.99, "q75_s": 1.01, "samples": 40}) is False
+    assert timing.unsteady({"median_s": 1.0}) is None and timing.unsteady(None) is None
+
+
+def test_machine_load_is_the_cores_other_processes_used():
+    start = timing.CpuClock(wall_s=0.0, busy_s=100.0, own_s=10.0)
+    busy = timing.machine_load(start, timing.CpuClock(10.0, 125.0, 20.0), cores=2)
+    assert busy == {"cores": 2, "others": 1.5, "seconds": 10.0, "loaded": True}      # (25 − 10) / 10 s
+    quiet = timing.machine_load(start, timing.CpuClock(10.0, 111.0, 20.0), cores=2)
+    assert quiet["others"] == 0.1 and not quiet["loaded"]                            # 5% of two cores
+    assert timing.machine_load(None, start, 2) is None and timing.machine_load(start, start, 2) is None
+
+
+def test_cpu_clock_counts_this_process():
+    a = timing.cpu_clock()
+    if a is None:
+        pytest.skip("no /proc/stat here")
+    sum(i * i for i in range(300_000))
+    b = timing.cpu_clock()
+    assert b.own_s > a.own_s and b.busy_s >= a.busy_s and b.wall_s > a.wall_s
+
+
+# ------------------------------------------------------------------------- the printed table
+
+def _time(ms: float, rounds: int = 40, spread: float = 0.02) -> dict:
+    t = timing.summarize([ms / 1e3 * (1 + spread * (i / (rounds - 1) - 0.5) * 2) for i in range(rounds)], 1)
+    return t.to_json()
+
+
+def _doc(load: dict | None) -> dict:
+    def rec(backend, concept, ms, base_ms, canon, **kw):
+        canon_s = canon(base_ms).get("time", {"median_s": base_ms / 1e3})["median_s"]
+        return BenchResult(backend=backend, concept=concept, size="large", direction="forward", flops=1e9,
+                           gflops=1e9 / (ms / 1e3) / 1e9, peak_share=0.5, time=_time(ms, **kw),
+                           baseline={"library": backend, "call": "own", "time": _time(base_ms)},
+                           overhead=ms / base_ms, canonical=canon(base_ms),
+                           canonical_ratio=ms / 1e3 / canon_s,
+                           flops_basis="direct convolution" if concept == "conv2d_fft" else None)
+
+    same = lambda ms: {"library": "torch", "call": "F", "same_as": "baseline"}  # noqa: E731
+    onnx = lambda ms: {"library": "onnxruntime", "call": "one-node ONNX model: Conv",  # noqa: E731
+                       "time": _time(ms / 1.25, rounds=3)}
+    results = [rec("torch", "conv2d", 10.0, 10.0, same), rec("onnx", "conv2d", 12.0, 11.0, onnx, spread=0.4),
+               rec("torch", "conv2d_fft", 30.0, 30.0, same)]
+    return {"peak": {}, "results": results, "unavailable": {}, "load": load}
+
+
+def test_the_table_shows_both_ratios_and_marks_unsteady_and_effective_figures():
+    text = bench.table(_doc({"cores": 2, "others": 1.5, "seconds": 60.0, "loaded": True}))
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "own×" in lines[0] and "can×" in lines[0] and "rounds" in lines[0] and "out" in lines[0]
+    torch_row = lines[2].split()
+    assert torch_row[:2] == ["fwd", "torch"] and torch_row[5:7] == ["1.000", "1.000"] and torch_row[-2:] == ["40", "0"]
+    onnx_row = lines[3]
+    assert "1.091 " in onnx_row and "1.364~" in onnx_row and "40%~" in onnx_row   # canonical: 3 rounds
+    assert "50.00†" in lines[5] and "50.00 " in lines[2]
+    assert any(line.startswith("† %peak at a direct convolution's FLOPs") for line in lines)
+    assert any("(can× = own× for torch" in line for line in lines)
+    assert "~ unsteady: 2 of 7 figures (< 5 rounds or ±IQR > 10%)" in text
+    assert "machine loaded: other processes used 1.5 of 2 cores" in text
+
+
+def test_a_quiet_machine_says_so_and_nothing_is_marked():
+    doc = _doc({"cores": 2, "others": 0.01, "seconds": 60.0, "loaded": False})
+    doc["results"] = [doc["results"][0]]
+    text = bench.table(doc)
+    summary = "~ unsteady: 0 of 2 figures (< 5 rounds or ±IQR > 10%)"
+    assert summary in text and "~" not in text.replace(summary, "") and "machine quiet" in text
+    assert "†" not in text and "machine loaded" not in text
+
+
+# ----------------------------------------------------------- the bare calls beside the backend
+
+def test_a_bare_call_that_disagrees_is_not_timed_and_says_why():
+    pytest.importorskip("torch")
+    from nutshell import backends
+
+    b = backends.load("torch", device="cpu")
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    job = bench.Job("forward", "native", lambda: None, 12.0, lambda base: base.forward("relu", {}, {"x": x}),
+                    lambda base: base.call)
+    entry, call = bench._bare(job, b.baseline(), [np.maximum(x, 0)])
+    assert call is not None and entry == {"library": "torch", "call": b.baseline().call}
+    entry, call = bench._bare(job, b.baseline(), [np.maximum(x, 0) + 1])
+    assert call is None and entry["skipped"] == "its result disagrees with the backend's"
+
+
+def test_conv2d_fft_records_its_flops_basis():
+    pytest.importorskip("torch")
+    from nutshell import backends
+
+    b = backends.load("torch", device="cpu")
+    fft, conv = (next(iter(bench.cases(bench.load_entries(), [name], ["small"]))) for name in ("conv2d_fft", "conv2d"))
+    assert bench._record(b, fft, "forward", "native").flops_basis == "direct convolution"
+    assert bench._record(b, conv, "forward", "native").flops_basis is None
+
+
+def test_every_figure_states_its_spread(doc):
+    for r in doc["results"]:
+        if r.outcome is not BenchOutcome.OK:
+            continue
+        for t in (r.time, (r.baseline or {}).get("time"), (r.canonical or {}).get("time")):
+            if t is not None:
+                assert isinstance(t["unsteady"], bool) and t["outliers"] >= 0 and t["q25_s"] <= t["q75_s"], r
+                assert t["iqr_s"] == pytest.approx(t["q75_s"] - t["q25_s"]) and t["samples"] >= 3
+    assert doc["load"] is None or doc["load"]["cores"] >= 1
+
+
+def test_canonical_calls_beside_the_own_baseline(doc):
+    """ONNX: a one-node Conv model timed on its own; torch and cupy: the own baseline is the
+    canonical call, said once; no canonical vjp for ONNX (no gradient operators)."""
+    found = set()
+    for r in doc["results"]:
+        if r.outcome is not BenchOutcome.OK or r.concept != "conv2d":
+            continue
+        if r.backend == "onnx" and r.direction == "forward":
+            assert r.canonical["call"] == "one-node ONNX model: Conv" and "skipped" not in r.canonical, r.canonical
+            assert r.canonical_ratio == pytest.approx(r.time["median_s"] / r.canonical["time"]["median_s"])
+            found.add("onnx")
+        elif r.backend == "onnx":
+            assert r.canonical is None and r.canonical_ratio is None
+        elif r.backend in ("torch", "cupy") and r.direction == "forward":
+            assert r.canonical["same_as"] == "baseline" and "time" not in r.canonical
+            assert r.canonical_ratio == r.overhead
+            found.add(r.backend)
+    assert found == {"onnx", "torch", "cupy"} & set(doc["backends"]), found

@@ -48,12 +48,14 @@ def test_planted_regressions_are_listed(real, tmp_path):
     assert f"usage grew       {grown['id']}" in r.stdout
     assert "2 regression(s)" in r.stdout
 
-    new_bench = copy.deepcopy(real["bench"])
-    slower = next(b for b in new_bench["results"] if b["concept"] == "conv2d" and b["direction"] == "forward")
-    slower["time"]["median_s"] *= 1.2
-    r = nutshell("compare", write(tmp_path / "old_b.json", real["bench"]), write(tmp_path / "new_b.json", new_bench))
+    old_bench, new_bench = copy.deepcopy(real["bench"]), copy.deepcopy(real["bench"])
+    steady = {"median_s": 1e-3, "q25_s": 0.99e-3, "q75_s": 1.01e-3, "samples": 40, "unsteady": False}
+    for doc, scale in ((old_bench, 1.0), (new_bench, 1.2)):     # 20% slower, the quartiles well apart
+        planted = next(b for b in doc["results"] if b["concept"] == "conv2d" and b["direction"] == "forward")
+        planted["time"].update({k: v * scale if k.endswith("_s") else v for k, v in steady.items()})
+    r = nutshell("compare", write(tmp_path / "old_b.json", old_bench), write(tmp_path / "new_b.json", new_bench))
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "slower           torch conv2d small forward" in r.stdout and "(+20%)" in r.stdout
+    assert "slower           torch conv2d small forward" in r.stdout and "(+20%;" in r.stdout
     assert "1 regression(s)" in r.stdout
 
 

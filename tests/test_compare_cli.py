@@ -30,6 +30,13 @@ def measured(concept: str, median_s: float | None = 1e-3, outcome: str = "ok") -
             "outcome": outcome, "time": time}
 
 
+def timed(concept: str, median_ms: float, q25_ms: float, q75_ms: float, rounds: int = 40) -> dict:
+    """A measurement that states its spread: quartiles and rounds (the verdict left to compare)."""
+    rec = measured(concept, median_ms / 1e3)
+    rec["time"].update(q25_s=q25_ms / 1e3, q75_s=q75_ms / 1e3, samples=rounds)
+    return rec
+
+
 def bench(*records: dict) -> dict:
     return {"kind": "nutshell-bench", "spec_version": VERSION, "results": list(records)}
 
@@ -51,7 +58,9 @@ def test_the_help_promises_what_is_tested_here():
     text = help_text()
     for promise in ("a check that ran before and is missing from the new file", "Exit status 1 when there is any "
                     "regression", "0 when there is none and at least one check", "2 when the files cannot be "
-                    "compared", "one of each kind", "nothing in common", "measured before and is not now"):
+                    "compared", "one of each kind", "nothing in common", "measured before and is not now",
+                    "a regression only when the two runs' ranges do not overlap and both figures are steady",
+                    '"within noise" (the ranges overlap) or "unsteady"', "judged by its median alone"):
         assert promise in text, promise
 
 
@@ -101,6 +110,50 @@ def test_a_benchmark_that_got_slower_or_stopped_is_a_regression(capsys, tmp_path
     code, out, _ = run(capsys, tmp_path, old, new)
     assert code == 1 and "2 regression(s)" in out
     assert "slower           torch relu small forward" in out and "stopped running  torch tanh" in out
+
+
+def test_a_slowdown_inside_the_runs_spread_is_within_noise(capsys, tmp_path):
+    old = bench(timed("conv2d", 1.0, 0.9, 1.3))
+    new = bench(timed("conv2d", 1.2, 1.05, 1.4))               # 20% slower, the quartiles overlap
+    code, out, _ = run(capsys, tmp_path, old, new)
+    assert code == 0 and "no regressions" in out and "1 slower within noise" in out, out
+    assert "1 slower, but inside the runs' spread (not counted):" in out
+    assert "within noise     torch conv2d small forward: 1 ms -> 1.2 ms (+20%; IQR 0.9–1.3 ms" in out
+
+
+def test_the_issues_loaded_reading_is_unsteady_not_a_regression(capsys, tmp_path):
+    """Issue 18: torch conv2d small forward read 32.00 ms "± 0 %" on a loaded machine (three
+    rounds here) and 0.264 ms on a quiet one."""
+    quiet = bench(timed("conv2d", 0.264, 0.262, 0.267, rounds=52))
+    loaded = bench(timed("conv2d", 32.0, 32.0, 32.0, rounds=3)) | {
+        "load": {"cores": 2, "others": 1.7, "seconds": 60.0, "loaded": True}}
+    code, out, _ = run(capsys, tmp_path, quiet, loaded)
+    assert code == 0 and "no regressions" in out, out
+    assert "unsteady         torch conv2d small forward: 0.264 ms -> 32 ms (+12021%;" in out and "3 rounds)" in out
+    assert "the new bench ran on a loaded machine (1.7 of 2 cores taken by other processes)" in out
+
+
+def test_a_slowdown_beyond_both_spreads_of_steady_figures_is_a_regression(capsys, tmp_path):
+    old = bench(timed("conv2d", 1.0, 0.98, 1.02), timed("relu", 1.0, 0.98, 1.02))
+    new = bench(timed("conv2d", 1.2, 1.18, 1.22), timed("relu", 0.8, 0.79, 0.81))
+    code, out, _ = run(capsys, tmp_path, old, new)
+    assert code == 1 and "1 regression(s)" in out and "1 got faster" in out and "0 slower within noise" in out
+    assert ("slower           torch conv2d small forward: 1 ms -> 1.2 ms (+20%; IQR 0.98–1.02 ms, 40 rounds -> "
+            "1.18–1.22 ms, 40 rounds)") in out
+
+
+@pytest.mark.parametrize("old, new, verdict", [
+    ((1.0, 0.98, 1.02, 40), (1.05, 1.03, 1.07, 40), None),              # under the 10% threshold
+    ((1.0, 0.98, 1.02, 40), (1.2, 1.18, 1.22, 40), "slower"),
+    ((1.2, 1.18, 1.22, 40), (1.0, 0.98, 1.02, 40), "faster"),
+    ((1.0, 0.9, 1.3, 40), (1.2, 1.05, 1.4, 40), "within noise"),
+    ((1.0, 0.98, 1.02, 40), (1.2, 1.2, 1.2, 3), "unsteady"),             # three equal rounds
+    ((1.0, 0.98, 1.02, 40), (1.5, 1.3, 1.5, 40), "unsteady"),            # an IQR of 13% of the median
+])
+def test_judge(old, new, verdict):
+    def time(m, lo, hi, rounds):
+        return {"median_s": m, "q25_s": lo, "q75_s": hi, "samples": rounds}
+    assert compare.judge(time(*old), time(*new), 0.10) == verdict
 
 
 @pytest.mark.parametrize("old, new, message", [

@@ -1,6 +1,10 @@
 """The bench's native baseline for the CuPy backend: the array module it runs on (NumPy on a
 machine without CUDA, else CuPy), written as a user would write it (im2col by strided views, one
-BLAS contraction). There is no array-level autograd, so forward only."""
+BLAS contraction). There is no array-level autograd, so forward only.
+
+This straightforward im2col + matrix product is also the canonical call a NumPy or CuPy user
+writes (the backend's own path differs: batch chunks under a memory budget, one batched matmul
+over the groups, hand-written kernels on the GPU), so :meth:`canonical` returns the baseline itself."""
 
 from __future__ import annotations
 
@@ -14,9 +18,15 @@ from nutshell.spec.signatures import output_shapes
 class ArrayBaseline(Baseline):
     """Forward only, on the backend's array module (``b.xp``)."""
 
+    call = "the array module's functions (a convolution: im2col as strided views, one tensordot)"
+
     @property
     def library(self) -> str:
         return self.b.xp.__name__
+
+    def canonical(self) -> ArrayBaseline:
+        """The straightforward array code is the canonical call: this baseline."""
+        return self
 
     def forward(self, concept, attrs, inputs):
         xp = self.b.xp

@@ -1,5 +1,8 @@
 """The bench's native baseline for torch: ``torch.nn.functional`` and friends, backward through
-``torch.autograd.grad``, a spec model's step as the same functions with autograd and SGD."""
+``torch.autograd.grad``, a spec model's step as the same functions with autograd and SGD.
+
+This is also the canonical call a torch user writes for each concept, so :meth:`canonical` returns
+the baseline itself: for torch the ratio to the canonical call is the overhead."""
 
 from __future__ import annotations
 
@@ -14,6 +17,11 @@ from nutshell.spec import models
 
 class TorchBaseline(Baseline):
     library = "torch"
+    call = "torch.nn.functional (torch.autograd.grad for the vjp)"
+
+    def canonical(self) -> TorchBaseline:
+        """The functional call is the canonical one: this baseline."""
+        return self
 
     def forward(self, concept, attrs, inputs):
         fn = _torch_table().get(concept)
