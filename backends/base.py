@@ -6,6 +6,8 @@ A backend subclasses :class:`Backend` and implements four hooks on validated inp
 * ``_vjp(concept, inputs, cotangents, attrs) -> {input: ndarray}`` (differentiable inputs only)
 * ``_op(concept, attrs) -> callable`` on native arrays, plus ``to_native``/``to_numpy``/``synchronize``
 * ``unsupported(concept, dtype) -> str | None``: why a concept × dtype is not offered
+* ``widened(concept, dtype) -> str | None``: why a concept × dtype it offers is computed in a wider
+  format (a library without a float16 or bfloat16 kernel) and rounded once into ``dtype``
 
 ``inputs`` reaching a hook are C-contiguous NumPy arrays of one float dtype (labels int64),
 optional inputs that were not given are absent, and ``attrs`` hold every attribute with the
@@ -45,6 +47,12 @@ class Backend:
 
     def unsupported(self, concept: str, dtype: str) -> str | None:
         """None when ``concept`` runs in ``dtype`` here, else the reason it does not."""
+        return None
+
+    def widened(self, concept: str, dtype: str) -> str | None:
+        """None when ``concept`` computes in ``dtype`` itself, else why (and in what) it computes in
+        a wider format, its inputs widened exactly and its outputs rounded once into ``dtype``.
+        The low-precision checks record it; ``nutshell list`` prints it."""
         return None
 
     # Known deviations from the spec, as data: check-id pattern ("*" matches anything; brackets are

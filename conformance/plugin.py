@@ -37,7 +37,8 @@ from nutshell.conformance.results import (
 
 DTYPES = ("float32", "float64")
 # Modules that add items beyond the op-level concepts; each defines items(spec_file, state).
-PROVIDERS = tuple(f"nutshell.conformance.{m}" for m in ("catalogue", "fuzz", "model_checks", "claims", "onnx_interop"))
+PROVIDERS = tuple(f"nutshell.conformance.{m}" for m in ("catalogue", "fuzz", "model_checks", "claims", "onnx_interop",
+                                                        "precision"))
 _STATE = pytest.StashKey[dict]()
 _OWN_DIRS = frozenset(Path(m.__file__).resolve().parent for m in (backends, spec_mod, checks))
 

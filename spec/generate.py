@@ -154,8 +154,9 @@ def generate(spec_path: Path | None = None, concepts: list[str] | None = None, c
         spec_path.write_text(text)
         spec_mod.load.cache_clear()
     if spec_path == spec_mod.SPEC_FILE and not concepts:
-        from nutshell.spec import generate_models
+        from nutshell.spec import generate_lowp, generate_models
         problems += generate_models.generate(check=check, log=log)
+        problems += generate_lowp.generate_all(check=check, log=log)
     return problems
 
 

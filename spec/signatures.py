@@ -11,7 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import ml_dtypes
+import numpy as np
+
 from nutshell.spec import shapes
+
+DTYPES: dict[str, type] = {"float32": np.float32, "float64": np.float64,
+                           "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+"""Every float dtype a concept takes, by the name the spec and the results use: NumPy's own formats
+and ml_dtypes' bfloat16 (8 exponent bits like float32, 8 significant bits). Outputs come in the
+inputs' dtype."""
+LOW_PRECISION = ("float16", "bfloat16")
 
 
 class Impl(NamedTuple):

@@ -12,7 +12,17 @@ the golden). The bound for a dtype is
   operation; the floor allows 64 such roundings (64 · 2^−149 in float32, 64 · 2^−1074 in float64).
 
 A check passes when every element is within its bound: usage = max |actual − golden| / bound ≤ 1.
-NaN in the golden must be NaN in the result; ±inf must match exactly.
+NaN in the golden must be NaN in the result; ±inf must match exactly. A finite golden beyond the
+format's range must come back as ±inf of its sign (the format's overflow: float16 rounds every
+|y| ≥ 65520 to inf); within its bound of that edge either is accepted.
+
+Low precision (float16, bfloat16) has two bounds (spec/reference/tracked.py): the storage-format
+bound above, which a result must meet, and the float32-accumulation bound
+
+    bound₃₂ = safety · (u(dtype) · r + u(float32) · a) + floor(dtype),
+
+which a result computed with float32 accumulators and rounded once meets as well. A check records
+its usage under both; :func:`consistent_with` names the accumulation its result agrees with.
 """
 
 from __future__ import annotations
@@ -21,11 +31,38 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from nutshell.spec.signatures import DTYPES
+
+STORAGE = "storage-format accumulation"
+FLOAT32 = "float32 accumulation"
+NEITHER = "neither: outside the storage-format bound"
+
 
 def bound(e: np.ndarray, dtype: str, tolerance: dict) -> np.ndarray:
     """Per-element bound for results computed in ``dtype`` (see the module docstring)."""
     u = tolerance["unit_roundoff"][dtype]
     return tolerance["safety"] * u * np.asarray(e, np.float64) + tolerance["underflow_floor"][dtype]
+
+
+def bound_float32_accumulation(r: np.ndarray, a: np.ndarray, dtype: str, tolerance: dict) -> np.ndarray:
+    """Per-element bound for ``dtype`` results accumulated in float32 and rounded once into ``dtype``:
+    safety · (u(dtype)·r + u(float32)·a) + floor(dtype)."""
+    u, u32 = tolerance["unit_roundoff"][dtype], tolerance["unit_roundoff"]["float32"]
+    scaled = u * np.asarray(r, np.float64) + u32 * np.asarray(a, np.float64)
+    return tolerance["safety"] * scaled + tolerance["underflow_floor"][dtype]
+
+
+def overflow_threshold(dtype: str) -> float:
+    """The smallest |y| that rounds to ±inf in ``dtype``: the largest finite value plus half its
+    ulp, (2 − ε/2)·2^(emax−1); 65520 for float16 (largest finite 65504)."""
+    info = np.finfo(DTYPES[dtype])
+    return (2.0 - float(info.eps) / 2) * 2.0 ** (int(info.maxexp) - 1)
+
+
+def consistent_with(storage: Comparison, float32: Comparison) -> str:
+    """The accumulation a low-precision result agrees with: float32 when it lies within the
+    float32-accumulation bound, else the storage format when within that, else neither."""
+    return FLOAT32 if float32.ok else STORAGE if storage.ok else NEITHER
 
 
 @dataclass
@@ -63,18 +100,36 @@ class Comparison:
 
 def compare(actual: np.ndarray, golden: np.ndarray, e: np.ndarray, dtype: str, tolerance: dict) -> Comparison:
     """Compare ``actual`` (any float dtype) with the float64 ``golden`` under the model."""
+    golden = np.asarray(golden, np.float64)
+    return compare_within(actual, golden, bound(np.broadcast_to(e, golden.shape), dtype, tolerance), dtype)
+
+
+def _overflowing(golden: np.ndarray, b: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """(golden with ±inf where every value within its bound overflows ``dtype``, where ±inf of the
+    golden's sign is also accepted because the bound reaches past the edge)."""
+    edge = overflow_threshold(dtype)
+    with np.errstate(invalid="ignore"):
+        must = np.isfinite(golden) & (np.abs(golden) - b >= edge)
+        may = np.isfinite(golden) & (np.abs(golden) + b >= edge)
+    return np.where(must, np.copysign(np.inf, golden), golden), may
+
+
+def compare_within(actual: np.ndarray, golden: np.ndarray, b: np.ndarray, dtype: str) -> Comparison:
+    """Compare ``actual`` with the float64 ``golden`` element by element within the bound ``b``."""
     actual = np.asarray(actual)
     golden = np.asarray(golden, np.float64)
     if actual.shape != golden.shape:
         return Comparison(False, float("inf"), golden.size, golden.size, float("inf"), float("inf"),
                           None, None, None, None, shape_ok=False)
     a = actual.astype(np.float64)
-    b = bound(np.broadcast_to(e, golden.shape), dtype, tolerance)
+    b = np.broadcast_to(b, golden.shape)
+    golden, may_overflow = _overflowing(golden, b, dtype)
     finite = np.isfinite(golden)
     special_bad = ~finite & ~((np.isnan(golden) & np.isnan(a)) | (a == golden))
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.where(finite, np.abs(a - golden), 0.0)
         err = np.where(finite & ~np.isfinite(a), np.inf, err)
+        err = np.where(may_overflow & (a == np.copysign(np.inf, golden)), 0.0, err)
         ratio = np.where(finite, err / b, 0.0)
     bad = (ratio > 1.0) | special_bad
     worst = _worst(ratio, special_bad)

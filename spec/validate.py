@@ -21,12 +21,12 @@ import numpy as np
 
 from nutshell.errors import AttrError, DTypeError, ShapeError, SpecError
 from nutshell.spec import shapes
-from nutshell.spec.signatures import output_shapes
+from nutshell.spec.signatures import DTYPES, output_shapes
 
 if TYPE_CHECKING:
     from nutshell.spec import AttrSpec, Concept, InputSpec
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_DTYPES = tuple(np.dtype(d) for d in DTYPES.values())
 MEMORY_ENV = "NUTSHELL_MAX_MEMORY_MB"
 FALLBACK_BUDGET = 8 * 2**30          # where the platform does not report its physical memory
 INT_ATTR_RANGE = (-2**31, 2**31 - 1)
@@ -168,7 +168,7 @@ def _check_dtype(cid: str, s: InputSpec, a: np.ndarray) -> np.ndarray:
         if not np.issubdtype(a.dtype, np.integer):
             raise DTypeError(f"must hold integer class indices, got {a.dtype}", concept=cid, argument=s.name)
     elif a.dtype not in FLOAT_DTYPES:
-        raise DTypeError(f"must be float32 or float64, got {a.dtype}", concept=cid, argument=s.name)
+        raise DTypeError(f"must be one of {', '.join(DTYPES)}, got {a.dtype}", concept=cid, argument=s.name)
     return a
 
 

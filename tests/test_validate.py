@@ -43,7 +43,7 @@ def test_conv_attr_errors(bad, cls, arg):
 
 
 def test_dtype_errors():
-    with pytest.raises(DTypeError, match="float32 or float64"):
+    with pytest.raises(DTypeError, match="float32, float64, float16, bfloat16"):
         check("tanh", {"x": np.zeros(3, np.int32)})
     with pytest.raises(DTypeError, match="mixed"):
         check("dense", {"x": np.zeros((1, 2), np.float32), "w": np.zeros((2, 2), np.float64)})

@@ -42,7 +42,7 @@ from nutshell.backends.cupy_impl.model import CupyModel
 from nutshell.backends.cupy_impl.xp import device_count, to_numpy, usable_cupy
 from nutshell.errors import BackendUnavailable, SpecError
 from nutshell.spec import models, validate
-from nutshell.spec.signatures import Impl
+from nutshell.spec.signatures import LOW_PRECISION, Impl
 
 BUDGET_ENV = "NUTSHELL_CUPY_MEM_BUDGET_MB"
 
@@ -105,9 +105,20 @@ class CupyBackend(Backend):
         return int(self.mem_budget_mb * MIB)
 
     def unsupported(self, concept: str, dtype: str) -> str | None:
-        if concept in CONCEPTS:
-            return None
-        return f"backend '{self.name}' does not implement '{concept}'"
+        """Every concept in every dtype on NumPy; on a GPU no bfloat16 (CuPy has no such dtype)."""
+        if concept not in CONCEPTS:
+            return f"backend '{self.name}' does not implement '{concept}'"
+        if dtype == "bfloat16" and self._cuda_index is not None:
+            return "CuPy has no bfloat16 dtype: ml_dtypes' bfloat16 arrays cannot go to the GPU"
+        return None
+
+    def widened(self, concept: str, dtype: str) -> str | None:
+        """conv2d_fft transforms float16 and bfloat16 in float32: NumPy's and CuPy's FFTs have no
+        half-precision transform (they return complex64). Matrix products of bfloat16 accumulate
+        in float32 and round once (xp.matmul); every other step stays in the dtype."""
+        if concept == "conv2d_fft" and dtype in LOW_PRECISION:
+            return f"float32: the FFT has no {dtype} transform; the result is rounded once into {dtype}"
+        return None
 
     def model(self, name: str, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
               dtype: str | None = None, dims: Mapping[str, int] | None = None) -> CupyModel:

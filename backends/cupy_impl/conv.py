@@ -21,7 +21,7 @@ import math
 from typing import Any
 
 from nutshell.backends.cupy_impl.im2col import MIB, Window, chunks, col2im, current_budget, im2col, pad
-from nutshell.backends.cupy_impl.xp import array_module, on_gpu
+from nutshell.backends.cupy_impl.xp import array_module, matmul, on_gpu
 from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
@@ -62,7 +62,7 @@ def conv2d_forward(x: Any, w: Any, b: Any | None, attrs: dict, budget: int) -> A
     for sl in chunks(n, _sample_bytes(x, w, win), _chunk_budget(x, budget)):
         m = sl.stop - sl.start
         col = im2col(x[sl], win).reshape(g, wg.shape[2], m * win.out_size)              # (G, K, m·L)
-        yc = wg @ col                                                                   # (G, Og, m·L)
+        yc = matmul(wg, col)                                                            # (G, Og, m·L)
         del col                                   # before the next chunk's columns are allocated
         yc = yc.reshape(o, m, win.oh, win.ow).transpose(1, 0, 2, 3)                     # (m, O, oH, oW)
         if b is None:
@@ -84,9 +84,9 @@ def conv2d_backward(x: Any, w: Any, gy: Any, attrs: dict, budget: int) -> tuple[
         m = sl.stop - sl.start
         gyc = gy[sl].transpose(1, 0, 2, 3).reshape(g, o // g, m * win.out_size)        # (G, Og, m·L)
         col = im2col(x[sl], win).reshape(g, wg.shape[2], m * win.out_size)              # (G, K, m·L)
-        gw += gyc @ col.transpose(0, 2, 1)                                              # (G, Og, K)
+        gw += matmul(gyc, col.transpose(0, 2, 1))                                       # (G, Og, K)
         del col
-        gcol = wg.transpose(0, 2, 1) @ gyc                                              # (G, K, m·L)
+        gcol = matmul(wg.transpose(0, 2, 1), gyc)                                       # (G, K, m·L)
         gx[sl] = col2im(gcol.reshape(c, win.kh, win.kw, m, win.oh, win.ow), win)
         del gcol
     return gx, gw.reshape(w.shape)
@@ -195,7 +195,9 @@ def conv2d_fft(inputs: Arrays, attrs: dict) -> Arrays:
     The cross-correlation is the true convolution with the flipped, dilated kernel wd:
     y_full = xpad ⊛ flip(wd) (:func:`full_conv`), whose entry i + ke − 1 is Σ_s xpad[i + s]·wd[s];
     the stride keeps every s-th of those: y[i] = y_full[i·s + ke − 1].
-    The whole input goes through the FFT at once: this path is not chunked.
+    The whole input goes through the FFT at once: this path is not chunked. The FFT has no
+    float16 or bfloat16 transform (NumPy's and CuPy's compute those in float32): the result is
+    rounded once into the inputs' format.
     """
     win, xg, wd = _fft_parts(inputs, attrs)
     kf = wd[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)                        # (G, Cg, Og, ke_h, ke_w)
@@ -204,7 +206,7 @@ def conv2d_fft(inputs: Arrays, attrs: dict) -> Arrays:
     y = _ungroup(full[..., eh:eh + win.sh * (win.oh - 1) + 1:win.sh, ew:ew + win.sw * (win.ow - 1) + 1:win.sw])
     if "b" in inputs:
         y += inputs["b"][:, None, None]
-    return {"y": y}
+    return {"y": y.astype(inputs["x"].dtype, copy=False)}
 
 
 def conv2d_fft_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
@@ -228,7 +230,7 @@ def conv2d_fft_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     gwd = full_conv(uf, xg)                                                   # (G, Og, Cg, ·, ·)
     hu, wu = u.shape[-2] - 1, u.shape[-1] - 1
     gw = gwd[..., hu:hu + wd.shape[-2]:win.dh, wu:wu + wd.shape[-1]:win.dw]
-    grads = {"x": xp.ascontiguousarray(gx), "w": gw.reshape(inputs["w"].shape)}
+    grads = {"x": xp.ascontiguousarray(gx), "w": gw.reshape(inputs["w"].shape).astype(inputs["w"].dtype, copy=False)}
     if "b" in inputs:
         grads["b"] = gy.sum(axis=(0, 2, 3))
     return grads

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from nutshell.backends.cupy_impl import activations as act
-from nutshell.backends.cupy_impl.xp import array_module
+from nutshell.backends.cupy_impl.xp import array_module, matmul
 from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
@@ -19,7 +19,7 @@ Arrays = dict[str, Any]
 
 def affine(inputs: Arrays) -> Any:
     """z = x·w (+ b when given): (N, I)·(I, O) → (N, O), or (N, I)·(I,) → (N,)."""
-    z = inputs["x"] @ inputs["w"]
+    z = matmul(inputs["x"], inputs["w"])
     return z + inputs["b"] if "b" in inputs else z
 
 
@@ -28,9 +28,9 @@ def affine_vjp(inputs: Arrays, gz: Any) -> Arrays:
     xp = array_module(gz)
     x, w = inputs["x"], inputs["w"]
     if w.ndim == 1:
-        grads = {"x": xp.outer(gz, w), "w": gz @ x}
+        grads = {"x": xp.outer(gz, w), "w": matmul(gz, x)}
     else:
-        grads = {"x": gz @ w.T, "w": x.T @ gz}
+        grads = {"x": matmul(gz, w.T), "w": matmul(x.T, gz)}
     if "b" in inputs:
         grads["b"] = gz.sum(axis=0)
     return grads

@@ -22,7 +22,7 @@ from typing import Any
 
 from nutshell.backends.cupy_impl import kernels
 from nutshell.backends.cupy_impl.activations import dsigmoid, dtanh, sigmoid
-from nutshell.backends.cupy_impl.xp import array_module, on_gpu
+from nutshell.backends.cupy_impl.xp import array_module, matmul, on_gpu
 from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
@@ -61,7 +61,7 @@ def _cell_z(inputs: Arrays) -> tuple[Any, Any]:
     xp = array_module(inputs["x"])
     xh = xp.concatenate([inputs["x"], inputs["h"]], axis=1)
     w = xp.concatenate([inputs["w_ih"], inputs["w_hh"]], axis=1)              # (4H, I + H)
-    return xh, xh @ w.T + inputs["b"]
+    return xh, matmul(xh, w.T) + inputs["b"]
 
 
 def lstm_cell(inputs: Arrays, attrs: dict) -> Arrays:
@@ -76,8 +76,8 @@ def lstm_cell_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     _, c_new = gates(z, inputs["c"])
     dz, gc = gates_vjp(z, inputs["c"], c_new, cots["h"], cots["c"])
     n_in = inputs["x"].shape[1]
-    gxh = dz @ xp.concatenate([inputs["w_ih"], inputs["w_hh"]], axis=1)       # (N, I + H)
-    gw = dz.T @ xh                                                          # (4H, I + H)
+    gxh = matmul(dz, xp.concatenate([inputs["w_ih"], inputs["w_hh"]], axis=1))  # (N, I + H)
+    gw = matmul(dz.T, xh)                                                   # (4H, I + H)
     return {"x": gxh[:, :n_in], "h": gxh[:, n_in:], "c": gc,
             "w_ih": gw[:, :n_in], "w_hh": gw[:, n_in:], "b": dz.sum(axis=0)}
 
@@ -88,13 +88,13 @@ def _run(inputs: Arrays) -> tuple[Any, Any, Any]:
     x, w_hh = inputs["x"], inputs["w_hh"]
     t_len, n, n_in = x.shape
     hid = w_hh.shape[1]
-    zx = (x.reshape(t_len * n, n_in) @ inputs["w_ih"].T + inputs["b"]).reshape(t_len, n, 4 * hid)
+    zx = (matmul(x.reshape(t_len * n, n_in), inputs["w_ih"].T) + inputs["b"]).reshape(t_len, n, 4 * hid)
     zs = xp.empty_like(zx)
     hs = xp.empty((t_len + 1, n, hid), dtype=x.dtype)
     cs = xp.empty_like(hs)
     hs[0], cs[0] = inputs["h0"], inputs["c0"]
     for t in range(t_len):
-        zs[t] = zx[t] + hs[t] @ w_hh.T
+        zs[t] = zx[t] + matmul(hs[t], w_hh.T)
         hs[t + 1], cs[t + 1] = gates(zs[t], cs[t])
     return zs, hs, cs
 
@@ -115,10 +115,11 @@ def lstm_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     for t in reversed(range(t_len)):
         dh = dh + cots["y"][t]
         dzs[t], dc = gates_vjp(zs[t], cs[t], cs[t + 1], dh, dc)
-        dh = dzs[t] @ w_hh
+        dh = matmul(dzs[t], w_hh)
     dz = dzs.reshape(t_len * n, zs.shape[2])                                 # (T·N, 4H)
-    return {"x": (dz @ inputs["w_ih"]).reshape(x.shape), "h0": dh, "c0": dc,
-            "w_ih": dz.T @ x.reshape(t_len * n, n_in), "w_hh": dz.T @ hs[:-1].reshape(t_len * n, w_hh.shape[1]),
+    return {"x": matmul(dz, inputs["w_ih"]).reshape(x.shape), "h0": dh, "c0": dc,
+            "w_ih": matmul(dz.T, x.reshape(t_len * n, n_in)),
+            "w_hh": matmul(dz.T, hs[:-1].reshape(t_len * n, w_hh.shape[1])),
             "b": dz.sum(axis=0)}
 
 

@@ -46,6 +46,15 @@ def array_module(*arrays: Any) -> ModuleType:
     return numpy
 
 
+def matmul(a: Any, b: Any) -> Any:
+    """a @ b in the inputs' dtype. NumPy has no bfloat16 matrix product: on ml_dtypes' bfloat16 it
+    multiplies and sums in float32 and returns float32, which is rounded here once into bfloat16
+    (float32 accumulation, as a GPU's bfloat16 GEMM does). Every other dtype comes back as it went in."""
+    with numpy.errstate(over="ignore"):     # past the format's range a product is ±inf, as the spec pins
+        c = a @ b
+    return c if c.dtype == a.dtype else c.astype(a.dtype)
+
+
 def on_gpu(a: Any) -> bool:
     """Whether ``a`` lives on a CUDA device."""
     return array_module(a) is not numpy

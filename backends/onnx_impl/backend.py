@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -55,6 +56,19 @@ _NO_FLOAT64 = {
     "global_avg_pool2d": "ONNX Runtime has no float64 GlobalAveragePool kernel",
 }
 UNSUPPORTED: dict[tuple[str, str], str] = {(c, "float64"): why for c, why in _NO_FLOAT64.items()}
+
+# Low precision. ONNX Runtime's CPU provider has float16 kernels for Conv, MatMul, pooling, Relu,
+# Softmax and more, and for an operator without one its graph optimiser puts Casts around the node
+# and runs it in float32; that holds for every float16 forward and vjp graph here except those
+# that scatter gradients (ScatterElements with reduction "add" fails at run time in float16).
+# There are no bfloat16 kernels at all (Conv, MaxPool: invalid graph; Relu, Softmax, MatMul: no
+# kernel). Those graphs are built and run in float32: the inputs widen exactly, the outputs are
+# rounded once, to nearest even, as an ONNX Cast would round them.
+_WIDE_FLOAT16_VJP = {
+    "max_pool2d": "ONNX Runtime has no float16 ScatterElements(reduction='add') kernel for the gradient",
+    "inception": "ONNX Runtime has no float16 ScatterElements(reduction='add') kernel for its max pool's gradient",
+}
+_NO_BFLOAT16 = "ONNX Runtime's CPU provider has no bfloat16 kernels"
 
 CACHE_SIZE = 256
 
@@ -158,6 +172,16 @@ class OnnxBackend(Backend):
     def unsupported(self, concept: str, dtype: str) -> str | None:
         return UNSUPPORTED.get((concept, dtype))
 
+    def widened(self, concept: str, dtype: str) -> str | None:
+        """bfloat16 always, and the float16 gradients that scatter, compute in float32 (see
+        _WIDE_FLOAT16_VJP); the result is rounded once into ``dtype``."""
+        why = _NO_BFLOAT16 if dtype == "bfloat16" else _WIDE_FLOAT16_VJP.get(concept) if dtype == "float16" else None
+        return None if why is None else f"float32: {why}; the result is rounded once into {dtype}"
+
+    def _wide(self, concept: str, direction: str, dtype: np.dtype) -> bool:
+        """Whether this graph runs in float32 for a low-precision ``dtype`` (see :meth:`widened`)."""
+        return dtype == _BFLOAT16 or (dtype == np.float16 and direction == "vjp" and concept in _WIDE_FLOAT16_VJP)
+
     # --- graphs ---------------------------------------------------------------------------------
 
     def build(self, concept: str, attrs: dict, shapes: dict[str, tuple], dtype: str, direction: str
@@ -199,12 +223,18 @@ class OnnxBackend(Backend):
     # --- the hooks of the contract ----------------------------------------------------------------
 
     def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:
-        run = self._compiled(concept, "forward", _freeze(attrs), attrs, _shapes(inputs), _dtype(inputs))
+        dtype = _dtype(inputs)
+        if self._wide(concept, "forward", dtype):
+            return _narrowed(self._forward(concept, _widened(inputs), attrs), dtype)
+        run = self._compiled(concept, "forward", _freeze(attrs), attrs, _shapes(inputs), dtype)
         return dict(zip(run.keys, run(inputs), strict=True))
 
     def _vjp(self, concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
              attrs: dict[str, Any]) -> dict[str, np.ndarray]:
-        run = self._compiled(concept, "vjp", _freeze(attrs), attrs, _shapes(inputs), _dtype(inputs))
+        dtype = _dtype(inputs)
+        if self._wide(concept, "vjp", dtype):
+            return _narrowed(self._vjp(concept, _widened(inputs), _widened(cotangents), attrs), dtype)
+        run = self._compiled(concept, "vjp", _freeze(attrs), attrs, _shapes(inputs), dtype)
         feeds = dict(inputs)
         feeds.update({f"cot.{k}": v for k, v in cotangents.items()})
         return dict(zip(run.keys, run(feeds), strict=True))
@@ -283,8 +313,23 @@ def _shapes(inputs: dict[str, np.ndarray]) -> tuple:
 
 
 def _dtype(inputs: dict[str, np.ndarray]) -> np.dtype:
-    """The float dtype of a call (a dtype object: str(dtype) costs microseconds)."""
-    return next(a.dtype for a in inputs.values() if a.dtype.kind == "f")
+    """The float dtype of a call (a dtype object: str(dtype) costs microseconds); ml_dtypes'
+    bfloat16 is of kind "V", labels of kind "i"."""
+    return next(a.dtype for a in inputs.values() if a.dtype.kind != "i")
+
+
+_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def _widened(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Float arrays in float32 (exact from float16 and bfloat16); labels as they are."""
+    return {k: a if a.dtype.kind == "i" else a.astype(np.float32) for k, a in arrays.items()}
+
+
+def _narrowed(arrays: dict[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
+    """Every result rounded once into ``dtype``, to nearest even; past its range, ±inf."""
+    with np.errstate(over="ignore"):
+        return {k: a.astype(dtype) for k, a in arrays.items()}
 
 
 _ORT_TYPES = {"tensor(float)": np.dtype(np.float32), "tensor(double)": np.dtype(np.float64),

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import torch
 
@@ -22,7 +23,7 @@ from nutshell.backends.torch_impl.baseline import TorchBaseline
 from nutshell.backends.torch_impl.model import TorchModel
 from nutshell.errors import BackendUnavailable
 from nutshell.spec import models
-from nutshell.spec.signatures import Impl
+from nutshell.spec.signatures import LOW_PRECISION, Impl
 
 CONCEPTS: dict[str, Impl] = {
     **activations.CONCEPTS, **dense.CONCEPTS, **losses.CONCEPTS, **conv.CONCEPTS, **pooling.CONCEPTS,
@@ -47,6 +48,13 @@ def _select_device(device: str | None) -> torch.device:
     if index >= count:
         raise BackendUnavailable(f"backend 'torch': device {device!r} requested but only {count} CUDA device(s)")
     return torch.device("cuda", index)
+
+
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory; an ml_dtypes bfloat16 array is read as its 16 bits."""
+    if a.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def _conformance_mode(device: torch.device) -> None:
@@ -76,14 +84,17 @@ class TorchBackend(Backend):
     # --- numpy <-> torch ------------------------------------------------------------------
 
     def _tensor(self, a: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
-        t = torch.from_numpy(a if a.flags.writeable else a.copy()).to(self._device)
+        t = _from_numpy(a if a.flags.writeable else a.copy()).to(self._device)
         return t.requires_grad_() if requires_grad else t
 
     def to_native(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(a, copy=True, order="C")).to(self._device)
+        return _from_numpy(np.array(a, copy=True, order="C")).to(self._device)
 
     def to_numpy(self, t: torch.Tensor) -> np.ndarray:
-        return t.detach().cpu().numpy()
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:   # NumPy has no bfloat16 of its own: the same 16 bits, as ml_dtypes'
+            return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return t.numpy()
 
     def model(self, name: str, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
               dtype: str | None = None, dims: Mapping[str, int] | None = None) -> TorchModel:
@@ -130,7 +141,14 @@ class TorchBackend(Backend):
         return call
 
     def unsupported(self, concept: str, dtype: str) -> str | None:
-        """Every concept runs in float32 and float64 on the CPU and on CUDA."""
+        """Every concept runs in every dtype of the spec on the CPU and on CUDA."""
         if concept not in CONCEPTS:
             return "not implemented by the torch backend"
+        return None
+
+    def widened(self, concept: str, dtype: str) -> str | None:
+        """conv2d_fft in float16 and bfloat16 transforms in float32 (conv.py): torch.fft has no
+        half-precision kernels on the CPU. Everything else runs in the dtype itself."""
+        if concept == "conv2d_fft" and dtype in LOW_PRECISION:
+            return f"float32: torch.fft has no {dtype} kernels on the CPU; the result is rounded once into {dtype}"
         return None

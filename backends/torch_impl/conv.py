@@ -48,6 +48,9 @@ def dilate_kernel(w: torch.Tensor, dilation: Sequence[int]) -> torch.Tensor:
     return wd
 
 
+HALF = (torch.float16, torch.bfloat16)
+
+
 def conv2d_fft(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride: Sequence[int] = (1, 1),
                pads: Sequence[int] = (0, 0, 0, 0), dilation: Sequence[int] = (1, 1), groups: int = 1) -> torch.Tensor:
     """conv2d through the convolution theorem.
@@ -56,8 +59,13 @@ def conv2d_fft(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, 
     convolution xp ∗ flip(k) has size (Hp + kh − 1) × (Wp + kw − 1); transforms of that size
     make the circular product equal to it (no wrap-around). Its entry [i + kh − 1, j + kw − 1]
     is Σ_{p,q} xp[i + p, j + q] k[p, q], the cross-correlation; the stride subsamples it.
-    Channels contract inside each group in the frequency domain.
+    Channels contract inside each group in the frequency domain. torch.fft has no float16 or
+    bfloat16 kernels on the CPU ("Unsupported dtype Half"): such inputs are transformed in float32
+    and the result rounded once into their format (TorchBackend.widened says so).
     """
+    if x.dtype in HALF:
+        wide = conv2d_fft(x.float(), w.float(), None if b is None else b.float(), stride, pads, dilation, groups)
+        return wide.to(x.dtype)
     xp = pad2d(x, pads)                                           # (N, C, Hp, Wp)
     wd = dilate_kernel(w, dilation)                               # (O, Cg, kh, kw)
     n, _, hp, wp = xp.shape

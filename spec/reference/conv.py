@@ -138,13 +138,15 @@ def conv2d_fft(x: T, w: T, b: T | None, stride=(1, 1), pads=(0, 0, 0, 0), dilati
 
     e[n, o, :, :] = c·log2(P)·‖xpad[n, group of o]‖₂·‖w[o]‖₂ (+ |b[o]| + |y| with a bias: the
     bias counted as one more term, its addition rounded once), c = FFT_C; inputs are exact.
+    Transformed in float32 and rounded once into a low-precision format, the same model holds in
+    float32's u, plus one rounding |y| into the storage format.
     """
     y = conv2d(x, w, b, stride, pads, dilation, groups)
     n, o = y.shape[:2]
     xn = _spread(_l2(x.v, n, groups), o // groups, 1)  # (N, O)
     e = FFT_C * _fft_log2(x.shape, w.shape, pads, dilation) * xn * _l2(w.v, o)
     e = e[:, :, None, None] + (0.0 if b is None else np.abs(b.v)[:, None, None] + np.abs(y.v))
-    return T(y.v, e)
+    return T(y.v, e, np.abs(y.v), e)
 
 
 def conv2d_fft_grad(x: T, w: T, b: T | None, gy: T, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1),

@@ -14,12 +14,29 @@ Algorithms*, ch. 2–3), applied operation by operation:
 * max, ReLU, indexing, padding, reshapes: the error of the element(s) they pass through.
 
 The conformance bound for a dtype is ``safety · u · e + floor`` (see :mod:`spec.tolerance`).
+
+Low precision (float16, bfloat16) has two legitimate implementations, and ``T`` bounds both:
+
+* ``e`` as above, every rounding in the storage format: an implementation that also accumulates
+  its sums and dot products in float16 or bfloat16 (the loosest one);
+* ``r`` and ``a``, the same computation with its accumulations kept in float32 and each result
+  rounded once into the storage format: ``r`` counts the roundings into the storage format (units
+  of its u), ``a`` those inside the float32 accumulator (units of float32's u, 2⁻²⁴). A sum of
+  n > 1 terms adds (n − 1)·Σ|a| to ``a`` and its one final rounding |r| to ``r``; a transcendental
+  evaluated in float32 adds c_t·|f| to ``a`` and |f| to ``r``. Errors of the inputs propagate into
+  ``r`` and ``a`` with the same factors as into ``e`` (first order, linear).
+
+The float32-accumulation bound is ``safety · (u·r + u₃₂·a) + floor``. A value built without the
+split (``T(v, e)``) counts all of ``e`` as storage roundings (``r = e``, ``a = 0``), which bounds
+both implementations.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -29,26 +46,62 @@ import numpy as np
 TRANSCENDENTAL_ULPS = 4.0
 
 
-def _f32_exact(c: float) -> bool:
-    return float(np.float32(c)) == c
+_EXACT_IN: ContextVar[tuple[type, ...]] = ContextVar("exact_in", default=(np.float32,))
+
+
+@contextmanager
+def constants_exact_in(*formats: type) -> Iterator[None]:
+    """Within the block a constant counts as exact only when every one of ``formats`` holds it
+    (the low-precision vectors: float32, float16 and bfloat16); outside it, float32 alone."""
+    token = _EXACT_IN.set(formats)
+    try:
+        yield
+    finally:
+        _EXACT_IN.reset(token)
+
+
+def _exact(c: float) -> bool:
+    with np.errstate(over="ignore"):
+        return all(float(np.asarray(c).astype(f)) == c for f in _EXACT_IN.get())
+
+
+def _arr(x, shape: tuple) -> np.ndarray:
+    return np.broadcast_to(np.asarray(x, np.float64), shape).copy()
 
 
 class T:
-    """A float64 array with its rounding-error bound (in units of u)."""
+    """A float64 array with its rounding-error bounds: ``e`` in units of u (every rounding in the
+    format under test), and its float32-accumulation split ``r`` (units of u) + ``a`` (units of
+    float32's u); see the module docstring."""
 
-    __slots__ = ("e", "v")
+    __slots__ = ("a", "e", "r", "v")
     __array_priority__ = 100
 
-    def __init__(self, v, e=None):
+    def __init__(self, v, e=None, r=None, a=None):
         self.v = np.asarray(v, dtype=np.float64)
-        self.e = np.zeros_like(self.v) if e is None else np.broadcast_to(np.asarray(e, np.float64), self.v.shape).copy()
+        self.e = np.zeros_like(self.v) if e is None else _arr(e, self.v.shape)
+        self.r = self.e.copy() if r is None else _arr(r, self.v.shape)
+        self.a = np.zeros_like(self.v) if a is None else _arr(a, self.v.shape)
+
+    def _map(self, fn: Callable[[np.ndarray], np.ndarray]) -> T:
+        """The same indexing or reshaping applied to the value and every bound."""
+        return T(fn(self.v), fn(self.e), fn(self.r), fn(self.a))
+
+    @staticmethod
+    def _rounded(v: np.ndarray, terms: Sequence[tuple[np.ndarray, T]], rounding: np.ndarray) -> T:
+        """A result ``v`` whose error is Σ coef·(input error) + one rounding of size ``rounding``
+        (in units of u; also one rounding into the storage format when accumulating in float32)."""
+        e = sum((c * t.e for c, t in terms), np.zeros_like(v)) + rounding
+        r = sum((c * t.r for c, t in terms), np.zeros_like(v)) + rounding
+        a = sum((c * t.a for c, t in terms), np.zeros_like(v))
+        return T(v, e, r, a)
 
     # --- construction ---------------------------------------------------------------------
 
     @staticmethod
     def const(c: float) -> T:
         """A constant the backend must round into its format: one rounding unless exact."""
-        return T(c, 0.0 if _f32_exact(c) else abs(c))
+        return T(c, 0.0 if _exact(c) else abs(c))
 
     @staticmethod
     def wrap(x) -> T:
@@ -65,52 +118,52 @@ class T:
         return self.v.ndim
 
     def __getitem__(self, idx) -> T:
-        return T(self.v[idx], self.e[idx])
+        return self._map(lambda x: x[idx])
 
     def __setitem__(self, idx, other) -> None:
         other = T.wrap(other)
-        self.v[idx] = other.v
-        self.e[idx] = other.e
+        for name in self.__slots__:
+            getattr(self, name)[idx] = getattr(other, name)
 
     def reshape(self, *shape) -> T:
-        return T(self.v.reshape(*shape), self.e.reshape(*shape))
+        return self._map(lambda x: x.reshape(*shape))
 
     def transpose(self, *axes) -> T:
-        return T(self.v.transpose(*axes), self.e.transpose(*axes))
+        return self._map(lambda x: x.transpose(*axes))
 
     def flip(self, axis) -> T:
-        return T(np.flip(self.v, axis), np.flip(self.e, axis))
+        return self._map(lambda x: np.flip(x, axis))
 
     def copy(self) -> T:
-        return T(self.v.copy(), self.e.copy())
+        return self._map(np.copy)
 
     def __repr__(self) -> str:
-        return f"T(v={self.v!r}, e={self.e!r})"
+        return f"T(v={self.v!r}, e={self.e!r}, r={self.r!r}, a={self.a!r})"
 
     # --- arithmetic: each result rounded once -----------------------------------------------
 
     def __add__(self, o) -> T:
         o = T.wrap(o)
         r = self.v + o.v
-        return T(r, self.e + o.e + np.abs(r))
+        return T._rounded(r, [(1.0, self), (1.0, o)], np.abs(r))
 
     __radd__ = __add__
 
     def __sub__(self, o) -> T:
         o = T.wrap(o)
         r = self.v - o.v
-        return T(r, self.e + o.e + np.abs(r))
+        return T._rounded(r, [(1.0, self), (1.0, o)], np.abs(r))
 
     def __rsub__(self, o) -> T:
         return T.wrap(o) - self
 
     def __neg__(self) -> T:
-        return T(-self.v, self.e)
+        return T(-self.v, self.e, self.r, self.a)
 
     def __mul__(self, o) -> T:
         o = T.wrap(o)
         r = self.v * o.v
-        return T(r, np.abs(o.v) * self.e + np.abs(self.v) * o.e + np.abs(r))
+        return T._rounded(r, [(np.abs(o.v), self), (np.abs(self.v), o)], np.abs(r))
 
     __rmul__ = __mul__
 
@@ -118,8 +171,11 @@ class T:
         o = T.wrap(o)
         with np.errstate(divide="ignore", invalid="ignore"):
             r = self.v / o.v
-            e = self.e / np.abs(o.v) + np.abs(r) * o.e / np.abs(o.v) + np.abs(r)
-        return T(r, e)
+
+            def carried(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+                return mine / np.abs(o.v) + np.abs(r) * theirs / np.abs(o.v)
+
+            return T(r, carried(self.e, o.e) + np.abs(r), carried(self.r, o.r) + np.abs(r), carried(self.a, o.a))
 
     def __rtruediv__(self, o) -> T:
         return T.wrap(o) / self
@@ -127,11 +183,16 @@ class T:
     # --- reductions ------------------------------------------------------------------------
 
     def sum(self, axis=None, keepdims: bool = False) -> T:
-        """Σ over ``axis``: Σe + (n − 1)·Σ|a| (recursive summation, the worst order)."""
+        """Σ over ``axis``: Σe + (n − 1)·Σ|a| (recursive summation, the worst order). Accumulated
+        in float32: (n − 1)·Σ|a| in units of float32's u, and one rounding |Σ| of the result."""
         n = self.v.size if axis is None else int(np.prod([self.v.shape[a] for a in np.atleast_1d(axis)]))
-        v = self.v.sum(axis=axis, keepdims=keepdims)
-        e = self.e.sum(axis=axis, keepdims=keepdims) + max(n - 1, 0) * np.abs(self.v).sum(axis=axis, keepdims=keepdims)
-        return T(v, e)
+
+        def total(x: np.ndarray) -> np.ndarray:
+            return x.sum(axis=axis, keepdims=keepdims)
+
+        v, mag = total(self.v), max(n - 1, 0) * total(np.abs(self.v))
+        final = np.abs(v) if n > 1 else np.zeros_like(v)
+        return T(v, total(self.e) + mag, total(self.r) + final, total(self.a) + mag)
 
     def mean(self, axis=None, keepdims: bool = False) -> T:
         n = self.v.size if axis is None else int(np.prod([self.v.shape[a] for a in np.atleast_1d(axis)]))
@@ -139,7 +200,7 @@ class T:
 
     def max(self, axis=None, keepdims: bool = False) -> T:
         """Largest element; its error is at most the largest error among the candidates."""
-        return T(self.v.max(axis=axis, keepdims=keepdims), self.e.max(axis=axis, keepdims=keepdims))
+        return self._map(lambda x: x.max(axis=axis, keepdims=keepdims))
 
 
 # --- free functions -------------------------------------------------------------------------
@@ -147,7 +208,9 @@ class T:
 def einsum(subscripts: str, a: T, b: T, bias: T | None = None) -> T:
     """A two-operand contraction, optionally plus a bias: each output is a dot product of
     n terms (n = product of the contracted sizes, + 1 with a bias), bounded by
-    e = |a|·e_b + e_a·|b| + e_bias + n·(|a|·|b| + |bias|).
+    e = |a|·e_b + e_a·|b| + e_bias + n·(|a|·|b| + |bias|). Accumulated in float32: n·(…) in
+    units of float32's u and one rounding |y| of the result into the storage format, after one
+    of the product |a·b| where a bias follows (libraries round the product before adding it).
     """
     ins, out = subscripts.replace(" ", "").split("->")
     sa, sb = ins.split(",")
@@ -155,17 +218,24 @@ def einsum(subscripts: str, a: T, b: T, bias: T | None = None) -> T:
     n = int(np.prod([sizes[c] for c in set(sa + sb) - set(out)] or [1]))
     v = np.einsum(subscripts, a.v, b.v)
     mag = np.einsum(subscripts, np.abs(a.v), np.abs(b.v))
-    e = np.einsum(subscripts, np.abs(a.v), b.e) + np.einsum(subscripts, a.e, np.abs(b.v))
+
+    def propagated(kind: str) -> np.ndarray:
+        return np.einsum(subscripts, np.abs(a.v), getattr(b, kind)) + \
+            np.einsum(subscripts, getattr(a, kind), np.abs(b.v)) + (0.0 if bias is None else getattr(bias, kind))
+
+    product = np.abs(v) if bias is not None else 0.0
     if bias is not None:
         v = v + bias.v
         mag = mag + np.abs(bias.v)
-        e = e + bias.e
         n += 1
-    return T(v, e + n * mag)
+    return T(v, propagated("e") + n * mag, propagated("r") + product + np.abs(v), propagated("a") + n * mag)
 
 
 def _unary(a: T, value: np.ndarray, slope: np.ndarray, ulps: float = TRANSCENDENTAL_ULPS) -> T:
-    return T(value, np.abs(slope) * a.e + ulps * np.abs(value))
+    """f(a): |f′(a)|·e_a + c_t·|f(a)|; evaluated in float32, c_t·|f| in float32's u and one
+    rounding |f| into the storage format."""
+    s = np.abs(slope)
+    return T(value, s * a.e + ulps * np.abs(value), s * a.r + np.abs(value), s * a.a + ulps * np.abs(value))
 
 
 def _ieee(fn: Callable[..., float], overflow: Callable[..., float], domain: Callable[..., float]):
@@ -235,32 +305,37 @@ def power(a: T, p: float) -> T:
 
 
 def abs_(a: T) -> T:
-    return T(np.abs(a.v), a.e)
+    return T(np.abs(a.v), a.e, a.r, a.a)
+
+
+def _fields(*ts: T) -> Iterator[list[np.ndarray]]:
+    """The value, then each bound, of every ``T`` in ``ts``: one list per field."""
+    return ([getattr(t, name) for t in ts] for name in ("v", "e", "r", "a"))
 
 
 def maximum(a: T, b) -> T:
     """Elementwise max (ReLU is maximum(a, 0)): the error of whichever side is taken, bounded
     by the larger of the two."""
     b = T.wrap(b)
-    return T(np.maximum(a.v, b.v), np.maximum(a.e, b.e))
+    v, *bounds = (np.maximum(x, y) for x, y in _fields(a, b))
+    return T(v, *bounds)
 
 
 def where(cond: np.ndarray, a, b) -> T:
-    a, b = T.wrap(a), T.wrap(b)
-    return T(np.where(cond, a.v, b.v), np.where(cond, a.e, b.e))
+    return T(*(np.where(cond, x, y) for x, y in _fields(T.wrap(a), T.wrap(b))))
 
 
 def concat(parts: Sequence[T], axis: int) -> T:
-    return T(np.concatenate([p.v for p in parts], axis), np.concatenate([p.e for p in parts], axis))
+    return T(*(np.concatenate(f, axis) for f in _fields(*parts)))
 
 
 def stack(parts: Sequence[T], axis: int = 0) -> T:
-    return T(np.stack([p.v for p in parts], axis), np.stack([p.e for p in parts], axis))
+    return T(*(np.stack(f, axis) for f in _fields(*parts)))
 
 
 def pad(a: T, widths, value: float = 0.0) -> T:
     """np.pad with a constant; the padding is exact (its error is 0)."""
-    return T(np.pad(a.v, widths, constant_values=value), np.pad(a.e, widths))
+    return T(np.pad(a.v, widths, constant_values=value), np.pad(a.e, widths), np.pad(a.r, widths), np.pad(a.a, widths))
 
 
 def zeros(shape) -> T:
@@ -286,13 +361,13 @@ def scatter_windows(cols: T, size, stride, dilation) -> T:
     """
     *lead, kh, kw, oh, ow = cols.shape
     (sh, sw), (dh, dw) = stride, dilation
-    v, e, mag, count = (np.zeros((*lead, *size)) for _ in range(4))
+    v, e, r, a, mag, count = (np.zeros((*lead, *size)) for _ in range(6))
     for p in range(kh):
         for q in range(kw):
             at = (..., slice(p * dh, p * dh + sh * (oh - 1) + 1, sh), slice(q * dw, q * dw + sw * (ow - 1) + 1, sw))
-            term, term_e = cols.v[..., p, q, :, :], cols.e[..., p, q, :, :]
-            v[at] += term
-            e[at] += term_e
-            mag[at] += np.abs(term)
-            count[at] += (term != 0) | (term_e != 0)
-    return T(v, e + np.maximum(count - 1, 0) * mag)
+            term = cols[..., p, q, :, :]
+            for acc, part in ((v, term.v), (e, term.e), (r, term.r), (a, term.a), (mag, np.abs(term.v))):
+                acc[at] += part
+            count[at] += (term.v != 0) | (term.e != 0)
+    adds = np.maximum(count - 1, 0) * mag
+    return T(v, e + adds, r + np.where(count > 1, np.abs(v), 0.0), a + adds)

@@ -1,0 +1,111 @@
+"""Low-precision checks: every concept in float16 and bfloat16 on every backend (spec/lowp.yaml).
+
+One item per backend × low-precision vector × format, forward and (where the vector has one) vjp,
+with ids like ``dense[torch-accumulation_probe_f16-float16]`` and ``conv2d[torch-c64_k3-bfloat16-vjp]``.
+Each result is compared with the float64 golden under both bounds of the tolerance model
+(nutshell.spec.tolerance): it passes within the storage-format bound, and its record holds the
+usage under each bound and the accumulation the result is consistent with (``consistent_with``):
+float32 accumulation when it also lies within the float32-accumulation bound, storage-format
+accumulation when only within the looser one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nutshell import spec as spec_mod
+from nutshell.backends.base import Backend
+from nutshell.conformance import checks
+from nutshell.conformance.results import Section
+from nutshell.spec import lowp, tolerance
+from nutshell.spec.signatures import DTYPES
+
+LOOSENESS = (tolerance.FLOAT32, tolerance.STORAGE, tolerance.NEITHER)
+"""The accumulations a result may agree with, tightest first; a record names its loosest output's."""
+
+
+def _split(data: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+
+
+def cast(arrays: dict[str, np.ndarray], concept: spec_mod.Concept, dtype: str) -> dict[str, np.ndarray]:
+    """Float inputs in ``dtype`` (exact: the vectors' values are representable there); labels untouched."""
+    return {k: (v.astype(DTYPES[dtype]) if concept.input(k).dtype == "float" else v) for k, v in arrays.items()}
+
+
+def compare_both(actual: np.ndarray, data: dict, kind: str, name: str, dtype: str, tol: dict
+                 ) -> tuple[tolerance.Comparison, tolerance.Comparison]:
+    """``actual`` against golden ``{kind}.{name}`` within the storage-format bound and within the
+    float32-accumulation bound (kind "out" or "grad", whose bounds are "err*" or "gerr*")."""
+    golden, e = data[f"{kind}.{name}"], "err" if kind == "out" else "gerr"
+    storage = tolerance.compare(actual, golden, data[f"{e}.{name}"], dtype, tol)
+    tight = tolerance.bound_float32_accumulation(data[f"{e}_r.{name}"], data[f"{e}_a.{name}"], dtype, tol)
+    return storage, tolerance.compare_within(actual, golden, tight, dtype)
+
+
+def judge(results: dict, data: dict, kind: str, dtype: str, tol: dict, computed_in: str) -> checks.Record:
+    """Every result against its golden under both bounds; CheckFailed outside the storage-format
+    bound or in another dtype. The record's usage is the storage-format bound's; its details also
+    say what the backend computes in (``computed_in``: the dtype, or its reason for a wider one)."""
+    rec, failures, usage32, agree = checks.Record(details={"computed_in": computed_in}), [], 0.0, []
+    for name in _split(data, f"{kind}."):
+        if name not in results:
+            failures.append(f"'{name}' missing from the backend's result")
+            continue
+        storage, tight = compare_both(results[name], data, kind, name, dtype, tol)
+        rec.merge(name, storage)
+        rec.details[f"{name}@float32"] = tight.to_dict()
+        usage32, agree = max(usage32, tight.usage), [*agree, tolerance.consistent_with(storage, tight)]
+        got = np.asarray(results[name]).dtype
+        if not storage.ok:
+            failures.append(f"'{name}': {storage.describe()}")
+        elif got != np.dtype(DTYPES[dtype]):
+            failures.append(f"'{name}' came back as {got}, not {dtype}")
+    rec.details["usage_by_bound"] = {tolerance.STORAGE: rec.usage, tolerance.FLOAT32: usage32}
+    rec.details["consistent_with"] = max(agree, key=LOOSENESS.index, default=tolerance.NEITHER)
+    if failures:
+        raise checks.CheckFailed("; ".join(failures), {"usage": rec.usage, "details": rec.details})
+    return rec
+
+
+def forward(backend: Backend, concept: spec_mod.Concept, lv: lowp.LowpVector, dtype: str, tol: dict
+            ) -> checks.Record:
+    """The backend's forward in ``dtype`` on a low-precision vector against the float64 golden."""
+    _guard(backend, concept.id, dtype)
+    data = lv.vector.load()
+    out = backend.run(concept.id, cast(_split(data, "in."), concept, dtype), lv.vector.attrs)
+    return judge(out, data, "out", dtype, tol, backend.widened(concept.id, dtype) or dtype)
+
+
+def vjp(backend: Backend, concept: spec_mod.Concept, lv: lowp.LowpVector, dtype: str, tol: dict) -> checks.Record:
+    """The backend's vjp in ``dtype`` for the vector's cotangent against the float64 gradients."""
+    _guard(backend, concept.id, dtype)
+    data = lv.vector.load()
+    cots = {k: v.astype(DTYPES[dtype]) for k, v in _split(data, "cot.").items()}
+    grads = backend.vjp(concept.id, cast(_split(data, "in."), concept, dtype), cots, lv.vector.attrs)
+    return judge(grads, data, "grad", dtype, tol, backend.widened(concept.id, dtype) or dtype)
+
+
+def _guard(backend: Backend, concept: str, dtype: str) -> None:
+    why = backend.unsupported(concept, dtype)
+    if why is not None:
+        raise checks.Unsupported(f"{backend.name} declares {concept} in {dtype} unsupported: {why}")
+
+
+def items(parent, st: dict):
+    """The plugin's provider hook: one item per backend × low-precision vector × format (× vjp)."""
+    from nutshell.conformance.plugin import CheckItem
+
+    s = st["spec"]
+    for lv in lowp.load():
+        concept = s.concept(lv.concept)
+        for bname, backend in st["backends"].items():
+            for dtype in lv.dtypes:
+                base = f"{concept.id}[{bname}-{lv.vector.name}-{dtype}"
+                checks_here = [("forward", forward, "]")] + ([("vjp", vjp, "-vjp]")] if lv.vector.grad else [])
+                for check, fn, tail in checks_here:
+                    def run(_st, b=backend, c=concept, v=lv, d=dtype, f=fn):
+                        return f(b, c, v, d, _st["spec"].tolerance)
+                    yield CheckItem.from_parent(parent, name=base + tail, backend=bname, concept=concept,
+                                                check=check, vec=lv.vector, dtype=dtype, section=Section.OPS,
+                                                fn=run)
