@@ -17,7 +17,8 @@ complete: an output the caller left out arrives as zeros.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -48,6 +49,13 @@ class Backend:
     def unsupported(self, concept: str, dtype: str) -> str | None:
         """None when ``concept`` runs in ``dtype`` here, else the reason it does not."""
         return None
+
+    @contextlib.contextmanager
+    def library_defaults(self) -> Iterator[None]:
+        """Within the block, the library's own precision defaults (TF32 where it enables it) instead
+        of the full float32 a backend pins for conformance; ``nutshell probe --library-defaults``
+        shows what they do. A backend with nothing pinned changes nothing."""
+        yield
 
     def widened(self, concept: str, dtype: str) -> str | None:
         """None when ``concept`` computes in ``dtype`` itself, else why (and in what) it computes in

@@ -11,17 +11,29 @@ accumulation when only within the looser one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from nutshell import spec as spec_mod
 from nutshell.backends.base import Backend
-from nutshell.conformance import checks
+from nutshell.conformance import checks, probe
 from nutshell.conformance.results import Section
 from nutshell.spec import lowp, tolerance
-from nutshell.spec.signatures import DTYPES
+from nutshell.spec.signatures import DTYPES, LOW_PRECISION
 
 LOOSENESS = (tolerance.FLOAT32, tolerance.STORAGE, tolerance.NEITHER)
 """The accumulations a result may agree with, tightest first; a record names its loosest output's."""
+
+
+@dataclass(frozen=True)
+class ProbeVector:
+    """What a probe item carries as its vector: the probe's designed inputs have a name only."""
+
+    name: str = "probe"
+
+
+PROBE_VECTOR = ProbeVector()
 
 
 def _split(data: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
@@ -92,10 +104,39 @@ def _guard(backend: Backend, concept: str, dtype: str) -> None:
         raise checks.Unsupported(f"{backend.name} declares {concept} in {dtype} unsupported: {why}")
 
 
+def probe_check(backend: Backend, concept: str, dtype: str) -> checks.Record:
+    """The precision probe (nutshell.conformance.probe) as a check: float32 work must be full
+    float32 products; float16 and bfloat16 may accumulate either way, and the record says which."""
+    _guard(backend, concept, dtype)
+    verdict = probe.probe(backend, concept, dtype)
+    details = {"verdict": verdict, "computed_in": backend.widened(concept, dtype) or dtype}
+    if dtype == "float32" and verdict != probe.FLOAT32:
+        raise checks.CheckFailed(f"float32 {concept} computes with {verdict}, not full float32 products",
+                                 {"usage": None, "details": details})
+    if dtype != "float32" and verdict not in (probe.ACC32, probe.ACC_STORAGE):
+        raise checks.CheckFailed(f"{dtype} {concept}: the accumulation probe gave {verdict}",
+                                 {"usage": None, "details": details})
+    return checks.Record(details=details)
+
+
+def _probe_items(parent, st: dict, item_cls):
+    """One probe per backend × probed concept × dtype: ``dense[torch-probe-float16]``."""
+    for concept in probe.PROBED:
+        for bname, backend in st["backends"].items():
+            for dtype in ("float32", *LOW_PRECISION):
+                def run(_st, b=backend, c=concept, d=dtype):
+                    return probe_check(b, c, d)
+                yield item_cls.from_parent(parent, name=f"{concept}[{bname}-probe-{dtype}]", backend=bname,
+                                           concept=st["spec"].concept(concept), check="probe", vec=PROBE_VECTOR,
+                                           dtype=dtype, section=Section.OPS, fn=run)
+
+
 def items(parent, st: dict):
-    """The plugin's provider hook: one item per backend × low-precision vector × format (× vjp)."""
+    """The plugin's provider hook: one item per backend × low-precision vector × format (× vjp),
+    and the precision probes."""
     from nutshell.conformance.plugin import CheckItem
 
+    yield from _probe_items(parent, st, CheckItem)
     s = st["spec"]
     for lv in lowp.load():
         concept = s.concept(lv.concept)

@@ -13,8 +13,9 @@ one forward and one backward session (model.py). Nothing here imports torch or c
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,20 @@ class OnnxBackend(Backend):
 
     def unsupported(self, concept: str, dtype: str) -> str | None:
         return UNSUPPORTED.get((concept, dtype))
+
+    @contextlib.contextmanager
+    def library_defaults(self) -> Iterator[None]:
+        """ONNX Runtime's own defaults: its CUDA provider runs Conv and MatMul in TF32 unless
+        ``use_tf32`` is 0, which the backend pins. Within the block sessions are built (in a cache
+        of their own) without that pin; no effect on the CPU provider."""
+        pinned, cache = self._providers, self.sessions
+        self._providers = [(p[0], {k: v for k, v in p[1].items() if k != "use_tf32"}) if isinstance(p, tuple) else p
+                           for p in pinned]
+        self.sessions = SessionCache(cache.size)
+        try:
+            yield
+        finally:
+            self._providers, self.sessions = pinned, cache
 
     def widened(self, concept: str, dtype: str) -> str | None:
         """bfloat16 always, and the float16 gradients that scatter, compute in float32 (see

@@ -9,8 +9,9 @@ forward with ``requires_grad`` on the differentiable inputs, then
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import ml_dtypes
@@ -145,6 +146,18 @@ class TorchBackend(Backend):
         if concept not in CONCEPTS:
             return "not implemented by the torch backend"
         return None
+
+    @contextlib.contextmanager
+    def library_defaults(self) -> Iterator[None]:
+        """torch's own defaults: cuDNN convolutions may use TF32 (``cudnn.allow_tf32`` is True unless
+        changed), cuBLAS matrix products may not (``cuda.matmul.allow_tf32`` False). The pinned
+        settings (both off) come back after the block. No effect on the CPU."""
+        pinned = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = pinned
 
     def widened(self, concept: str, dtype: str) -> str | None:
         """conv2d_fft in float16 and bfloat16 transforms in float32 (conv.py): torch.fft has no

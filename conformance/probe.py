@@ -1,0 +1,108 @@
+"""``nutshell probe -b NAME``: in what precision a backend really computes, measured from designed inputs.
+
+For each concept built on dot products (dense, layer, conv2d, convolve2d) and each dtype:
+
+* **float32: the products.** Two rows hold x = 1 + 2⁻⁹ and x = 1 + 2⁻¹² against weights of 1
+  (every other term 0), so each output is exactly x. Full float32 keeps both (23 fraction bits);
+  TF32 rounds its inputs to 10 fraction bits and keeps 1 + 2⁻⁹ only; bfloat16 products (7 fraction
+  bits) keep neither. The spec wants full float32: anything else fails the check.
+* **float16 and bfloat16: the accumulation.** One output sums B + eight ones, B = 2048 in float16
+  and 256 in bfloat16, where the format's spacing is 2: B + 1 rounds back to B. Accumulated in the
+  storage format, one term after another, the sum stays B; accumulated in float32 and rounded once
+  it is B + 8, exact. Both are legitimate (the storage-format bound admits either); the check
+  records which ran. (A storage-format accumulator that happens to add the ones first would read
+  as float32: the probe tells what the order it uses does to these inputs.)
+
+The backends pin full float32 (TF32 off); ``--library-defaults`` runs the probes under the
+library's own defaults instead (``Backend.library_defaults``), which on a GPU is where TF32 shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+import numpy as np
+
+from nutshell import backends
+from nutshell.backends.base import Backend
+from nutshell.spec.signatures import DTYPES, LOW_PRECISION
+
+PROBED = ("dense", "layer", "conv2d", "convolve2d")
+PRODUCT_ROWS = (1 + 2.0**-9, 1 + 2.0**-12)   # kept by: float32 both; TF32 the first; bfloat16 neither
+TERMS = 8                                    # the ones added to B
+BIG = {"float16": 2048.0, "bfloat16": 256.0}  # B: the format's spacing there is 2, so B + 1 rounds to B
+
+FLOAT32, TF32, BF16_PRODUCTS = "float32 products", "TF32 products", "bfloat16 products"
+ACC32, ACC_STORAGE = "float32 accumulation", "storage-format accumulation"
+
+
+def _call(concept: str, column: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+    """Inputs (float64) and attrs under which ``concept``'s outputs are the dot products of each
+    row of ``column`` (R, K) with K weights of 1, and no bias: y[r] = Σ_k column[r, k]."""
+    r, k = column.shape
+    if concept in ("dense", "layer"):
+        ins = {"x": column, "w": np.ones((k, 1))}                          # y (R, 1)
+        return (ins | {"b": np.zeros(1)}, {"activation": "identity"}) if concept == "layer" else (ins, {})
+    x = column.reshape(r, k, 1, 1)                                        # (N = R, C = K, 1, 1)
+    return {"x": x, "w": np.ones((1, k, 1, 1))}, {}                       # y (R, 1, 1, 1)
+
+
+def _outputs(backend: Backend, concept: str, column: np.ndarray, dtype: str) -> np.ndarray:
+    ins, attrs = _call(concept, column)
+    out = backend.run(concept, {k: v.astype(DTYPES[dtype]) for k, v in ins.items()}, attrs)
+    return np.asarray(out["y"]).astype(np.float64).reshape(-1)
+
+
+def products(backend: Backend, concept: str) -> str:
+    """The float32 verdict: full float32, TF32 or bfloat16 products (else the values seen)."""
+    column = np.zeros((len(PRODUCT_ROWS), 2))                              # (2, K = 2): x and a 0
+    column[:, 0] = PRODUCT_ROWS
+    y = tuple(_outputs(backend, concept, column, "float32"))
+    verdicts = {PRODUCT_ROWS: FLOAT32, (PRODUCT_ROWS[0], 1.0): TF32, (1.0, 1.0): BF16_PRODUCTS}
+    return verdicts.get(y, f"other products: {y} for {PRODUCT_ROWS}")
+
+
+def accumulation(backend: Backend, concept: str, dtype: str) -> str:
+    """The float16/bfloat16 verdict: float32 or storage-format accumulation (else the value seen)."""
+    big = BIG[dtype]
+    column = np.array([[big] + [1.0] * TERMS])                             # (1, K = 9)
+    y = float(_outputs(backend, concept, column, dtype)[0])
+    return {big + TERMS: ACC32, big: ACC_STORAGE}.get(y, f"other: {big} + {TERMS}·1 gave {y}")
+
+
+def probe(backend: Backend, concept: str, dtype: str) -> str:
+    """What ``concept`` computes in for ``dtype`` inputs, or why it was not probed."""
+    why = backend.unsupported(concept, dtype)
+    if why is not None:
+        return f"unsupported: {why}"
+    return products(backend, concept) if dtype == "float32" else accumulation(backend, concept, dtype)
+
+
+def table(backend: Backend, dtypes: tuple[str, ...] = ("float32", *LOW_PRECISION)) -> list[tuple[str, str, str]]:
+    """(concept, dtype, verdict) for every probed concept and dtype."""
+    return [(c, dt, probe(backend, c, dt)) for c in PROBED for dt in dtypes]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-b", "--backend", action="append", required=True,
+                   help=f"a backend to probe (repeatable): {', '.join(backends.names())}")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where the backend runs (default: the best)")
+    p.add_argument("--library-defaults", action="store_true",
+                   help="probe under the library's own precision defaults (TF32 where the library enables it)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print one table per backend; 1 when a backend's float32 products are not full float32."""
+    backends.check_names(args.backend)
+    bad = 0
+    for name in args.backend:
+        b = backends.load(name, args.device)
+        with b.library_defaults() if args.library_defaults else contextlib.nullcontext():
+            rows = table(b)
+        print(f"{name} on {b.device}" + (" (library defaults)" if args.library_defaults else ""))
+        for concept, dtype, verdict in rows:
+            wide = b.widened(concept, dtype)
+            print(f"  {concept:<12} {dtype:<9} {verdict}" + (f"  [computes in {wide}]" if wide else ""))
+        bad += sum(dt == "float32" and v != FLOAT32 for _, dt, v in rows)
+    return 1 if bad else 0
