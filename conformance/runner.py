@@ -370,9 +370,7 @@ class Runner:
         about the same time. One job: the groups one after the other in this thread, as before."""
         if not groups:
             return
-        k = batches(self.opts.jobs, len(groups))
-        order = sorted(groups, key=lambda g: -self.costs.get(g, 0.0))       # the longest group first
-        tasks = [(g, f"{i}/{k}" if k > 1 else None) for g in order for i in range(1, k + 1)]
+        tasks = plan(groups, self.opts.jobs, self.costs)
         if self.opts.jobs <= 1:
             for group, batch in tasks:
                 self._run_group(group, batch)
@@ -602,12 +600,25 @@ def _worker_env(jobs: int) -> dict[str, str]:
     return env
 
 
-def batches(jobs: int, groups: int) -> int:
-    """How many batches each of ``groups`` groups is split into for ``jobs`` workers: one with one
-    job; else enough for two batches a job (⌈2·jobs / groups⌉), so that a long batch at the end
-    does not leave the other jobs idle, while each batch's worker start-up (a few seconds of
-    imports and collection) stays a small share of its work."""
-    return 1 if jobs <= 1 else max(1, -(-2 * jobs // groups))
+MIN_BATCH_S = 15.0   # the shortest batch worth a worker: about four worker start-ups (imports, collection)
+
+
+def plan(groups: list[str], jobs: int, costs: dict[str, float]) -> list[tuple[str, str | None]]:
+    """The workers of ``groups`` for ``jobs`` jobs, in the order they start: (group, batch "i/k" or
+    None). One job: each group whole. Several: two batches a job, so that a long batch at the end
+    does not leave the other jobs idle, the longest group's first. With every group's seconds in an
+    earlier run (``costs``), each group gets batches of about total / (2·jobs) seconds, never under
+    :data:`MIN_BATCH_S`, so a short selection is not spread over workers that would mostly start up;
+    without them, every group gets ⌈2·jobs / groups⌉."""
+    if jobs <= 1:
+        return [(g, None) for g in groups]
+    if all(g in costs for g in groups):
+        target = max(sum(costs[g] for g in groups) / (2 * jobs), MIN_BATCH_S)
+        ks = {g: max(1, min(2 * jobs, round(costs[g] / target))) for g in groups}
+    else:
+        ks = dict.fromkeys(groups, max(1, -(-2 * jobs // len(groups))))
+    order = sorted(groups, key=lambda g: -costs.get(g, 0.0))
+    return [(g, f"{i}/{ks[g]}" if ks[g] > 1 else None) for g in order for i in range(1, ks[g] + 1)]
 
 
 def _describe(rc: int) -> str:

@@ -40,8 +40,14 @@ def test_jobs_must_be_a_positive_whole_number(tmp_path):
     assert not (tmp_path / "reports").exists()
 
 
-def test_batches_give_every_job_two_and_one_job_one():
-    assert [runner.batches(1, 3), runner.batches(2, 3), runner.batches(2, 1), runner.batches(16, 3)] == [1, 2, 4, 11]
+def test_the_plan_gives_every_job_two_batches_the_longest_group_first():
+    groups = ["torch", "cupy", "onnx"]
+    assert runner.plan(groups, 1, {}) == [("torch", None), ("cupy", None), ("onnx", None)]
+    assert runner.plan(groups, 2, {}) == [(g, f"{i}/2") for g in groups for i in (1, 2)]
+    timed = runner.plan(groups, 2, {"torch": 100.0, "cupy": 40.0, "onnx": 160.0})   # batches of 75 s
+    assert timed == [("onnx", "1/2"), ("onnx", "2/2"), ("torch", None), ("cupy", None)]
+    assert runner.plan(["torch"], 8, {"torch": 40.0}) == [("torch", f"{i}/3") for i in (1, 2, 3)]
+    assert runner.plan(["torch"], 2, {"torch": 6.0}) == [("torch", None)]    # a short run: one worker
 
 
 def test_an_earlier_run_balances_the_batches_by_its_times(tmp_path):
