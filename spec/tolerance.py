@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import ml_dtypes
 import numpy as np
 
 from nutshell.spec.signatures import DTYPES
@@ -55,7 +56,7 @@ def bound_float32_accumulation(r: np.ndarray, a: np.ndarray, dtype: str, toleran
 def overflow_threshold(dtype: str) -> float:
     """The smallest |y| that rounds to ±inf in ``dtype``: the largest finite value plus half its
     ulp, (2 − ε/2)·2^(emax−1); 65520 for float16 (largest finite 65504)."""
-    info = np.finfo(DTYPES[dtype])
+    info = ml_dtypes.finfo(DTYPES[dtype])      # NumPy's finfo knows bfloat16 only with ml_dtypes ≥ 0.7
     return (2.0 - float(info.eps) / 2) * 2.0 ** (int(info.maxexp) - 1)
 
 

@@ -36,7 +36,7 @@ def test_other_dtypes_and_mixed_formats_are_refused():
 
 def test_the_unit_roundoffs_are_the_formats():
     assert TOL["unit_roundoff"]["float16"] == 2.0**-11 == np.finfo(np.float16).eps / 2
-    assert TOL["unit_roundoff"]["bfloat16"] == 2.0**-8 == float(np.finfo(BF16).eps) / 2
+    assert TOL["unit_roundoff"]["bfloat16"] == 2.0**-8 == float(ml_dtypes.finfo(BF16).eps) / 2
 
 
 def test_overflow_thresholds():

@@ -84,6 +84,12 @@ def _budget_from_env() -> float:
     return DEFAULT_BUDGET_MB if size is None else size / MIB
 
 
+GPU_KERNEL_CONCEPTS = frozenset({
+    "sigmoid", "tanh", "layer", "logistic_regression", "binary_cross_entropy", "lstm_cell", "lstm",
+    "conv2d", "convolve2d", "max_pool2d", "avg_pool2d", "inception"})
+"""The concepts whose GPU path runs a kernel of kernels.py, which computes float16 in float32."""
+
+
 class CupyBackend(Backend):
     """Every concept written once against ``xp``: CuPy on a CUDA device, NumPy elsewhere."""
 
@@ -114,10 +120,14 @@ class CupyBackend(Backend):
 
     def widened(self, concept: str, dtype: str) -> str | None:
         """conv2d_fft transforms float16 and bfloat16 in float32: NumPy's and CuPy's FFTs have no
-        half-precision transform (they return complex64). Matrix products of bfloat16 accumulate
-        in float32 and round once (xp.matmul); every other step stays in the dtype."""
+        half-precision transform (they return complex64). On a GPU, float16 goes through this
+        backend's CUDA kernels (kernels.py) as float32. Matrix products of bfloat16 accumulate in
+        float32 and round once (xp.matmul); every other step stays in the dtype."""
         if concept == "conv2d_fft" and dtype in LOW_PRECISION:
             return f"float32: the FFT has no {dtype} transform; the result is rounded once into {dtype}"
+        if dtype == "float16" and self._cuda_index is not None and concept in GPU_KERNEL_CONCEPTS:
+            return "float32 in this backend's CUDA kernels (σ, tanh′, LSTM gates, im2col/col2im), " \
+                "rounded once into float16"
         return None
 
     def model(self, name: str, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,

@@ -12,12 +12,16 @@ Each kernel computes the same formula, in the same order, as the NumPy code it s
 * ``im2col`` / ``col2im``: see :mod:`.im2col`; col2im is in gather form, one thread per input
   pixel summing its taps in the order (p, q), so the result is deterministic.
 
-Raw kernels ignore strides: every array handed to them is made C-contiguous first.
+Raw kernels ignore strides: every array handed to them is made C-contiguous first. The kernels
+are written for float and double; float16 arrays go through them as float32 copies and their
+results are rounded once back to float16 (:func:`_widened`): CUDA's half type lacks the mixed
+arithmetic the formulas use, and col2im's sums then accumulate in float32.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -128,12 +132,27 @@ _GRID_YZ = 65535            # the largest y and z grid dimensions CUDA allows
 _THREADS = 1 << 18          # enough threads to fill a large GPU (132 SMs × 2048)
 
 
+HALF = np.dtype(np.float16)
+
+
+def _widened(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with every float16 array argument as a float32 copy, its result (or each of its
+    results) rounded once back to float16; arguments of other dtypes pass as they are."""
+    def call(*args: Any) -> Any:
+        if not any(getattr(a, "dtype", None) == HALF for a in args):
+            return fn(*args)
+        out = fn(*(a.astype(np.float32) if getattr(a, "dtype", None) == HALF else a for a in args))
+        return tuple(o.astype(HALF) for o in out) if isinstance(out, tuple) else out.astype(HALF)
+    return call
+
+
 @functools.cache
-def elementwise(name: str) -> Any:
+def elementwise(name: str) -> Callable[..., Any]:
     """The named ElementwiseKernel (built on first use; CuPy specialises it per dtype)."""
     cp = usable_cupy()
     inputs, outputs, body = _ELEMENTWISE[name]
-    return cp.ElementwiseKernel(inputs, outputs, body, f"nutshell_{name}", preamble=_PREAMBLE)
+    kernel = cp.ElementwiseKernel(inputs, outputs, body, f"nutshell_{name}", preamble=_PREAMBLE)
+    return _widened(kernel)
 
 
 @functools.cache
@@ -153,6 +172,7 @@ def _launch(kernel: Any, total: int, *args: Any) -> None:
         kernel(((total + _BLOCK - 1) // _BLOCK,), (_BLOCK,), (*args,))
 
 
+@_widened
 def im2col(x: Any, win: Window, value: float) -> Any:
     """Column array (C, kh, kw, N, oH, oW) of x (N, C, H, W) on the GPU."""
     cp = usable_cupy()
@@ -167,6 +187,7 @@ def im2col(x: Any, win: Window, value: float) -> Any:
     return col
 
 
+@_widened
 def col2im(gcol: Any, win: Window) -> Any:
     """gx (N, C, H, W) from gcol (C, kh, kw, N, oH, oW) on the GPU, one thread per pixel."""
     cp = usable_cupy()
@@ -177,6 +198,7 @@ def col2im(gcol: Any, win: Window) -> Any:
     return gx
 
 
+@_widened
 def lstm_gates(z: Any, c: Any) -> tuple[Any, Any]:
     """(h', c') of one LSTM step from z (N, 4H) and c (N, H)."""
     cp = usable_cupy()
@@ -184,6 +206,7 @@ def lstm_gates(z: Any, c: Any) -> tuple[Any, Any]:
     return elementwise("lstm_gates")(z, c, c.shape[1])
 
 
+@_widened
 def lstm_gates_grad(z: Any, c: Any, c_new: Any, gh: Any, gc: Any) -> tuple[Any, Any]:
     """(dz (N, 4H), gc_prev (N, H)) of one LSTM step."""
     cp = usable_cupy()
