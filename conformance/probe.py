@@ -2,10 +2,12 @@
 
 For each concept built on dot products (dense, layer, conv2d, convolve2d) and each dtype:
 
-* **float32: the products.** Two rows hold x = 1 + 2⁻⁹ and x = 1 + 2⁻¹² against weights of 1
-  (every other term 0), so each output is exactly x. Full float32 keeps both (23 fraction bits);
-  TF32 rounds its inputs to 10 fraction bits and keeps 1 + 2⁻⁹ only; bfloat16 products (7 fraction
-  bits) keep neither. The spec wants full float32: anything else fails the check.
+* **float32: the products.** Inputs x = 1 + 2⁻⁹ and x = 1 + 2⁻¹² against weights of 1 (every
+  other term 0), so each output is exactly x. Full float32 keeps both (23 fraction bits); TF32
+  rounds its inputs to 10 fraction bits and keeps 1 + 2⁻⁹ only; bfloat16 products (7 fraction
+  bits) keep neither. The call is a GEMM of 128 × 64 × 16 (for the convolutions, 2 samples of 64
+  channels on an 8 × 8 plane into 16), large enough for a GPU library to choose its tensor-core
+  kernels, which is where TF32 appears. The spec wants full float32: anything else fails the check.
 * **float16 and bfloat16: the accumulation.** One output sums B + eight ones, B = 2048 in float16
   and 256 in bfloat16, where the format's spacing is 2: B + 1 rounds back to B. Accumulated in the
   storage format, one term after another, the sum stays B; accumulated in float32 and rounded once
@@ -54,13 +56,29 @@ def _outputs(backend: Backend, concept: str, column: np.ndarray, dtype: str) -> 
     return np.asarray(out["y"]).astype(np.float64).reshape(-1)
 
 
+def _product_call(concept: str) -> tuple[dict[str, np.ndarray], dict, np.ndarray]:
+    """Inputs, attrs and, per output element, which probe value it must equal (0 or 1)."""
+    k, o = 64, 16
+    if concept in ("dense", "layer"):
+        which = np.arange(128) % 2                                          # (R,)
+        x = np.zeros((128, k))
+        x[:, 0] = np.take(PRODUCT_ROWS, which)
+        ins = {"x": x, "w": np.ones((k, o))}                                # y (R, O)
+        attrs = {"activation": "identity"} if concept == "layer" else {}
+        return (ins | {"b": np.zeros(o)} if concept == "layer" else ins), attrs, np.repeat(which, o)
+    x = np.zeros((2, k, 8, 8))
+    x[:, 0] = np.array(PRODUCT_ROWS)[:, None, None]
+    return {"x": x, "w": np.ones((o, k, 1, 1))}, {}, np.repeat([0, 1], o * 64)   # y (2, O, 8, 8)
+
+
 def products(backend: Backend, concept: str) -> str:
     """The float32 verdict: full float32, TF32 or bfloat16 products (else the values seen)."""
-    column = np.zeros((len(PRODUCT_ROWS), 2))                              # (2, K = 2): x and a 0
-    column[:, 0] = PRODUCT_ROWS
-    y = tuple(_outputs(backend, concept, column, "float32"))
+    ins, attrs, which = _product_call(concept)
+    y = np.asarray(backend.run(concept, {k: v.astype(np.float32) for k, v in ins.items()}, attrs)["y"])
+    y = y.astype(np.float64).reshape(-1)
+    seen = tuple(float(v[0]) if (v == v[0]).all() else float("nan") for v in (y[which == 0], y[which == 1]))
     verdicts = {PRODUCT_ROWS: FLOAT32, (PRODUCT_ROWS[0], 1.0): TF32, (1.0, 1.0): BF16_PRODUCTS}
-    return verdicts.get(y, f"other products: {y} for {PRODUCT_ROWS}")
+    return verdicts.get(seen, f"other products: {seen} for {PRODUCT_ROWS}")
 
 
 def accumulation(backend: Backend, concept: str, dtype: str) -> str:
