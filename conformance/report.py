@@ -48,6 +48,7 @@ from nutshell.conformance.results import (  # load_results and load_bench: resul
     load_bench,
     load_results,
 )
+from nutshell.conformance.timing import MAX_SPREAD, MIN_ROUNDS, unsteady
 from nutshell.errors import NutshellError, SpecError
 from nutshell.spec import models, validate
 from nutshell.spec.signatures import output_shapes
@@ -327,7 +328,8 @@ def performance(bench: dict | None, spec: spec_mod.Spec, looks: figures.Looks) -
             "rows": rows, "unsteady": any(r.get(k) for r in rows for k in ("unsteady", "overhead_unsteady",
                                                                             "canonical_unsteady")),
             "canonical": any(r.get("canonical") or r.get("call") for r in rows),
-            "bases": sorted({r["basis"] for r in rows if r.get("basis")}), "load": _load(bench.get("load"))}
+            "bases": sorted({r["basis"] for r in rows if r.get("basis")}), "load": _load(bench.get("load")),
+            "min_rounds": MIN_ROUNDS, "max_spread": f"{MAX_SPREAD:.0%}"}
 
 
 def _load(load: dict | None) -> str:
@@ -369,7 +371,7 @@ def rooflines(ok: list[BenchResult], bench: dict, spec: spec_mod.Spec, looks: fi
             moved = traffic(spec, r.concept, r.shapes, r.attrs) if r.kind == "concept" else None
             if _device(r) == device and r.direction == "forward" and r.flops and r.gflops and moved:
                 points.append(figures.Point(r.backend, r.concept, r.size, r.flops / moved, r.gflops,
-                                            unsteady(r.time)))
+                                            bool(unsteady(r.time))))
         if not points:
             continue
         peak = (bench.get("peak") or {}).get(device) or {}
@@ -422,28 +424,23 @@ def _perf_row(r: BenchResult) -> dict:
         return row | {"cls": "bad" if r.outcome is BenchOutcome.ERROR else "none",
                       "message": f"{r.outcome.value}: {r.message or ''}"}
     base = r.baseline or {}
-    own = unsteady(r.time)
+    own = bool(unsteady(r.time))
     return row | {"ms": fmt(1e3 * r.time["median_s"]), "spread": f"±{100 * r.time.get('spread', 0):.0f}%",
                   "gflops": fmt(r.gflops), "share": fmt(None if r.peak_share is None else 100 * r.peak_share),
-                  "basis": getattr(r, "flops_basis", None) or "", "overhead": fmt(r.overhead),
+                  "basis": r.flops_basis or "", "overhead": fmt(r.overhead),
                   "baseline": base.get("library", "—"), "skipped": base.get("skipped"), "unsteady": own,
-                  "overhead_unsteady": own or unsteady(base.get("time"))} | canonical(r)
-
-
-def unsteady(time: dict | None) -> bool:
-    """Whether the bench found a time's spread too wide to trust (``time.unsteady``)."""
-    return bool((time or {}).get("unsteady"))
+                  "overhead_unsteady": own or bool(unsteady(base.get("time")))} | canonical(r)
 
 
 def canonical(r: BenchResult) -> dict:
     """The ratio to the canonical bare call a user of the library writes (``canonical_ratio``) and
     that call's name (``canonical``: library, call, or ``same_as`` the baseline, or why skipped);
     empty for a record without them (a bench.json of an earlier bench)."""
-    ratio, call = getattr(r, "canonical_ratio", None), getattr(r, "canonical", None) or {}
+    ratio, call = r.canonical_ratio, r.canonical or {}
     name = "the baseline" if call.get("same_as") == "baseline" else call.get("call") or call.get("library") or ""
     return {"canonical": "" if ratio is None else fmt(ratio),
             "call": f"skipped: {call['skipped']}" if call.get("skipped") else name,
-            "canonical_unsteady": ratio is not None and (unsteady(r.time) or unsteady(call.get("time")))}
+            "canonical_unsteady": ratio is not None and bool(unsteady(r.time) or unsteady(call.get("time")))}
 
 
 # ------------------------------------------------------------------------------------- records

@@ -51,7 +51,7 @@ def test_a_piped_run_prints_plain_lines_naming_each_group(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "\x1b[" not in r.stdout and "━" not in r.stdout                  # no escape codes, no bars
     lines = [line for line in r.stdout.splitlines() if line.startswith("[nutshell] cupy batch")]
-    assert len(lines) == 2 and all("passed" in line for line in lines), r.stdout
+    assert len(lines) >= 2 and all("passed" in line for line in lines), r.stdout    # -j 2: at least two batches
     results = json.loads((tmp_path / "reports" / "results.json").read_text())["results"]
     cupy = sum(x["backend"] == "cupy" for x in results)
     assert cupy > 0 and lines[-1].endswith(f"cupy so far: {cupy} passed"), (lines, cupy)
