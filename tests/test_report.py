@@ -407,6 +407,14 @@ def test_unsteady_figures_are_marked_and_explained(tmp_path, page_a):
     assert "hollow: spread too wide to trust" in figure(perf, "roofline-cpu")
 
 
+def test_a_rate_counted_at_another_algorithms_flops_is_marked(tmp_path):
+    doc = bench_doc()
+    doc["results"][0]["flops_basis"] = "direct convolution"      # torch conv2d forward
+    perf = section(render(tmp_path, [results_doc("box-a", pictures=False)], doc), "performance")
+    assert perf.count(">†</span>") == 1 and "<td>torch</td>" in perf[perf.rindex("<tr>", 0, perf.index(">†</span>")):]
+    assert "† % of peak counted at a direct convolution's FLOPs: an effective rate" in Parsed(perf).words()
+
+
 def test_the_ratio_to_the_canonical_call_gets_a_column(tmp_path):
     doc = bench_doc()
     call = {"library": "torch", "call": "torch.nn.functional.conv2d", "time": {"median_s": 0.01 / 1.5}}
