@@ -121,7 +121,7 @@ def probe_check(backend: Backend, concept: str, dtype: str) -> checks.Record:
 
 def _probe_items(parent, st: dict, item_cls):
     """One probe per backend × probed concept × dtype: ``dense[torch-probe-float16]``."""
-    for concept in probe.PROBED:
+    for concept in (c for c in probe.PROBED if c in st["spec"].concepts):
         for bname, backend in st["backends"].items():
             for dtype in ("float32", *LOW_PRECISION):
                 def run(_st, b=backend, c=concept, d=dtype):
@@ -133,12 +133,12 @@ def _probe_items(parent, st: dict, item_cls):
 
 def items(parent, st: dict):
     """The plugin's provider hook: one item per backend × low-precision vector × format (× vjp),
-    and the precision probes."""
+    and the precision probes; a concept the run's spec (``--spec``) lacks has neither."""
     from nutshell.conformance.plugin import CheckItem
 
     yield from _probe_items(parent, st, CheckItem)
     s = st["spec"]
-    for lv in lowp.load():
+    for lv in (v for v in lowp.load() if v.concept in s.concepts):
         concept = s.concept(lv.concept)
         for bname, backend in st["backends"].items():
             for dtype in lv.dtypes:
