@@ -56,7 +56,6 @@ import operator
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -67,6 +66,7 @@ import numpy as np
 
 from nutshell import backends
 from nutshell import spec as spec_mod
+from nutshell.conformance.progress import steps
 from nutshell.conformance.results import BenchOutcome, BenchResult, atomic_write, library_versions, machine_info
 from nutshell.conformance.timing import (
     MAX_SPREAD,
@@ -548,34 +548,6 @@ def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[
     return records
 
 
-# --------------------------------------------------------------------------------- progress
-
-class Progress:
-    """A one-line bar with an ETA on stderr, only on a terminal and never when CI is set."""
-
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.stream = total, 0, stream
-        ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-        self.enabled = bool(getattr(stream, "isatty", lambda: False)()) and not ci
-        self.start = time.monotonic()
-
-    def tick(self, label: str) -> None:
-        if self.enabled and label:
-            elapsed = time.monotonic() - self.start
-            eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-            filled = int(20 * self.done / max(self.total, 1))
-            eta_text = "--:--" if math.isnan(eta) else f"{int(eta) // 60:d}:{int(eta) % 60:02d}"
-            line = f"[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} ETA {eta_text} {label}"
-            self.stream.write("\r" + line[:79].ljust(79))
-            self.stream.flush()
-        self.done += 1
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r" + " " * 79 + "\r")
-            self.stream.flush()
-
-
 # ------------------------------------------------------------------------------------ output
 
 _DIRECTIONS = {"forward": "fwd", "vjp": "vjp*", "step": "step*"}
@@ -713,6 +685,7 @@ def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[s
     for b in loaded.values():
         b.warmup()                                   # kernels compiled before anything is timed
     keys = {device_key(b.device) for b in loaded.values()}
+    print("bench: measuring the machine's peak GFLOP/s and memory bandwidth first", file=stream, flush=True)
     doc = {"kind": KIND, "schema_version": 1, "spec_version": spec_mod.load().version,
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": False,
            "settings": asdict(s), "machine": machine_info(), "devices": devices(keys), "versions": library_versions(),
@@ -720,12 +693,12 @@ def run_bench(names: list[str] | None, concepts: list[str] | None, sizes: list[s
            "peak": machine_peak(keys, s), "load": None, "results": []}
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(out)
-    progress = Progress(sum(len(loaded) * (2 if c.kind == "concept" else 1) for c in selected), stream)
-    for case in selected:
-        for b in loaded.values():
-            doc["results"] += run_case(b, case, doc["peak"].get(device_key(b.device)), s, progress.tick)
-            _write(partial, doc)
-    progress.close()
+    total = sum(len(loaded) * (2 if c.kind == "concept" else 1) for c in selected)
+    with steps("bench", total, stream) as advance:
+        for case in selected:
+            for b in loaded.values():
+                doc["results"] += run_case(b, case, doc["peak"].get(device_key(b.device)), s, advance)
+                _write(partial, doc)
     doc.update(complete=True, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                load=machine_load(start, cpu_clock(), os.cpu_count() or 1))
     if measured(doc):

@@ -92,28 +92,6 @@ def test_measure_stops_at_the_time_cap():
     assert time.perf_counter() - start < 1.0 and t.samples >= 3
 
 
-class Tty(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_bar_only_on_a_terminal_and_never_in_ci(monkeypatch):
-    monkeypatch.delenv("CI", raising=False)
-    out = Tty()
-    p = bench.Progress(4, out)
-    for label in ("a", "b", "c"):
-        p.tick(label)
-    assert "[" in out.getvalue() and "3/4" not in out.getvalue() and "2/4 ETA" in out.getvalue()
-    assert all(len(line) <= 80 for line in out.getvalue().split("\r"))
-    quiet = io.StringIO()
-    bench.Progress(4, quiet).tick("a")
-    assert quiet.getvalue() == ""
-    monkeypatch.setenv("CI", "true")
-    ci = Tty()
-    bench.Progress(4, ci).tick("a")
-    assert ci.getvalue() == ""
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[dict, Path]:
     """A real quick run: relu and conv2d (small) and the Figure 5 step on every backend that loads;
