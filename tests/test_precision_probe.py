@@ -150,3 +150,18 @@ def test_a_result_in_another_dtype_fails():
 
     with pytest.raises(checks.CheckFailed, match="came back as float32, not float16"):
         _check(Widening(), "dense", "basic", "float16")
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("subnormal_result_f16", "float16"),
+                                             ("subnormal_result_bf16", "bfloat16")])
+def test_flushing_subnormals_to_zero_fails(name, dtype, real):
+    """The spec keeps gradual underflow: 2⁻¹⁵ in float16 and 2⁻¹²⁷ in bfloat16 lie above the
+    underflow floor, so a backend that flushes them to zero fails."""
+    class Flushing(Float32Accumulating):
+        def _forward(self, concept, inputs, attrs):
+            y = super()._forward(concept, inputs, attrs)["y"]
+            return {"y": np.where(np.abs(y) < ml_dtypes.finfo(y.dtype).smallest_normal, 0, y).astype(y.dtype)}
+
+    assert _check(real, "dense", name, dtype).usage == 0
+    with pytest.raises(checks.CheckFailed, match="outside the bound"):
+        _check(Flushing(), "dense", name, dtype)
