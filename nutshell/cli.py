@@ -86,6 +86,8 @@ COMMANDS = {
     "export": ("nutshell.onnxio.tools.export", "write a spec model (or GoogLeNet) as an ONNX file"),
     "check": ("nutshell.onnxio.tools.check", "run an ONNX model on every backend and compare"),
     "new-backend": ("nutshell.scaffold", "scaffold an out-of-tree backend package"),
+    "hunt": ("nutshell.conformance.hunt", "search for inputs where a backend is wrong, crashes or hangs"),
+    "repro": ("nutshell.conformance.repro", "a standalone reproducer bundle for a failed check"),
 }
 
 # Each command's examples, shown line by line under its --help.
@@ -143,6 +145,15 @@ EXAMPLES = {
         "nutshell check digits.onnx                         # every backend and ONNX Runtime",
         "nutshell check googlenet.onnx -b torch --per-node  # the first node where they diverge",
         "nutshell check digits.onnx --input x=x.npy         # your own input values",
+    ],
+    "hunt": [
+        "nutshell hunt -b torch --budget 10m               # every concept; exit 1 and a bundle when found",
+        "nutshell hunt -b tf --concept conv2d --seed 3     # one concept, another search",
+        "nutshell hunt -b onnx --budget 30m --save         # a finding becomes a spec vector (kind found)",
+    ],
+    "repro": [
+        "nutshell repro 'conv2d[torch-basic-float32-vjp]'  # reports/repro/<id>/repro.py fails while the bug is there",
+        "nutshell repro 'relu[skewed-grid-float32]' --results other/results.json -o bundle",
     ],
     "new-backend": [
         "nutshell new-backend mybackend --dir ../mybackend",

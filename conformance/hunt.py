@@ -1,0 +1,307 @@
+"""Search for inputs where a backend is wrong, crashes or hangs: a differential fuzzer against the
+float64 reference under the spec's derived bounds.
+
+Hypothesis draws valid calls from the whole attribute space of each concept (nutshell.conformance
+.hunt_cases), forward and vjp, and steers toward high bound usage (``hypothesis.target``), in
+rounds of a few dozen calls, one concept after the other, until the budget is spent. Every call
+runs in a worker process of its own backend; a result outside its bound, an exception on a valid
+call, a crash or a hang is a finding. A finding is confirmed and minimised in fresh processes,
+then written as a reproducer bundle (see ``nutshell repro``), and the hunt ends: exit 1, the last
+line naming the bundle's folder. A budget spent without a finding is exit 0. Either way the
+largest bound usage reached per concept goes to reports/hunt.json (under the backend's name).
+``--save`` adds the minimised case to the spec as a vector of kind ``found``, so that every
+backend is checked on it by ``nutshell run`` from then on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, given, seed, settings, target
+from hypothesis.errors import Unsatisfiable
+
+from nutshell import backends
+from nutshell import spec as spec_mod
+from nutshell.conformance import hunt_cases, repro
+from nutshell.conformance.hunt_minimise import Minimiser, Verdict, judge
+from nutshell.conformance.hunt_worker import Worker
+from nutshell.errors import AttrError
+
+ROUND = 200
+"""Calls per Hypothesis round (its first tenth are deliberately small calls)."""
+PROGRESS_S = 10.0
+MINIMISE_S = 900.0
+"""The most time spent confirming and minimising one finding, on top of the search budget."""
+
+
+@dataclass
+class Options:
+    backend: str
+    concepts: list[str] | None = None
+    budget: float = 600.0           # seconds of search
+    seed: int = 0
+    save: bool = False
+    device: str | None = None
+    timeout: float = 60.0           # seconds one call may take before its worker is killed as hung
+    reports: Path = Path("reports")
+
+
+@dataclass
+class Worst:
+    """The largest bound usage a concept reached on calls that passed, and the call."""
+
+    usage: float = 0.0
+    case: str = ""
+    calls: int = 0
+
+
+class _Found(BaseException):
+    """Ends a Hypothesis round at a finding (BaseException: Hypothesis neither shrinks nor retries it)."""
+
+    def __init__(self, verdict: Verdict):
+        super().__init__(verdict.kind)
+        self.verdict = verdict
+
+
+class _Spent(BaseException):
+    """Ends a Hypothesis round when the budget is spent."""
+
+
+@dataclass
+class Hunt:
+    opts: Options
+    log: object = print
+    worst: dict[str, Worst] = field(default_factory=dict)
+    calls: int = 0
+    seen: dict[str, float] = field(default_factory=dict)   # call (as JSON) -> its usage
+
+    def __post_init__(self):
+        self.spec = spec_mod.load()
+        self.start = time.time()
+        self.deadline = self.start + self.opts.budget
+        self.worker = Worker(self.opts.backend, self.opts.device, self.opts.timeout)
+        self.hello = self.worker.hello
+        self.last_progress = self.start
+
+    def dtypes(self, concept: str) -> tuple[str, ...]:
+        """The dtypes the backend offers for ``concept`` (none when it does not implement it)."""
+        table = self.hello["unsupported"].get(concept, {})
+        return tuple(dt for dt, why in table.items() if why is None)
+
+    def run(self) -> Verdict | None:
+        """Rounds until the budget is spent (None) or a call fails (its verdict). Each round searches
+        one concept in one direction and dtype, taken in turn (Hypothesis left to choose them
+        draws the simplest, forward and the first dtype, three times in four); every other sweep
+        over them climbs."""
+        asked = self.opts.concepts or list(self.spec.concepts)
+        rounds = [(c, mode, dt) for mode in ("vjp", "forward") for dt in ("float32", "float64") for c in asked
+                  if dt in self.dtypes(c)]
+        if not rounds:
+            raise AttrError(f"backend {self.opts.backend} offers none of the concepts asked for",
+                            argument="concept")
+        for r in range(10**9):
+            concept, mode, dtype = rounds[r % len(rounds)]
+            climb = (r // len(rounds)) % 2 == 1
+            try:
+                self._round(self.spec.concept(concept), mode, dtype, self.opts.seed * 1_000_003 + r, climb)
+            except _Found as found:
+                return found.verdict
+            except _Spent:
+                return None
+            except Unsatisfiable:
+                continue
+        return None
+
+    def _round(self, concept: spec_mod.Concept, mode: str, dtype: str, round_seed: int, climb: bool) -> None:
+        """One Hypothesis run of ROUND calls; with ``climb``, its second half climbs toward high
+        usage (``target``), else every call is a free draw: climbing stays near the calls that
+        came close to their bound, which are not where a library's corner cases are."""
+        phases = [Phase.generate, Phase.target] if climb else [Phase.generate]
+
+        @seed(round_seed)
+        @settings(max_examples=ROUND, deadline=None, database=None, phases=phases,
+                  suppress_health_check=list(HealthCheck), print_blob=False)
+        @given(hunt_cases.cases(concept, mode, dtype))
+        def prop(case: hunt_cases.Case) -> None:
+            if time.time() > self.deadline:
+                raise _Spent
+            v = self.judge(concept, case)
+            target(min(v.usage, 1e6))
+            if v.kind is not None:
+                raise _Found(v)
+
+        prop()
+
+    def judge(self, concept: spec_mod.Concept, case: hunt_cases.Case) -> Verdict:
+        """The verdict on ``case``; a call already made is not made again (Hypothesis repeats
+        itself, about one draw in three), its usage is remembered."""
+        key = json.dumps(case.to_json(), sort_keys=True)
+        if key in self.seen:
+            return Verdict(case, self.seen[key])
+        self.calls += 1
+        v = judge(self.worker, concept, case, self.spec.tolerance, self.calls)
+        if v.kind in ("crash", "hang"):
+            self.worker = Worker(self.opts.backend, self.opts.device, self.opts.timeout)
+        elif v.kind is None:
+            self.seen[key] = v.usage
+            w = self.worst.setdefault(concept.id, Worst())
+            w.calls += 1
+            if v.usage > w.usage:
+                w.usage, w.case = v.usage, case.describe()
+        self._progress()
+        return v
+
+    def _progress(self) -> None:
+        now = time.time()
+        if now - self.last_progress < PROGRESS_S:
+            return
+        self.last_progress = now
+        top = max(self.worst.items(), key=lambda kv: kv[1].usage, default=None)
+        best = f"; worst usage {top[1].usage:.3g} ({top[0]})" if top else ""
+        self.log(f"hunt {self.opts.backend}: {clock(now - self.start)}/{clock(self.opts.budget)}, "
+                 f"{self.calls} calls{best}")
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def repeats(v: Verdict) -> int:
+    """Times a call is repeated to show a finding: once for a wrong result or an exception, as many
+    times as the dead worker had run calls (at most 100) for a crash or a hang: heap damage adds up."""
+    return 1 if v.kind in ("wrong", "raised") else max(1, min(len(v.history), 100))
+
+
+def confirm(h: Hunt, v: Verdict) -> Verdict | None:
+    """The finding confirmed in fresh processes and minimised (None when it does not come back)."""
+    concept = h.spec.concept(v.case.concept)
+    repeat = repeats(v)
+    m = Minimiser(h.opts.backend, h.opts.device, concept, h.spec.tolerance, h.opts.timeout,
+                  time.time() + MINIMISE_S, log=h.log)
+    try:
+        culprit = m.culprit(v, repeat)
+        return None if culprit is None else m.shrink(culprit, repeat)
+    finally:
+        m.close()
+
+
+def bundle(h: Hunt, v: Verdict, found_at: float, folder: Path, repeat: int) -> dict:
+    """Write the finding's reproducer bundle; returns its summary."""
+    concept = h.spec.concept(v.case.concept)
+    details = (f"Found by `nutshell hunt -b {h.opts.backend} --seed {h.opts.seed}` after {found_at:.0f} s and "
+               f"{h.calls} calls; minimised to {v.case.describe()}.\n\n" +
+               (f"The worker's last stderr lines:\n\n```\n{v.stderr}\n```\n" if v.stderr else ""))
+    b = repro.Bundle(h.opts.backend, h.hello["device"], v.case.concept, v.case.mode, v.case.dtype, v.case.attrs,
+                     hunt_cases.data(concept, v.case), f"{v.kind}: {v.message}", v.kind,
+                     versions=h.hello["versions"], repeat=repeat, details=details)
+    return repro.write(b, folder, h.spec.tolerance, log=h.log)
+
+
+def write_report(h: Hunt, result: dict) -> Path:
+    """reports/hunt.json: per backend, the last hunt's figures and the worst usage per concept."""
+    path = h.opts.reports / "hunt.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {"kind": "nutshell-hunt", "backends": {}}
+    doc["backends"][h.opts.backend] = result | {
+        "device": h.hello["device"], "versions": h.hello["versions"], "seed": h.opts.seed,
+        "budget_s": h.opts.budget, "calls": h.calls,
+        "worst_usage": {c: vars(w) for c, w in sorted(h.worst.items())},
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def hunt(opts: Options, log=print) -> int:
+    """The whole command: search, then confirm, minimise and bundle a finding; 1 when found, else 0."""
+    h = Hunt(opts, log)
+    try:
+        while True:
+            v = h.run()
+            if v is None:
+                break
+            found_at = time.time() - h.start
+            log(f"hunt: {v.kind} after {found_at:.0f} s ({h.calls} calls) on {v.case.describe()}: {v.message[:300]}")
+            small = confirm(h, v)
+            if small is not None:
+                return _report_finding(h, small, found_at, repeats(v))
+            log("hunt: not confirmed in a fresh process; searching on")
+    finally:
+        h.close()
+    write_report(h, {"found": None, "elapsed_s": time.time() - h.start})
+    _worst_lines(h, log)
+    print(f"nutshell hunt: {h.calls} calls in {clock(time.time() - h.start)}, nothing found on {opts.backend}")
+    return 0
+
+
+def _report_finding(h: Hunt, v: Verdict, found_at: float, repeat: int) -> int:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    folder = h.opts.reports / "hunt" / f"{h.opts.backend}-{v.case.concept}-{v.kind}-{stamp}"
+    summary = bundle(h, v, found_at, folder, repeat)
+    found = {"kind": v.kind, "case": v.case.to_json(), "message": v.message[:2000], "first_found_s": found_at,
+             "bundle": str(folder), **summary}
+    if h.opts.save:
+        from nutshell.spec import generate
+
+        name = generate.add_found(h.spec.concept(v.case.concept), v.case.vector(h.spec.concept(v.case.concept)),
+                                  provenance(h))
+        h.log(f"hunt: saved as spec vector {v.case.concept}/{name} (kind found)")
+    write_report(h, {"found": found, "elapsed_s": time.time() - h.start})
+    _worst_lines(h, h.log)
+    h.log(f"hunt: fault in {summary['library'] or 'the backend' + chr(39) + 's own code'}; "
+          f"script {'fails' if summary['script_fails'] else 'did not fail'} here")
+    print(f"nutshell hunt: {v.kind} found on {h.opts.backend} after {found_at:.0f} s; bundle: {folder}")
+    return 1
+
+
+def provenance(h: Hunt) -> dict:
+    """Where a found vector came from: the backend, its library's version, the date, the seed."""
+    lib = repro.LIBRARY.get(h.opts.backend, "numpy")
+    return {"backend": h.opts.backend, "library": lib, "version": h.hello["versions"].get(lib, "?"),
+            "date": datetime.now(timezone.utc).date().isoformat(), "seed": h.opts.seed}
+
+
+def _worst_lines(h: Hunt, log) -> None:
+    for c, w in sorted(h.worst.items()):
+        log(f"  {c:<22} worst usage {w.usage:.3g} over {w.calls} passing calls  {w.case}")
+
+
+BUDGET = re.compile(r"^(\d+(?:\.\d+)?)\s*([smh]?)$")
+
+
+def budget(text: str) -> float:
+    """'90', '90s', '10m', '1.5h' -> seconds."""
+    m = BUDGET.match(text.strip())
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"--budget takes a duration such as 90s, 10m or 1h, got {text!r}")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-b", "--backend", required=True, help="the backend to hunt on")
+    p.add_argument("--concept", action="append", help="a concept to hunt in (repeatable; default: every one)")
+    p.add_argument("--budget", type=budget, default=600.0, help="search time, e.g. 90s, 10m, 1h (default 10m)")
+    p.add_argument("--seed", type=int, default=0, help="the search's seed (default 0)")
+    p.add_argument("--save", action="store_true", help="add the minimised case to the spec as a 'found' vector")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="the backend's device (default: the best one)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds one call may take (default 60)")
+    p.add_argument("--reports", type=Path, default=Path("reports"), help="where hunt.json and bundles go")
+
+
+def run(args: argparse.Namespace) -> int:
+    backends.check_names([args.backend])
+    if args.concept:
+        spec_mod.check_names(args.concept, spec_mod.load().concepts)
+    opts = Options(args.backend, args.concept, args.budget, args.seed, args.save, args.device, args.timeout,
+                   args.reports)
+    return hunt(opts, log=lambda line: print(line, file=sys.stderr, flush=True))
+
