@@ -165,3 +165,19 @@ def test_flushing_subnormals_to_zero_fails(name, dtype, real):
     assert _check(real, "dense", name, dtype).usage == 0
     with pytest.raises(checks.CheckFailed, match="outside the bound"):
         _check(Flushing(), "dense", name, dtype)
+
+
+def test_the_probe_command_prints_the_table(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    probe.add_arguments(parser)
+    assert probe.run(parser.parse_args(["-b", "torch", "--device", "cpu"])) == 0
+    out = capsys.readouterr().out
+    assert "torch on cpu" in out and "conv2d       float16   float32 accumulation" in out
+
+
+def test_the_probe_table_counts_float32_work_that_is_not_full_float32():
+    lines, wrong = probe.report(Bf16Products())
+    assert wrong == 3 and "  dense        float32   bfloat16 products" in lines    # dense, layer, conv2d
+    assert probe.report(Float32Accumulating())[1] == 0
