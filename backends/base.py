@@ -27,6 +27,14 @@ from nutshell import spec as spec_mod
 from nutshell.backends.baseline import Baseline
 from nutshell.errors import BackendFailure, BackendUnavailable, NutshellError, UnsupportedConcept
 from nutshell.spec import validate
+from nutshell.spec.signatures import LOW_PRECISION
+
+
+def low_precision(dtype: str | None, params: Mapping[str, np.ndarray] | None) -> bool:
+    """Whether a model is asked for in float16 or bfloat16: by ``dtype``, else by its parameters."""
+    if dtype is None and params:
+        dtype = str(np.asarray(next(iter(params.values()))).dtype)
+    return dtype in LOW_PRECISION
 
 
 class Backend:

@@ -11,7 +11,9 @@ accumulation when only within the looser one.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +21,9 @@ from nutshell import spec as spec_mod
 from nutshell.backends.base import Backend
 from nutshell.conformance import checks, probe
 from nutshell.conformance.results import Section
-from nutshell.spec import lowp, tolerance
+from nutshell.spec import lowp, models, tolerance
+from nutshell.spec.reference import models as ref_models
+from nutshell.spec.reference import tracked
 from nutshell.spec.signatures import DTYPES, LOW_PRECISION
 
 LOOSENESS = (tolerance.FLOAT32, tolerance.STORAGE, tolerance.NEITHER)
@@ -131,12 +135,71 @@ def _probe_items(parent, st: dict, item_cls):
                                            dtype=dtype, section=Section.OPS, fn=run)
 
 
+SMALLEST = 2.0**-14
+"""Model values below float16's smallest normal become 0: rounded to bfloat16's 8 bits they would
+need more bits than float16's subnormals hold."""
+
+
+def _exact_both(a: np.ndarray) -> np.ndarray:
+    """``a`` on bfloat16's 8-bit grid, magnitudes below 2⁻¹⁴ set to 0: exact in both formats."""
+    g = lowp.to_grid(a)
+    return np.where(np.abs(g) < SMALLEST, 0.0, g)
+
+
+@functools.lru_cache(maxsize=16)
+def model_golden(model_id: str, spec_path: str) -> dict[str, Any]:
+    """A spec model's vector batch with its parameters and input made exact in both formats, the
+    float64 logits with both bounds (as a vector file's keys) and the decision margin per format."""
+    spec = models.get(model_id).vector_model()
+    data = spec.vectors.load()
+    params = {k[len("param."):]: _exact_both(v) for k, v in data.items() if k.startswith("param.")}
+    x = _exact_both(data["in.x"])
+    with tracked.constants_exact_in(np.float32, np.float16, DTYPES["bfloat16"]):
+        values = ref_models.forward(spec, {k: tracked.T(v) for k, v in params.items()}, tracked.T(x))
+    logits, tol = values[spec.output], spec_mod.load(spec_path).tolerance
+    return {"params": params, "x": x, "out.logits": logits.v, "err.logits": logits.e, "err_r.logits": logits.r,
+            "err_a.logits": logits.a, "margin": {dt: ref_models.margin(spec, values, tol, dt) for dt in LOW_PRECISION}}
+
+
+def model_forward(backend: Backend, model_id: str, dtype: str, st: dict) -> checks.Record:
+    """A spec model's logits in ``dtype`` against the float64 forward, under both bounds; where a
+    ReLU or max-pool decision lies within its ``dtype`` bound no bound holds, and the check says so."""
+    spec = models.get(model_id)
+    golden = model_golden(model_id, str(st["spec"].path))
+    margin = golden["margin"][dtype]
+    if not margin > 1.0:
+        raise checks.Unsupported(f"the tolerance model cannot bound {model_id}'s logits in {dtype}: a ReLU or "
+                                 f"max-pool decision lies within its {dtype} bound (margin {margin:.3g} ≤ 1), so a "
+                                 "correct backend may take the other branch")
+    m = backend.model(model_id, params={k: v.astype(DTYPES[dtype]) for k, v in golden["params"].items()},
+                      dtype=dtype, dims=spec.vectors.dims or None)
+    logits = m.forward(golden["x"].astype(DTYPES[dtype]))
+    return judge({"logits": logits}, golden, "out", dtype, st["spec"].tolerance, dtype)
+
+
+def _model_items(parent, st: dict, item_cls):
+    """One forward check per spec model × backend × low-precision format: ``model_mlp[torch-forward-float16]``."""
+    from nutshell.conformance.model_checks import Ref
+
+    for model_id in models.load():
+        ref = Ref(f"model_{model_id}")
+        for bname in st["backends"]:
+            for dtype in LOW_PRECISION:
+                def run(_st, b=bname, m=model_id, d=dtype):
+                    return model_forward(_st["backends"][b], m, d, _st)
+                yield item_cls.from_parent(parent, name=f"{ref.id}[{bname}-forward-{dtype}]", backend=bname,
+                                           concept=ref, check="forward", vec=Ref(model_id, "forward"), dtype=dtype,
+                                           section=Section.MODELS, fn=run)
+
+
 def items(parent, st: dict):
     """The plugin's provider hook: one item per backend × low-precision vector × format (× vjp),
-    and the precision probes; a concept the run's spec (``--spec``) lacks has neither."""
+    the precision probes, and every spec model's forward in each format; a concept the run's spec
+    (``--spec``) lacks has no items."""
     from nutshell.conformance.plugin import CheckItem
 
     yield from _probe_items(parent, st, CheckItem)
+    yield from _model_items(parent, st, CheckItem)
     s = st["spec"]
     for lv in (v for v in lowp.load() if v.concept in s.concepts):
         concept = s.concept(lv.concept)

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from nutshell.backends.base import Backend
+from nutshell.backends.base import Backend, low_precision
 from nutshell.backends.onnx_impl import (
     activations,
     conv,
@@ -287,9 +287,14 @@ class OnnxBackend(Backend):
     # --- spec models ---------------------------------------------------------------------------------
 
     def model(self, name: str, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
-              dtype: str | None = None, dims: Mapping[str, int] | None = None) -> OnnxModel:
+              dtype: str | None = None, dims: Mapping[str, int] | None = None) -> Any:
         """A spec model run whole: one session for the forward pass and the loss, one for the
-        backward pass, composed from this backend's concept graphs (model.py)."""
+        backward pass, composed from this backend's concept graphs (model.py). In float16 and
+        bfloat16 it runs node by node through :meth:`run` and :meth:`vjp` instead (the generic
+        model of nutshell.spec.graph), whose graphs compute in float32 where ONNX Runtime has no
+        kernel (:meth:`widened`); the whole-model sessions are built for float32 and float64."""
+        if low_precision(dtype, params):
+            return super().model(name, params, seed, dtype, dims)
         return OnnxModel(self, models.get(name, **(dims or {})), params=params, seed=seed, dtype=dtype)
 
     # --- imported ONNX models -------------------------------------------------------------------------

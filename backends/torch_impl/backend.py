@@ -18,7 +18,7 @@ import ml_dtypes
 import numpy as np
 import torch
 
-from nutshell.backends.base import Backend
+from nutshell.backends.base import Backend, low_precision
 from nutshell.backends.torch_impl import activations, conv, dense, inception, losses, normalization, pooling, recurrent
 from nutshell.backends.torch_impl.baseline import TorchBaseline
 from nutshell.backends.torch_impl.model import TorchModel
@@ -98,9 +98,13 @@ class TorchBackend(Backend):
         return t.numpy()
 
     def model(self, name: str, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
-              dtype: str | None = None, dims: Mapping[str, int] | None = None) -> TorchModel:
+              dtype: str | None = None, dims: Mapping[str, int] | None = None) -> Any:
         """A spec model run natively: the nodes on torch tensors, one autograd tape per step,
-        validated once at the model's boundary (model.py)."""
+        validated once at the model's boundary (model.py). In float16 and bfloat16 it runs node
+        by node through :meth:`run` and :meth:`vjp` (nutshell.spec.graph's generic model): the
+        native model's state tensors are float32 or float64 only."""
+        if low_precision(dtype, params):
+            return super().model(name, params, seed, dtype, dims)
         return TorchModel(self, models.get(name, **(dims or {})), params=params, seed=seed, dtype=dtype,
                           impls=CONCEPTS)
 
