@@ -35,7 +35,9 @@ from nutshell.conformance.hunt_worker import Worker
 from nutshell.errors import AttrError
 
 ROUND = 200
-"""Calls per Hypothesis round (its first tenth are deliberately small calls)."""
+"""Calls per Hypothesis round on one or two concepts (its first tenth are deliberately small calls);
+a hunt over more concepts takes a quarter of that per round, so that a budget of minutes still
+sweeps every concept, direction and dtype, and climbs in the next sweep."""
 PROGRESS_S = 10.0
 MINIMISE_S = 900.0
 """The most time spent confirming and minimising one finding, on top of the search budget."""
@@ -74,6 +76,10 @@ class _Spent(BaseException):
     """Ends a Hypothesis round when the budget is spent."""
 
 
+class _NothingLeft(Exception):
+    """Every concept asked for has a finding: the hunt ends before its budget."""
+
+
 @dataclass
 class Hunt:
     opts: Options
@@ -81,6 +87,8 @@ class Hunt:
     worst: dict[str, Worst] = field(default_factory=dict)
     calls: int = 0
     seen: dict[str, float] = field(default_factory=dict)   # call (as JSON) -> its usage
+    done: set[str] = field(default_factory=set)            # concepts with a confirmed finding: not searched again
+    rounds_run: int = 0
 
     def __post_init__(self):
         self.spec = spec_mod.load()
@@ -96,7 +104,8 @@ class Hunt:
         return tuple(dt for dt, why in table.items() if why is None)
 
     def run(self) -> Verdict | None:
-        """Rounds until the budget is spent (None) or a call fails (its verdict). Each round searches
+        """Rounds until the budget is spent (None) or a call fails (its verdict), going on from the
+        last round after a finding, without the concepts in ``done``. Each round searches
         one concept in one direction and dtype, taken in turn (Hypothesis left to choose them
         draws the simplest, forward and the first dtype, three times in four); every other sweep
         over them climbs."""
@@ -106,11 +115,17 @@ class Hunt:
         if not rounds:
             raise AttrError(f"backend {self.opts.backend} offers none of the concepts asked for",
                             argument="concept")
-        for r in range(10**9):
+        for r in range(self.rounds_run, 10**9):
             concept, mode, dtype = rounds[r % len(rounds)]
+            if {c for c, _, _ in rounds} <= self.done:
+                raise _NothingLeft
+            self.rounds_run = r + 1
+            if concept in self.done:
+                continue
             climb = (r // len(rounds)) % 2 == 1
+            size = ROUND if len(asked) <= 2 else ROUND // 4
             try:
-                self._round(self.spec.concept(concept), mode, dtype, self.opts.seed * 1_000_003 + r, climb)
+                self._round(self.spec.concept(concept), mode, dtype, self.opts.seed * 1_000_003 + r, climb, size)
             except _Found as found:
                 return found.verdict
             except _Spent:
@@ -119,14 +134,15 @@ class Hunt:
                 continue
         return None
 
-    def _round(self, concept: spec_mod.Concept, mode: str, dtype: str, round_seed: int, climb: bool) -> None:
-        """One Hypothesis run of ROUND calls; with ``climb``, its second half climbs toward high
+    def _round(self, concept: spec_mod.Concept, mode: str, dtype: str, round_seed: int, climb: bool,
+               size: int) -> None:
+        """One Hypothesis run of ``size`` calls; with ``climb``, its second half climbs toward high
         usage (``target``), else every call is a free draw: climbing stays near the calls that
         came close to their bound, which are not where a library's corner cases are."""
         phases = [Phase.generate, Phase.target] if climb else [Phase.generate]
 
         @seed(round_seed)
-        @settings(max_examples=ROUND, deadline=None, database=None, phases=phases,
+        @settings(max_examples=size, deadline=None, database=None, phases=phases,
                   suppress_health_check=list(HealthCheck), print_blob=False)
         @given(hunt_cases.cases(concept, mode, dtype))
         def prop(case: hunt_cases.Case) -> None:
@@ -222,45 +238,52 @@ def write_report(h: Hunt, result: dict) -> Path:
 
 
 def hunt(opts: Options, log=print) -> int:
-    """The whole command: search, then confirm, minimise and bundle a finding; 1 when found, else 0."""
+    """The whole command: search; confirm, minimise and bundle each finding, then go on with the
+    concepts that have none until the budget is spent. 1 when something was found, else 0."""
     h = Hunt(opts, log)
+    found: list[dict] = []
     try:
-        while True:
-            v = h.run()
-            if v is None:
-                break
+        while (v := h.run()) is not None:
             found_at = time.time() - h.start
             log(f"hunt: {v.kind} after {found_at:.0f} s ({h.calls} calls) on {v.case.describe()}: {v.message[:300]}")
             small = confirm(h, v)
-            if small is not None:
-                return _report_finding(h, small, found_at, repeats(v))
-            log("hunt: not confirmed in a fresh process; searching on")
+            if small is None:
+                log("hunt: not confirmed in a fresh process; searching on")
+                continue
+            found.append(_finding(h, small, found_at, repeats(v)))
+            h.done.add(v.case.concept)
+    except _NothingLeft:
+        pass
     finally:
         h.close()
-    write_report(h, {"found": None, "elapsed_s": time.time() - h.start})
+    write_report(h, {"found": found, "elapsed_s": time.time() - h.start})
     _worst_lines(h, log)
-    print(f"nutshell hunt: {h.calls} calls in {clock(time.time() - h.start)}, nothing found on {opts.backend}")
-    return 0
+    if not found:
+        print(f"nutshell hunt: {h.calls} calls in {clock(time.time() - h.start)}, nothing found on {opts.backend}")
+        return 0
+    for f in found[1:]:
+        print(f"nutshell hunt: also {f['kind']} in {f['case']['concept']}; bundle: {f['bundle']}")
+    first = found[0]
+    print(f"nutshell hunt: {first['kind']} found on {opts.backend} in {first['case']['concept']} after "
+          f"{first['first_found_s']:.0f} s; bundle: {first['bundle']}")
+    return 1
 
 
-def _report_finding(h: Hunt, v: Verdict, found_at: float, repeat: int) -> int:
+def _finding(h: Hunt, v: Verdict, found_at: float, repeat: int) -> dict:
+    """Bundle a confirmed finding (and, with --save, add it to the spec); its record for hunt.json."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     folder = h.opts.reports / "hunt" / f"{h.opts.backend}-{v.case.concept}-{v.kind}-{stamp}"
     summary = bundle(h, v, found_at, folder, repeat)
-    found = {"kind": v.kind, "case": v.case.to_json(), "message": v.message[:2000], "first_found_s": found_at,
-             "bundle": str(folder), **summary}
     if h.opts.save:
         from nutshell.spec import generate
 
-        name = generate.add_found(h.spec.concept(v.case.concept), v.case.vector(h.spec.concept(v.case.concept)),
-                                  provenance(h))
+        concept = h.spec.concept(v.case.concept)
+        name = generate.add_found(concept, v.case.vector(concept), provenance(h))
         h.log(f"hunt: saved as spec vector {v.case.concept}/{name} (kind found)")
-    write_report(h, {"found": found, "elapsed_s": time.time() - h.start})
-    _worst_lines(h, h.log)
     h.log(f"hunt: fault in {summary['library'] or 'the backend' + chr(39) + 's own code'}; "
-          f"script {'fails' if summary['script_fails'] else 'did not fail'} here")
-    print(f"nutshell hunt: {v.kind} found on {h.opts.backend} after {found_at:.0f} s; bundle: {folder}")
-    return 1
+          f"script {'fails' if summary['script_fails'] else 'did not fail'} here; bundle: {folder}")
+    return {"kind": v.kind, "case": v.case.to_json(), "message": v.message[:2000], "first_found_s": found_at,
+            "bundle": str(folder), **summary}
 
 
 def provenance(h: Hunt) -> dict:

@@ -150,7 +150,7 @@ def test_hunt_finds_minimises_and_bundles_the_planted_bug(tmp_path):
     last = r.stdout.strip().splitlines()[-1]
     folder = tmp_path / last.split("bundle: ")[1]
     report = json.loads((tmp_path / "reports" / "hunt.json").read_text())["backends"]["blocked"]
-    found = Case.from_json(report["found"]["case"])
+    found = Case.from_json(report["found"][0]["case"])
     assert found.dims["Cg"] > 16 and found.dims["Cg"] % 16 and found.concept == "conv2d"
     assert found.dims["N"] == 1 and found.dims["H"] == 1 and found.dims["W"] == 1 and found.dims["kh"] == 1
     assert json.loads((folder / "bundle.json").read_text())["fault"] == "backend"
