@@ -278,7 +278,8 @@ def _finding(h: Hunt, v: Verdict, found_at: float, repeat: int) -> dict:
         from nutshell.spec import generate
 
         concept = h.spec.concept(v.case.concept)
-        name = generate.add_found(concept, v.case.vector(concept), provenance(h))
+        note = f"nutshell hunt found {h.opts.backend} {v.kind} here: {v.message.split(';')[0][:160]}"
+        name = generate.add_found(concept, v.case.vector(concept), provenance(h), note)
         h.log(f"hunt: saved as spec vector {v.case.concept}/{name} (kind found)")
     h.log(f"hunt: fault in {summary['library'] or 'the backend' + chr(39) + 's own code'}; "
           f"script {'fails' if summary['script_fails'] else 'did not fail'} here; bundle: {folder}")

@@ -168,19 +168,20 @@ def _set_sha(text: str, file: str, digest: str) -> str:
     return new
 
 
-def add_found(concept: spec_mod.Concept, vec: spec_mod.Vector, provenance: dict,
+def add_found(concept: spec_mod.Concept, vec: spec_mod.Vector, provenance: dict, note: str = "",
               spec_path: Path | None = None) -> str:
     """Add a case found by ``nutshell hunt --save`` to the spec as a vector of kind ``found``.
 
     The vector is a generated one (shapes, seed and scale rebuild its inputs; the reference gives
     its goldens) that also says where it came from: ``provenance`` holds the backend, its library
-    and version, the date and the hunt's seed. Its entry goes at the end of the concept's vectors
-    in the spec file, its .npz beside the others; returns the vector's name."""
+    and version, the date and the hunt's seed; ``note`` what went wrong there. Its entry goes at
+    the end of the concept's vectors in the spec file, its .npz beside the others; returns the
+    vector's name."""
     spec_path = Path(spec_path) if spec_path else spec_mod.SPEC_FILE
     taken = {v.name for v in concept.vectors}
     stem = re.sub(r"[^a-z0-9_]", "_", f"found_{provenance['backend']}_{provenance['date']}".lower())
     name = next(f"{stem}_{i}" for i in range(1, len(taken) + 2) if f"{stem}_{i}" not in taken)
-    found = dataclasses.replace(vec, name=name, kind="found", file=f"vectors/{concept.id}__{name}.npz")
+    found = dataclasses.replace(vec, name=name, kind="found", file=f"vectors/{concept.id}__{name}.npz", note=note)
     blob = npz_bytes(compute(concept, found))
     (spec_path.parent / found.file).write_bytes(blob)
     spec_path.write_text(_insert_vector(spec_path.read_text(), concept.id, _found_entry(found, provenance, blob)))
@@ -193,7 +194,9 @@ def _found_entry(vec: spec_mod.Vector, provenance: dict, blob: bytes) -> str:
     lines = [f"  - name: {vec.name}", "    kind: found", "    shapes:"]
     lines += [f"      {k}: {json.dumps(list(v))}" for k, v in vec.shapes.items()]
     lines += [f"    seed: {vec.seed}", f"    scale: {json.dumps(vec.scale)}", f"    attrs: {json.dumps(vec.attrs)}"]
-    lines += [f"    grad: {json.dumps(vec.grad)}", f"    provenance: {json.dumps(provenance)}",
+    lines += [f"    grad: {json.dumps(vec.grad)}", f"    provenance: {json.dumps(provenance)}"]
+    lines += [f"    note: {json.dumps(vec.note)}"] if vec.note else []
+    lines += [
               f"    file: {vec.file}", f"    sha256: {hashlib.sha256(blob).hexdigest()}"]
     return "\n".join(lines) + "\n"
 

@@ -33,7 +33,8 @@ def spec_copy(tmp_path) -> Path:
 
 def save(spec_file: Path, case: Case) -> str:
     concept = spec_mod.parse(spec_file.read_text(), spec_file).concept(case.concept)
-    return generate.add_found(concept, case.vector(concept), PROVENANCE, spec_path=spec_file)
+    return generate.add_found(concept, case.vector(concept), PROVENANCE, "tf: gradient 'x' 'wrong'",
+                              spec_path=spec_file)
 
 
 def test_a_found_case_becomes_a_vector_with_its_provenance(spec_copy):
@@ -42,6 +43,7 @@ def test_a_found_case_becomes_a_vector_with_its_provenance(spec_copy):
     relu = spec_mod.parse(spec_copy.read_text(), spec_copy).concept("relu")
     vec = next(v for v in relu.vectors if v.name == name)
     assert vec.kind == "found" and vec.shapes == {"x": [3, 17]} and vec.seed == 11 and vec.grad
+    assert vec.note == "tf: gradient 'x' 'wrong'"
     assert 'provenance: {"backend": "tf"' in spec_copy.read_text()
     data = np.load(spec_copy.parent / vec.file)
     want = hunt_cases.data(relu, case)
