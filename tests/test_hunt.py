@@ -26,6 +26,7 @@ from nutshell.conformance.hunt_worker import Died, Request, Worker
 
 HERE = Path(__file__).resolve().parent
 PLANTED = "blocked=hunt_backends:BlockedBackend"
+POISONED = "poisoned=hunt_backends:PoisonedBackend"
 FAULTY = "faulty=faulty_backend:FaultyBackend"
 SKEWED = "skewed=planted_backends:SkewedBackend"
 SPEC = spec_mod.load()
@@ -34,7 +35,7 @@ SPEC = spec_mod.load()
 @pytest.fixture
 def registered(monkeypatch):
     """The planted and the faulty backend registered for this process and the workers it starts."""
-    monkeypatch.setenv("NUTSHELL_BACKENDS", f"{PLANTED},{FAULTY}")
+    monkeypatch.setenv("NUTSHELL_BACKENDS", f"{PLANTED},{FAULTY},{POISONED}")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.syspath_prepend(str(HERE))
 
@@ -124,6 +125,21 @@ def test_a_crash_is_pinned_on_the_culprit_in_fresh_processes(registered):
     died = Verdict(after, float("inf"), "crash", "worker crash", history=[after, culprit, after])
     v = m.culprit(died, repeat=1)
     assert v is not None and v.kind == "crash" and v.case == culprit and m.fresh_runs >= 2
+
+
+def test_a_delayed_abort_is_pinned_on_the_call_that_caused_it(registered):
+    """Heap damage noticed one call later: the worker dies on an innocent call; delta debugging over
+    its history in fresh workers, then the culprit repeated alone, names the call that did it."""
+    relu = SPEC.concept("relu")
+    ok, culprit, innocent = (Case("relu", "forward", "float32", {"d0": n}) for n in (2, 3, 5))
+    w = Worker("poisoned", "cpu")
+    for case in (ok, culprit):
+        assert judge(w, relu, case, SPEC.tolerance).kind is None
+    died = judge(w, relu, innocent, SPEC.tolerance)
+    assert died.kind == "crash" and "SIGABRT" in died.message and died.case == innocent
+    m = Minimiser("poisoned", "cpu", relu, SPEC.tolerance, timeout=10, deadline=float("inf"), log=lambda s: None)
+    v = m.culprit(died, repeat=len(died.history))
+    assert v is not None and v.kind == "crash" and v.case == culprit
 
 
 def test_a_worker_answers_each_request_by_its_id(registered):
