@@ -173,6 +173,9 @@ def model_forward(backend: Backend, model_id: str, dtype: str, st: dict) -> chec
                                  "correct backend may take the other branch")
     m = backend.model(model_id, params={k: v.astype(DTYPES[dtype]) for k, v in golden["params"].items()},
                       dtype=dtype, dims=spec.vectors.dims or None)
+    why = m.unsupported()
+    if why is not None:
+        raise checks.Unsupported(f"{backend.name} cannot run model {model_id}: {why}")
     logits = m.forward(golden["x"].astype(DTYPES[dtype]))
     return judge({"logits": logits}, golden, "out", dtype, st["spec"].tolerance, dtype)
 
