@@ -195,3 +195,12 @@ def test_repro_of_a_failed_check_writes_a_failing_bundle(tmp_path):
 def test_repro_without_a_run_is_refused(tmp_path):
     r = run_cli(tmp_path, "repro", "relu[torch-grid-float32]")
     assert r.returncode == 2 and "nutshell:" in r.stderr
+
+
+@pytest.mark.parametrize("args, words", [(["-b", "nosuch"], "nosuch"),
+                                         (["-b", "blocked", "--concept", "conv2dd"], "conv2d"),
+                                         (["-b", "blocked", "--budget", "soon"], "--budget")])
+def test_bad_arguments_are_refused_with_one_line(tmp_path, args, words):
+    r = run_cli(tmp_path, "hunt", *args)
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "reports").exists()
