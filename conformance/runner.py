@@ -605,18 +605,19 @@ MIN_BATCH_S = 15.0   # the shortest batch worth a worker: about four worker star
 
 def plan(groups: list[str], jobs: int, costs: dict[str, float]) -> list[tuple[str, str | None]]:
     """The workers of ``groups`` for ``jobs`` jobs, in the order they start: (group, batch "i/k" or
-    None). One job: each group whole. Several: two batches a job, so that a long batch at the end
-    does not leave the other jobs idle, the longest group's first. With every group's seconds in an
-    earlier run (``costs``), each group gets batches of about total / (2·jobs) seconds, never under
-    :data:`MIN_BATCH_S`, so a short selection is not spread over workers that would mostly start up;
-    without them, every group gets ⌈2·jobs / groups⌉."""
+    None), the longest group's first. One job: each group whole. Several, with every group's
+    seconds in an earlier run (``costs``): batches of about total / (2·jobs) seconds, two a job, so
+    that a long batch at the end does not leave the other jobs idle, and never under
+    :data:`MIN_BATCH_S`, so that a short selection is not spread over workers that would mostly
+    start up. Without them nothing says how long a group is: ⌈jobs / groups⌉ batches each, a
+    worker for every job and no start-up more."""
     if jobs <= 1:
         return [(g, None) for g in groups]
     if all(g in costs for g in groups):
         target = max(sum(costs[g] for g in groups) / (2 * jobs), MIN_BATCH_S)
         ks = {g: max(1, min(2 * jobs, round(costs[g] / target))) for g in groups}
     else:
-        ks = dict.fromkeys(groups, max(1, -(-2 * jobs // len(groups))))
+        ks = dict.fromkeys(groups, max(1, -(-jobs // len(groups))))
     order = sorted(groups, key=lambda g: -costs.get(g, 0.0))
     return [(g, f"{i}/{ks[g]}" if ks[g] > 1 else None) for g in order for i in range(1, ks[g] + 1)]
 

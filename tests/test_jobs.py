@@ -25,8 +25,15 @@ def records(path: Path) -> list[tuple[str, str]]:
 
 
 def test_three_jobs_give_the_records_of_one(tmp_path):
+    """With the first run's times made long, -j 3 splits cupy into six batches on three jobs: the
+    later batches start after checks are done, and must still get their own share."""
     one = nutshell(tmp_path, "run", *SELECTION, "-j", "1", "--reports", "one", "-q")
-    three = nutshell(tmp_path, "run", *SELECTION, "-j", "3", "--reports", "three", "-q")
+    doc = json.loads((tmp_path / "one" / "results.json").read_text())
+    for r in doc["results"]:
+        r["seconds"] = 100.0
+    (tmp_path / "long.json").write_text(json.dumps(doc))
+    assert runner.plan(["cupy"], 3, {"cupy": 100.0 * len(doc["results"])}) == [("cupy", f"{i}/6") for i in range(1, 7)]
+    three = nutshell(tmp_path, "run", *SELECTION, "-j", "3", "--reports", "three", "-q", "--durations", "long.json")
     assert one.returncode == three.returncode == 0, one.stderr + three.stderr
     a, b = records(tmp_path / "one" / "results.json"), records(tmp_path / "three" / "results.json")
     assert len(b) == len(set(b)) and sorted(a) == sorted(b) and len(a) > 20
@@ -40,10 +47,11 @@ def test_jobs_must_be_a_positive_whole_number(tmp_path):
     assert not (tmp_path / "reports").exists()
 
 
-def test_the_plan_gives_every_job_two_batches_the_longest_group_first():
+def test_the_plan_gives_every_job_two_timed_batches_the_longest_group_first():
     groups = ["torch", "cupy", "onnx"]
     assert runner.plan(groups, 1, {}) == [("torch", None), ("cupy", None), ("onnx", None)]
-    assert runner.plan(groups, 2, {}) == [(g, f"{i}/2") for g in groups for i in (1, 2)]
+    assert runner.plan(groups, 2, {}) == [(g, None) for g in groups]              # untimed: a worker a job
+    assert runner.plan(["torch"], 2, {}) == [("torch", "1/2"), ("torch", "2/2")]
     timed = runner.plan(groups, 2, {"torch": 100.0, "cupy": 40.0, "onnx": 160.0})   # batches of 75 s
     assert timed == [("onnx", "1/2"), ("onnx", "2/2"), ("torch", None), ("cupy", None)]
     assert runner.plan(["torch"], 8, {"torch": 40.0}) == [("torch", f"{i}/3") for i in (1, 2, 3)]
