@@ -27,8 +27,14 @@ def test_the_golden_inputs_are_exact_in_both_formats():
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("model", ["softmax_regression", "lstm_classifier"])
-def test_a_smooth_model_passes_and_names_its_accumulation(model, dtype, torch_backend):
-    rec = precision.model_forward(torch_backend, model, dtype, ST)
+@pytest.mark.parametrize("backend", ["torch", "cupy", "onnx"])
+def test_a_smooth_model_passes_and_names_its_accumulation(backend, model, dtype):
+    """Every backend runs the models in both formats (torch and ONNX node by node)."""
+    try:
+        b = nutshell.load(backend, device="cpu")
+    except nutshell.BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    rec = precision.model_forward(b, model, dtype, ST)
     assert rec.usage <= 1 and rec.details["consistent_with"] == tolerance.FLOAT32
 
 
