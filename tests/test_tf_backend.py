@@ -6,6 +6,9 @@ The backend is an outside package: ``pip install -e examples/tf_backend`` regist
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -83,6 +86,46 @@ def test_max_pool_ties_nan_and_dropped_ceil_window(b):
     row = np.arange(5.0).reshape(1, 1, 1, 5)
     attrs = {"kernel": [1, 3], "stride": [1, 3], "pads": [0, 1, 0, 1], "ceil_mode": True}
     np.testing.assert_array_equal(b.run("max_pool2d", {"x": row}, attrs)["y"], [[[[1.0, 4.0]]]])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kernel, stride", [((1, 1), [2, 1]), ((1, 1), [3, 2]), ((1, 3), [2, 2]), ((2, 1), [1, 3])])
+def test_strided_convolutions_with_a_kernel_1_wide(b, kernel, stride, dtype):
+    """Along an axis where the kernel is 1 wide the input is sliced and the stride dropped (conv.unstride)."""
+    rng = np.random.default_rng(4)
+    ins = {k: rng.standard_normal(shape).astype(dtype) for k, shape in
+           (("x", (2, 4, 11, 8)), ("w", (6, 2, *kernel)), ("b", (6,)))}
+    attrs = {"stride": stride, "pads": [1, 1, 0, 1], "groups": 2}
+    arrays, full, _ = validate.check(b.spec.concept("conv2d"), {k: v.astype(np.float64) for k, v in ins.items()}, attrs)
+    y = reference.forward("conv2d", arrays, full)["y"].v
+    cot = rng.standard_normal(y.shape).astype(dtype)
+    want = {k: t.v for k, t in reference.vjp("conv2d", arrays, {"y": cot.astype(np.float64)}, full).items()}
+    tol = 1e-12 if dtype == "float64" else 1e-4
+    np.testing.assert_allclose(b.run("conv2d", ins, attrs)["y"], y, rtol=tol, atol=tol)
+    got = b.vjp("conv2d", ins, {"y": cot}, attrs)
+    for k in ins:
+        np.testing.assert_allclose(got[k], want[k], rtol=tol, atol=tol, err_msg=k)
+
+
+ONEDNN = """
+import os, sys
+os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+from nutshell import backends, spec
+from nutshell.conformance import checks
+b = backends.load("tf", device="cpu")
+conv2d = spec.load().concept("conv2d")
+vec = next(v for v in conv2d.vectors if v.name == "found_tf_2026_12_04_1")
+for _ in range(20):
+    checks.vjp(b, conv2d, vec, "float32", b.spec.tolerance)   # raises CheckFailed outside the bound
+"""
+
+
+def test_the_found_onednn_gradient_case_stays_right():
+    """TensorFlow 2.21 with oneDNN on (the default on AVX-512 CPUs) gets the filter gradient of a
+    strided 1×1 convolution wrong, differently from call to call; ``nutshell hunt`` found it and
+    the spec keeps it as a ``found`` vector. The backend must be right on it twenty times running."""
+    r = subprocess.run([sys.executable, "-c", ONEDNN], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_maxout_first_piece_alone_gets_the_gradient(b):

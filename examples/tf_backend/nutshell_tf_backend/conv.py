@@ -3,7 +3,8 @@
 TensorFlow's CPU convolution wants NHWC input and HWIO filters, so ``_conv`` transposes on the
 way in and out. Two CPU gaps shape the rest: no float64 gradient for a grouped convolution
 (groups run one at a time) and no gradient at all for a dilated one in float64 (the kernel is
-spread with zeros instead, :func:`dilate_kernel`).
+spread with zeros instead, :func:`dilate_kernel`). A strided 1×1 convolution runs unstrided on a
+sliced input (:func:`unstride`): TensorFlow's oneDNN path gets its filter gradient wrong.
 """
 
 from __future__ import annotations
@@ -28,14 +29,33 @@ def _conv(x: tf.Tensor, w: tf.Tensor, stride: Sequence[int]) -> tf.Tensor:
     """Unpadded, ungrouped, undilated cross-correlation: (N, C, H, W) ⋆ (O, C, kh, kw) -> (N, O, oH, oW).
 
     An empty batch is answered here: TensorFlow's convolution returns it with the input's shape.
+    Along an axis where the kernel is 1 wide, a stride s only picks every s-th pixel, so the input
+    is sliced there (``unstride``) and the convolution runs with stride 1 on that axis.
     """
     if x.shape[0] == 0:
         _, _, oh, ow = shapes.conv2d_out_shape(x.shape, w.shape, stride, (0, 0, 0, 0), (1, 1))
         return tf.zeros((0, w.shape[0], oh, ow), x.dtype)
+    x, stride = unstride(x, w.shape[2:], stride)
     y = tf.nn.conv2d(tf.transpose(x, [0, 2, 3, 1]),               # (N, H, W, C)
                      tf.transpose(w, [2, 3, 1, 0]),               # (kh, kw, C, O)
                      strides=[1, *stride, 1], padding="VALID")
     return tf.transpose(y, [0, 3, 1, 2])                          # (N, O, oH, oW)
+
+
+def unstride(x: tf.Tensor, kernel: Sequence[int], stride: Sequence[int]) -> tuple[tf.Tensor, tuple[int, int]]:
+    """x[:, :, ::sh, ::sw] and stride 1 along each axis where the kernel is 1 wide: the same output.
+
+    A kernel 1 wide with stride s reads input rows 0, s, 2s, …, ⌈H/s⌉ of them, which is what the
+    slice keeps. It keeps TensorFlow 2.21's oneDNN convolution (on by default on CPUs with AVX-512
+    VNNI, BF16 or AMX, or with TF_ENABLE_ONEDNN_OPTS=1) off a path whose filter gradient is wrong,
+    a different one from call to call: a strided 1×1 convolution. ``nutshell hunt -b tf --concept
+    conv2d`` found it; the spec keeps the case as conv2d's vector ``found_tf_2026_12_04_1``. The
+    slice's gradient is TensorFlow's own scatter, outside oneDNN.
+    """
+    steps = [s if k == 1 else 1 for k, s in zip(kernel, stride, strict=True)]
+    if steps == [1, 1]:
+        return x, tuple(stride)
+    return x[:, :, ::steps[0], ::steps[1]], tuple(s // t for s, t in zip(stride, steps, strict=True))
 
 
 def conv2d(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | None = None, stride: Sequence[int] = (1, 1),
