@@ -127,3 +127,18 @@ def test_the_readme_numbers_for_a_3x3x64_convolution():
         assert tolerance.bound(d["err.y"][at], dt, TOL) == pytest.approx(storage, rel=2e-3)
         assert tolerance.bound_float32_accumulation(d["err_r.y"][at], d["err_a.y"][at], dt, TOL) == \
             pytest.approx(tight, rel=1e-2)
+
+
+def test_onnx_names_the_float16_operators_onnx_runtime_runs_in_float32():
+    """ONNX Runtime puts Casts around a float16 node it has no kernel for; the backend reads them
+    from the optimised graph and says so (which operators depends on the build and the machine)."""
+    onnx_impl = pytest.importorskip("nutshell.backends.onnx_impl.backend")
+    b = onnx_impl.OnnxBackend(device="cpu")
+    ops = b.float32_ops("conv2d")
+    built = {n.op_type for d in ("forward", "vjp") for n in b.build(
+        "conv2d", validate._check_attrs(S.concept("conv2d"), {}), {"x": (2, 3, 6, 6), "w": (4, 3, 3, 3), "b": (4,)},
+        "float16", d).graph.node}
+    assert set(ops) <= built
+    why = b.widened("conv2d", "float16")
+    assert (why is None) == (not ops) and all(op in why for op in ops)
+    assert b.widened("relu", "bfloat16").startswith("float32: ONNX Runtime's CPU provider has no bfloat16 kernels")

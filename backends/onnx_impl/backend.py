@@ -169,6 +169,7 @@ class OnnxBackend(Backend):
         self._device_id = int(self.device.partition(":")[2] or 0)
         self.sessions = SessionCache(cache_size)
         self._outputs = {c.id: c.outputs for c in self.spec.concepts.values()}
+        self._float32_ops: dict[str, tuple[str, ...]] = {}
 
     def unsupported(self, concept: str, dtype: str) -> str | None:
         return UNSUPPORTED.get((concept, dtype))
@@ -189,9 +190,35 @@ class OnnxBackend(Backend):
 
     def widened(self, concept: str, dtype: str) -> str | None:
         """bfloat16 always, and the float16 gradients that scatter, compute in float32 (see
-        _WIDE_FLOAT16_VJP); the result is rounded once into ``dtype``."""
+        _WIDE_FLOAT16_VJP); the result is rounded once into ``dtype``. In the other float16 graphs
+        ONNX Runtime itself runs every operator without a float16 kernel in float32, between Casts
+        its optimiser inserts (:meth:`float32_ops` names them)."""
         why = _NO_BFLOAT16 if dtype == "bfloat16" else _WIDE_FLOAT16_VJP.get(concept) if dtype == "float16" else None
-        return None if why is None else f"float32: {why}; the result is rounded once into {dtype}"
+        if why is not None:
+            return f"float32: {why}; the result is rounded once into {dtype}"
+        ops = self.float32_ops(concept) if dtype == "float16" else ()
+        if not ops:
+            return None
+        return (f"partly float32: ONNX Runtime runs {', '.join(ops)} in float32, between Casts its optimiser "
+                "inserts around nodes without a float16 kernel; the rest in float16")
+
+    def float32_ops(self, concept: str) -> tuple[str, ...]:
+        """The operators of ``concept``'s float16 forward and vjp graphs that ONNX Runtime runs in
+        float32: its optimiser wraps a node without a float16 kernel in Casts named
+        ``InsertedPrecisionFreeCast_*``, read here from the optimised graphs of the concept's first
+        generated low-precision vector (spec/lowp.yaml). Measured once per concept."""
+        if concept not in self._float32_ops:
+            from nutshell.spec import lowp
+
+            lv = next((v.vector for v in lowp.load() if v.concept == concept and v.vector.kind == "generated"), None)
+            ops: set[str] = set()
+            if lv is not None:
+                full = validate._check_attrs(self.spec.concept(concept), lv.attrs)
+                for direction in ("forward", "vjp"):
+                    model = self.build(concept, full, {k: tuple(s) for k, s in lv.shapes.items()}, "float16", direction)
+                    ops |= graph.float32_ops(model, self._providers)
+            self._float32_ops[concept] = tuple(sorted(ops))
+        return self._float32_ops[concept]
 
     def _wide(self, concept: str, direction: str, dtype: np.dtype) -> bool:
         """Whether this graph runs in float32 for a low-precision ``dtype`` (see :meth:`widened`)."""

@@ -8,7 +8,9 @@ inference on every model before :func:`session` hands it to ONNX Runtime.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,6 +139,25 @@ def check(model: onnx.ModelProto) -> onnx.ModelProto:
     """Full ONNX checker, then strict shape inference; returns the model with inferred shapes."""
     onnx.checker.check_model(model, full_check=True)
     return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+
+
+INSERTED_CAST = "InsertedPrecisionFreeCast_"   # ONNX Runtime's name for a Cast it puts around a node
+
+
+def float32_ops(model: onnx.ModelProto, providers: list) -> set[str]:
+    """The operator types of a float16 ``model`` that ONNX Runtime runs in float32 with these
+    ``providers``: those its optimiser feeds through Casts it inserts (a node without a float16
+    kernel), read from the optimised model it writes out."""
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
+        ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+        optimised = onnx.load(options.optimized_model_filepath)
+    widened = {out for n in optimised.graph.node if n.name.startswith(INSERTED_CAST) for out in n.output}
+    return {n.op_type for n in optimised.graph.node if not n.name.startswith(INSERTED_CAST)
+            and any(i in widened for i in n.input)}
 
 
 def session(model: onnx.ModelProto, providers: list) -> ort.InferenceSession:
