@@ -39,6 +39,9 @@ ROUND = 200
 a hunt over more concepts takes a quarter of that per round, so that a budget of minutes still
 sweeps every concept, direction and dtype, and climbs in the next sweep."""
 PROGRESS_S = 10.0
+SCRIPT_REPEATS = 20
+"""The least number of times a bundle's script repeats its call: it stops at the first failure, so
+a bug that shows one call in three is all but certain to show, and a fixed one costs 20 calls."""
 MINIMISE_S = 900.0
 """The most time spent confirming and minimising one finding, on top of the search budget."""
 
@@ -193,9 +196,10 @@ def clock(seconds: float) -> str:
 
 
 def repeats(v: Verdict) -> int:
-    """Times a call is repeated to show a finding: once for a wrong result or an exception, as many
-    times as the dead worker had run calls (at most 100) for a crash or a hang: heap damage adds up."""
-    return 1 if v.kind in ("wrong", "raised") else max(1, min(len(v.history), 100))
+    """Times a call is repeated to show a finding: three times for a wrong result or an exception
+    (a library reading memory nobody wrote is wrong only now and then), as many times as the dead
+    worker had run calls (at most 100) for a crash or a hang: heap damage adds up."""
+    return 3 if v.kind in ("wrong", "raised") else max(3, min(len(v.history), 100))
 
 
 def confirm(h: Hunt, v: Verdict) -> Verdict | None:
@@ -250,7 +254,7 @@ def hunt(opts: Options, log=print) -> int:
             if small is None:
                 log("hunt: not confirmed in a fresh process; searching on")
                 continue
-            found.append(_finding(h, small, found_at, repeats(v)))
+            found.append(_finding(h, small, found_at, max(repeats(v), SCRIPT_REPEATS)))
             h.done.add(v.case.concept)
     except _NothingLeft:
         pass

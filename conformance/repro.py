@@ -32,7 +32,8 @@ from nutshell.conformance.results import load_results
 from nutshell.errors import SpecError
 from nutshell.spec import generate
 
-SETTINGS = ("TF_", "ONEDNN_", "DNNL_", "OMP_", "MKL_", "OPENBLAS_", "CUBLAS_", "CUDNN_", "NVIDIA_TF32", "CUPY_",
+SETTINGS = ("TF_ENABLE_", "TF_NUM_", "TF_DETERMINISTIC", "TF_USE_", "ONEDNN_", "DNNL_", "OMP_", "MKL_",
+            "OPENBLAS_", "CUBLAS_", "CUDNN_", "NVIDIA_TF32", "CUPY_",
             "TORCH_", "ORT_", "NUTSHELL_BACKENDS", "PYTHONPATH")
 """Environment variables that change what a numerical library computes (or, for a backend registered
 through $NUTSHELL_BACKENDS, where it is): a bundle keeps them and its script sets them again."""
