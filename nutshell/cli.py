@@ -17,7 +17,10 @@ from nutshell import spec as spec_mod
 from nutshell.errors import NutshellError
 from nutshell.spec import generate as spec_generate
 from nutshell.spec import verify as spec_verify
+from nutshell.spec.signatures import DTYPES
 from nutshell.version import __version__
+
+SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16"}   # the list's cells
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -33,18 +36,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, why in missing.items():
         print(f"  {name:<8} unavailable: {why}")
     print()
-    print(f"{'concept':<22}" + "".join(f"{n:>12}" for n in names))
-    notes = []
+    print(f"{'concept':<22}" + "".join(f"{n:>18}" for n in names))
+    notes, wider = [], []
     for cid in s.concepts:
         cells = []
         for n in names:
-            have = [dt[-2:] for dt in ("float32", "float64") if loaded[n].unsupported(cid, dt) is None]
-            for dt in ("float32", "float64"):
-                why = loaded[n].unsupported(cid, dt)
-                if why:
-                    notes.append(f"{n} {cid} {dt}: {why}")
-            cells.append("f" + "/f".join(have) if have else "-")
-        print(f"{cid:<22}" + "".join(f"{c:>12}" for c in cells))
+            have = [SHORT[dt] for dt in DTYPES if loaded[n].unsupported(cid, dt) is None]
+            notes += [f"{n} {cid} {dt}: {why}" for dt in DTYPES if (why := loaded[n].unsupported(cid, dt))]
+            wider += [f"{n} {cid} {dt}: {why}" for dt in DTYPES if (why := loaded[n].widened(cid, dt))]
+            cells.append("/".join(have) if have else "-")
+        print(f"{cid:<22}" + "".join(f"{c:>18}" for c in cells))
+    if wider:
+        print("\ncomputed in a wider format (inputs widened exactly, outputs rounded once):")
+        for line in wider:
+            print(f"  {line}")
     if notes:
         print("\nunsupported:")
         for line in notes:
@@ -88,6 +93,7 @@ COMMANDS = {
     "new-backend": ("nutshell.scaffold", "scaffold an out-of-tree backend package"),
     "hunt": ("nutshell.conformance.hunt", "search for inputs where a backend is wrong, crashes or hangs"),
     "repro": ("nutshell.conformance.repro", "a standalone reproducer bundle for a failed check"),
+    "probe": ("nutshell.conformance.probe", "in what precision a backend really computes"),
 }
 
 # Each command's examples, shown line by line under its --help.
@@ -154,6 +160,10 @@ EXAMPLES = {
     "repro": [
         "nutshell repro 'conv2d[torch-basic-float32-vjp]'  # reports/repro/<id>/repro.py fails while the bug is there",
         "nutshell repro 'relu[skewed-grid-float32]' --results other/results.json -o bundle",
+    ],
+    "probe": [
+        "nutshell probe -b torch                      # float32 products, low-precision accumulation",
+        "nutshell probe -b torch --device cuda --library-defaults   # what torch does unpinned (TF32)",
     ],
     "new-backend": [
         "nutshell new-backend mybackend --dir ../mybackend",
