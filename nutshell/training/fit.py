@@ -53,7 +53,9 @@ from nutshell.backends.base import Backend
 from nutshell.errors import AttrError
 from nutshell.spec import models
 from nutshell.spec.graph import Model
+from nutshell.spec.signatures import DTYPES, LOW_PRECISION
 from nutshell.training import datasets
+from nutshell.training.mixed import MasterModel
 
 
 @dataclass
@@ -164,11 +166,14 @@ def fit(model: Model, data: datasets.Dataset, epochs: int, batch_size: int, lr: 
 
 def train(backend: Backend, name: str, epochs: int | None = None, seed: int = 0, dtype: str = "float32",
           log: Callable[[str], None] | None = None, progress: Callable[[int, int], None] | None = None
-          ) -> tuple[Model, History]:
-    """The spec's recipe for model ``name``: its init with ``seed``, its dataset, its training."""
+          ) -> tuple[Model | MasterModel, History]:
+    """The spec's recipe for model ``name``: its init with ``seed``, its dataset, its training. In
+    float16 or bfloat16 the parameters stay float32 and each pass runs in the low format (mixed
+    precision, :mod:`nutshell.training.mixed`)."""
     spec = models.get(name)
     cfg = spec.training
-    model = backend.model(name, seed=seed, dtype=dtype)
+    model = (MasterModel(backend, name, dtype, seed) if dtype in LOW_PRECISION
+             else backend.model(name, seed=seed, dtype=dtype))
     data = datasets.load(spec)
     hist = fit(model, data, cfg.epochs if epochs is None else epochs, cfg.batch_size, cfg.lr, cfg.momentum,
                cfg.schedule, cfg.optimizer, seed=seed, log=log, progress=progress)
@@ -232,7 +237,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stdout is one JSON line of the results; the progress goes to stderr")
     p.add_argument("--epochs", type=_at_least_one, help="at least 1 (default: the spec's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the shuffling (default 0)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="default float32")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                   help="default float32; float16 and bfloat16 train with float32 master parameters, the forward "
+                        "and backward pass in the low format (mixed precision)")
 
 
 def run(args: argparse.Namespace) -> int:
