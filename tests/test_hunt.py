@@ -204,3 +204,13 @@ def test_bad_arguments_are_refused_with_one_line(tmp_path, args, words):
     r = run_cli(tmp_path, "hunt", *args)
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_maxout_winner_decided_by_rounding_is_not_a_finding():
+    """10.37499967 and 10.3750003 are one float32 number: which piece wins is rounding's choice."""
+    arrays = {"in.x": np.ones((1, 1)), "in.w": np.array([[10.37499967, 10.3750003, 1.0, 2.0]]), "in.b": np.zeros(4)}
+    case = Case("maxout", "vjp", "float32", {"N": 1, "I": 1, "O": 2}, {"pieces": 2})
+    u = SPEC.tolerance["unit_roundoff"]
+    assert hunt_cases.ambiguous(case, arrays, u["float32"])
+    assert not hunt_cases.ambiguous(case, arrays, u["float64"])
+    assert not hunt_cases.ambiguous(case, arrays | {"in.w": np.array([[10.0, 10.5, 1.0, 2.0]])}, u["float32"])
