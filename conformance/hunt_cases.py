@@ -82,19 +82,24 @@ def data(concept: spec_mod.Concept, case: Case) -> dict[str, np.ndarray]:
 
 
 def ambiguous(case: Case, arrays: dict[str, np.ndarray], unit_roundoff: float) -> bool:
-    """Whether a maxout winner is decided by rounding: two pieces of a unit closer than twice the
-    rounding error of a dot product of their length, (I + 2)·u·Σ|x·w| + |b| each. The spec's inputs
-    are distinct so that every max has one winner; z = x·w + b can still hold two pieces that
-    differ by less than a float32 product can tell (10.37499967 and 10.3750003 both round to
-    10.375), and then the gradient goes wherever rounding sends it: not a bug, not a finding."""
-    if case.concept != "maxout" or arrays["in.x"].size == 0:
+    """Whether rounding, not the backend, decides a discontinuity of the call: a maxout winner
+    between two pieces, or the side of relu's kink (a ``layer`` with relu), closer than twice the
+    rounding error of a dot product of length I, (I + 2)·u·(Σ|x·w| + |b|). The spec's inputs are
+    distinct so that every max has one winner; z = x·w + b can still hold two pieces that differ by
+    less than a float32 product can tell (10.37499967 and 10.3750003 both round to 10.375), or a
+    z within rounding of 0, and then the gradient goes wherever rounding sends it: not a finding."""
+    relu = case.concept == "layer" and case.attrs.get("activation", "relu") == "relu"
+    if not (case.concept == "maxout" or relu) or arrays["in.x"].size == 0:
         return False
-    x, w, b, k = arrays["in.x"], arrays["in.w"], arrays["in.b"], case.attrs.get("pieces", 2)
+    x, w, b = arrays["in.x"], arrays["in.w"], arrays["in.b"]
     n, i = x.shape
-    z = (x @ w + b).reshape(n, -1, k)                                     # (N, O, k)
-    tol = 2 * (i + 2) * unit_roundoff * (np.abs(x) @ np.abs(w) + np.abs(b)).reshape(n, -1, k).max(-1)
-    top = np.sort(z, axis=-1)
-    return bool(k > 1 and ((top[..., -1] - top[..., -2]) <= tol).any())
+    z, scale = x @ w + b, np.abs(x) @ np.abs(w) + np.abs(b)            # (N, O·k)
+    tol = 2 * (i + 2) * unit_roundoff * scale
+    if relu:
+        return bool((np.abs(z) <= tol).any())
+    k = case.attrs.get("pieces", 2)
+    top = np.sort(z.reshape(n, -1, k), axis=-1)                          # (N, O, k)
+    return bool(k > 1 and ((top[..., -1] - top[..., -2]) <= tol.reshape(n, -1, k).max(-1)).any())
 
 
 def valid(concept: spec_mod.Concept, case: Case) -> bool:

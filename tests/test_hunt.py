@@ -206,11 +206,17 @@ def test_bad_arguments_are_refused_with_one_line(tmp_path, args, words):
     assert not (tmp_path / "reports").exists()
 
 
-def test_a_maxout_winner_decided_by_rounding_is_not_a_finding():
-    """10.37499967 and 10.3750003 are one float32 number: which piece wins is rounding's choice."""
+def test_a_winner_or_a_kink_decided_by_rounding_is_not_a_finding():
+    """10.37499967 and 10.3750003 are one float32 number: which piece wins, and on which side of
+    relu's kink their difference falls, is rounding's choice."""
     arrays = {"in.x": np.ones((1, 1)), "in.w": np.array([[10.37499967, 10.3750003, 1.0, 2.0]]), "in.b": np.zeros(4)}
     case = Case("maxout", "vjp", "float32", {"N": 1, "I": 1, "O": 2}, {"pieces": 2})
     u = SPEC.tolerance["unit_roundoff"]
     assert hunt_cases.ambiguous(case, arrays, u["float32"])
     assert not hunt_cases.ambiguous(case, arrays, u["float64"])
     assert not hunt_cases.ambiguous(case, arrays | {"in.w": np.array([[10.0, 10.5, 1.0, 2.0]])}, u["float32"])
+    layer = Case("layer", "vjp", "float32", {"N": 1, "I": 2, "O": 1}, {"activation": "relu"})
+    kink = {"in.x": np.array([[1.0, 1.0]]), "in.w": np.array([[10.37499967], [-10.3750003]]), "in.b": np.zeros(1)}
+    assert hunt_cases.ambiguous(layer, kink, u["float32"]) and not hunt_cases.ambiguous(layer, kink, u["float64"])
+    assert not hunt_cases.ambiguous(Case("layer", "vjp", "float32", layer.dims, {"activation": "tanh"}), kink,
+                                    u["float32"])
