@@ -51,7 +51,7 @@ from nutshell.conformance.results import (  # load_results and load_bench: resul
 from nutshell.conformance.timing import MAX_SPREAD, MIN_ROUNDS, unsteady
 from nutshell.errors import NutshellError, SpecError
 from nutshell.spec import models, validate
-from nutshell.spec.signatures import output_shapes
+from nutshell.spec.signatures import LOW_PRECISION, output_shapes
 
 CORE_CHECKS = ("forward", "vjp", "fd", "error", "cross")   # the columns of a concept's detail table
 SECTIONS = (  # (section, anchor, title) of the plain record lists, in the page's order
@@ -273,6 +273,45 @@ def coverage(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------------- agreement
+
+STORAGE_ACC, FLOAT32_ACC = "storage-format accumulation", "float32 accumulation"   # conformance.precision's
+
+
+def precision(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> dict | None:
+    """Concepts × (backend × low-precision dtype): the worst bound usage of the forward and vjp
+    checks under the storage-format bound (the one they must meet) and under the float32-accumulation
+    bound, the accumulation every result is consistent with, and the precision probe's verdict.
+    None when the runs have no float16 or bfloat16 record."""
+    present = [c for c in cols if c["why"] is None]
+    rows = []
+    for cid in _concept_ids(spec, core):
+        cells = [_precision_cell(core.get((cid, c["key"]), []), dt) for c in present for dt in LOW_PRECISION]
+        if any(cell["cls"] != "none" for cell in cells):
+            rows.append({"id": cid, "cells": cells})
+    if not rows:
+        return None
+    return {"columns": [{"label": c["label"], "dtype": dt} for c in present for dt in LOW_PRECISION], "rows": rows}
+
+
+def _precision_cell(recs: list[CheckResult], dtype: str) -> dict:
+    mine = [r for r in recs if r.dtype == dtype and r.check in ("forward", "vjp")]
+    probe = next((r.details.get("verdict") for r in recs if r.dtype == dtype and r.check == "probe"), None)
+    if not mine:
+        return _cell("none", "—", extra=probe or "")
+    n = counts(mine)
+    ran = [r for r in mine if r.outcome is Outcome.PASS or r.outcome is Outcome.FAIL]
+    storage = _max((r.details or {}).get("usage_by_bound", {}).get(STORAGE_ACC) for r in ran)
+    f32 = _max((r.details or {}).get("usage_by_bound", {}).get(FLOAT32_ACC) for r in ran)
+    storage_only = sum((r.details or {}).get("consistent_with") == STORAGE_ACC for r in ran)
+    wider = sorted({str(r.details.get("computed_in")) for r in ran
+                    if r.details and r.details.get("computed_in") not in (None, dtype)})
+    acc = "storage acc." if storage_only else "f32 acc." if ran else ""
+    title = (f"{n['pass']}/{n['total']} passed; worst usage {fmt(storage)} of the storage-format bound, {fmt(f32)} "
+             f"of the float32-accumulation bound; {storage_only} of {len(ran)} results need the storage-format "
+             "bound" + (f"; computed in {'; '.join(wider)}" if wider else "") + (f"; probe: {probe}" if probe else ""))
+    extra = " · ".join(x for x in (acc, "wider" if wider else "", probe and f"probe: {probe}") if x)
+    return _cell(_cell_class(n), f"{n['pass']}/{n['total']} · {fmt(storage, 2)}", extra=extra, title=title)
+
 
 def agreement(cross: list[Entry], cols: list[dict]) -> list[dict]:
     """The worst pairwise max |difference| between backends, over every cross check: two heatmaps."""
@@ -819,7 +858,7 @@ def _backend_detail(cid: str, col: dict, recs: list[CheckResult]) -> dict:
 
 # -------------------------------------------------------------------------------------- page
 
-NAV = (("coverage", "Coverage"), ("agreement", "Agreement"), ("determinism", "Determinism"),
+NAV = (("coverage", "Coverage"), ("precision", "Precision"), ("agreement", "Agreement"), ("determinism", "Determinism"),
        ("performance", "Performance"), ("training", "Training"), ("claims", "Claims"),
        ("node-tests", "ONNX node tests"), ("reliability", "Reliability"), ("onnx", "ONNX"),
        ("concepts", "Concepts"))
@@ -865,7 +904,8 @@ def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path, *,
     drawn = frozenset(f["id"] for c in details for f in c["images"])
     page = render({
         "title": f"nutshell report — spec {spec.version}", "header": header(results_docs, bench_doc, spec.version),
-        "coverage": coverage(spec, core, cols), "agreement": agreement(cross, cols),
+        "coverage": coverage(spec, core, cols), "precision": precision(spec, core, cols),
+        "agreement": agreement(cross, cols),
         "determinism": determinism(others[Section.RELIABILITY], cols),
         "performance": performance(bench_doc, spec, looks),
         "training": training(others[Section.MODELS], cols, looks, drawn),

@@ -618,3 +618,32 @@ def test_a_record_is_shown_in_the_section_it_names(tmp_path):
     page = render(tmp_path, [doc])
     assert "training_import[torch]" in section(page, "onnx")
     assert "training_import[torch]" not in section(page, "training")
+
+
+def _lowp(check: str, dtype: str, outcome: Outcome, storage: float, f32: float, acc: str, computed: str) -> CheckResult:
+    return CheckResult(id=f"conv2d[torch-v-{dtype}-{check}]", backend="torch", concept="conv2d", check=check,
+                       section=Section.OPS, outcome=outcome, dtype=dtype, usage=storage,
+                       details={"usage_by_bound": {report.STORAGE_ACC: storage, report.FLOAT32_ACC: f32},
+                                "consistent_with": acc, "computed_in": computed})
+
+
+def test_the_precision_matrix_gives_usage_accumulation_and_probe_per_dtype():
+    """Worst usage under the storage-format bound, the accumulation every result is consistent
+    with (storage as soon as one needs it), a wider format named, the probe's verdict; a dtype
+    without records is blank and a failed check marks its cell."""
+    recs = [_lowp("forward", "float16", Outcome.PASS, 0.2, 0.9, report.FLOAT32_ACC, "float16"),
+            _lowp("vjp", "float16", Outcome.PASS, 0.4, 31.0, report.STORAGE_ACC, "float16"),
+            CheckResult(id="conv2d[torch-probe-float16]", backend="torch", concept="conv2d", check="probe",
+                        section=Section.OPS, outcome=Outcome.PASS, dtype="float16",
+                        details={"verdict": "float32 accumulation"}),
+            _lowp("forward", "bfloat16", Outcome.FAIL, 3.0, 40.0, report.STORAGE_ACC, "float32: no kernel")]
+    cols = [{"key": "b0", "label": "torch", "why": None}]
+    m = report.precision(spec_mod.load(), {("conv2d", "b0"): recs}, cols)
+    assert [c["dtype"] for c in m["columns"]] == ["float16", "bfloat16"]
+    (row,) = m["rows"]
+    f16, bf16 = row["cells"]
+    assert f16["cls"] == "good" and f16["text"] == "2/2 · 0.4" and "storage acc." in f16["extra"]
+    assert "probe: float32 accumulation" in f16["extra"] and "wider" not in f16["extra"]
+    assert bf16["cls"] == "bad" and bf16["text"] == "0/1 · 3" and "wider" in bf16["extra"]
+    assert "float32: no kernel" in bf16["title"]
+    assert report.precision(spec_mod.load(), {("conv2d", "b0"): recs[2:3]}, cols) is None
