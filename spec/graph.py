@@ -65,6 +65,7 @@ class Model:
         self.dtype = np.dtype(dtype or _float_dtype(params, spec.id))
         self._params: dict[str, Any] = {}
         self._checked: dict[tuple[int, ...], dict[str, tuple[int, ...]]] = {}
+        self._defaults: dict[str, dict] = {}      # concept -> its attributes' defaults (_attrs)
         self.set_params(params)
         self._differentiable = self._downstream_of_params()
 
@@ -160,6 +161,15 @@ class Model:
         """int64 classes, or the model's dtype for binary targets."""
         labels = np.asarray(labels)
         return labels.astype(self.dtype if self.spec.loss == "binary_cross_entropy" else np.int64)
+
+    def _attrs(self, concept: str, attrs: dict) -> dict:
+        """Every attribute of a node (graph nodes carry them all); the loss is called without any:
+        the spec's defaults, looked up once. For native executors, whose calls skip ``backend.run``."""
+        if attrs:
+            return attrs
+        if concept not in self._defaults:
+            self._defaults[concept] = validate._check_attrs(self.backend.spec.concept(concept), {})
+        return self._defaults[concept]
 
     def _rate(self, lr: float) -> Any:
         """The learning rate rounded to the model's dtype, as a scalar the executor multiplies by."""

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from nutshell.backends.cupy_impl import inception, pooling
-from nutshell.spec import validate
 from nutshell.spec.graph import Model
 from nutshell.spec.models import ModelSpec, Node
 from nutshell.spec.signatures import Impl, output_shapes
@@ -41,7 +40,6 @@ class CupyModel(Model):
     def __init__(self, backend, spec: ModelSpec, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
                  dtype: str | None = None, *, impls: Mapping[str, Impl]):
         self._impls = impls
-        self._defaults: dict[str, dict] = {}
         self._tape: dict[str, Any] | None = None          # node id -> what its vjp needs, inside loss_and_grads
         super().__init__(backend, spec, params=params, seed=seed, dtype=dtype)
 
@@ -72,14 +70,6 @@ class CupyModel(Model):
         return a if a.flags.c_contiguous else a.copy(order="C")
 
     # --- the nodes ------------------------------------------------------------------------------------
-
-    def _attrs(self, concept: str, attrs: dict) -> dict:
-        """Graph nodes carry every attribute; the loss is called without any: the spec's defaults."""
-        if attrs:
-            return attrs
-        if concept not in self._defaults:
-            self._defaults[concept] = validate._check_attrs(self.backend.spec.concept(concept), {})
-        return self._defaults[concept]
 
     def _apply(self, concept: str, ins: dict[str, Any], attrs: dict) -> dict[str, Any]:
         forward, full = self._impls[concept].forward, self._attrs(concept, attrs)

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from nutshell.spec import validate
 from nutshell.spec.graph import Model
 from nutshell.spec.models import ModelSpec, Node
 from nutshell.spec.signatures import Impl
@@ -34,7 +33,6 @@ class TorchModel(Model):
     def __init__(self, backend, spec: ModelSpec, params: Mapping[str, np.ndarray] | None = None, seed: int = 0,
                  dtype: str | None = None, *, impls: Mapping[str, Impl]):
         self._impls = impls
-        self._defaults: dict[str, dict] = {}
         super().__init__(backend, spec, params=params, seed=seed, dtype=dtype)
 
     # --- native tensors, validated at the boundary ----------------------------------------------------
@@ -70,14 +68,6 @@ class TorchModel(Model):
         return torch.float64 if self.dtype == np.float64 else torch.float32
 
     # --- the nodes ------------------------------------------------------------------------------------
-
-    def _attrs(self, concept: str, attrs: dict) -> dict:
-        """Graph nodes carry every attribute; the loss is called without any: the spec's defaults."""
-        if attrs:
-            return attrs
-        if concept not in self._defaults:
-            self._defaults[concept] = validate._check_attrs(self.backend.spec.concept(concept), {})
-        return self._defaults[concept]
 
     def _apply(self, concept: str, ins: dict[str, torch.Tensor], attrs: dict) -> dict[str, torch.Tensor]:
         forward, full = self._impls[concept].forward, self._attrs(concept, attrs)
