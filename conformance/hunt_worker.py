@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from nutshell.conformance.runner import _describe as describe_exit
+from nutshell.errors import BackendUnavailable
 
 HEADER = struct.Struct("<Q")
 START_S = 300.0
@@ -130,8 +131,8 @@ def main(argv: list[str]) -> None:
 
 # --- the hunt's side ------------------------------------------------------------------------------
 
-class WorkerFailed(RuntimeError):
-    """The worker could not load its backend."""
+class WorkerFailed(BackendUnavailable):
+    """The worker could not load its backend (a typed error: one line, exit 2, from the command)."""
 
 
 class Worker:
@@ -148,7 +149,8 @@ class Worker:
             self.hello = _recv(self.proc.stdout.fileno(), time.time() + START_S)
         except (EOFError, TimeoutError):
             self.close()
-            raise WorkerFailed(f"worker for {backend} did not start: {self.stderr_tail()}") from None
+            last = (self.stderr_tail().splitlines() or ["no output"])[-1]       # the exception's own line
+            raise WorkerFailed(f"the hunt's worker for backend '{backend}' did not start: {last}") from None
 
     def call(self, req: Request, tag: Any = None) -> Reply | Died:
         """Run ``req``; ``tag`` (e.g. the case) goes into the history kept for a crash."""

@@ -220,3 +220,8 @@ def test_a_winner_or_a_kink_decided_by_rounding_is_not_a_finding():
     assert hunt_cases.ambiguous(layer, kink, u["float32"]) and not hunt_cases.ambiguous(layer, kink, u["float64"])
     assert not hunt_cases.ambiguous(Case("layer", "vjp", "float32", layer.dims, {"activation": "tanh"}), kink,
                                     u["float32"])
+
+
+def test_a_backend_that_cannot_load_is_one_line(tmp_path):
+    r = run_cli(tmp_path, "hunt", "-b", "broken", registry="broken=no_such_module_here:Nothing")
+    assert r.returncode == 2 and "broken" in r.stderr and "Traceback" not in r.stderr, r.stderr
