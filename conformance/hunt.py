@@ -2,13 +2,14 @@
 float64 reference under the spec's derived bounds.
 
 Hypothesis draws valid calls from the whole attribute space of each concept (nutshell.conformance
-.hunt_cases), forward and vjp, and steers toward high bound usage (``hypothesis.target``), in
-rounds of a few dozen calls, one concept after the other, until the budget is spent. Every call
-runs in a worker process of its own backend; a result outside its bound, an exception on a valid
-call, a crash or a hang is a finding. A finding is confirmed and minimised in fresh processes,
-then written as a reproducer bundle (see ``nutshell repro``), and the hunt ends: exit 1, the last
-line naming the bundle's folder. A budget spent without a finding is exit 0. Either way the
-largest bound usage reached per concept goes to reports/hunt.json (under the backend's name).
+.hunt_cases), forward and vjp, in rounds that take turns over concept, direction and dtype, every
+other sweep climbing toward high bound usage (``hypothesis.target``), until the budget is spent.
+Every call runs in a worker process of the backend's own; a result outside its bound, an exception
+on a valid call, a crash or a hang is a finding. A finding is confirmed and minimised in fresh
+processes and written as a reproducer bundle (see ``nutshell repro``); the hunt goes on with the
+concepts that have none. Exit 1 when something was found, the last line naming the first bundle's
+folder; 0 when the budget ran out clean. Either way the largest bound usage reached per concept
+goes to reports/hunt.json (under the backend's name).
 ``--save`` adds the minimised case to the spec as a vector of kind ``found``, so that every
 backend is checked on it by ``nutshell run`` from then on.
 """
