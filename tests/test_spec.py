@@ -32,7 +32,7 @@ def test_every_contract_concept_has_hand_generated_and_error_vectors(s):
     assert set(s.concepts) == CONTRACT_CONCEPTS
     for c in s.concepts.values():
         kinds = {v.kind for v in c.vectors}
-        assert kinds == {"hand", "generated"}, c.id
+        assert {"hand", "generated"} <= kinds <= {"hand", "generated", "found"}, c.id   # found: nutshell hunt --save
         assert c.errors, c.id
         assert len(c.definition) > 60, c.id
 
