@@ -49,7 +49,9 @@ class TfBackend(Backend):
     def __init__(self, device: str | None = None, spec=None):
         super().__init__(device, spec)
         # TensorFlow's CPU kernels flush subnormal float32 values to zero (by design, with no switch).
-        self.deviations = self.flushes_subnormals("TensorFlow flushes subnormal float32 values to zero")
+        self.deviations = {**self.flushes_subnormals("TensorFlow flushes subnormal float32 values to zero"),
+                           "dense[tf-subnormal_result_bf16-bfloat16]":
+                               "TensorFlow's bfloat16 matrix product flushes a subnormal result to zero"}
         self.device = select_device(device)
         self._placement = "/CPU:0" if self.device == "cpu" else "/" + self.device.upper()   # "/GPU:0"
         tf.config.experimental.enable_tensor_float_32_execution(False)   # full float32 matmuls on the GPU
@@ -98,6 +100,12 @@ class TfBackend(Backend):
             with tf.device(self._placement):
                 return traced(**native)
         return call
+
+    def widened(self, concept: str, dtype: str) -> str | None:
+        """conv2d_fft in float16 and bfloat16 runs its FFTs in float32 (TensorFlow's take no other)."""
+        if concept == "conv2d_fft" and dtype in ("float16", "bfloat16"):
+            return "float32: TensorFlow's FFTs take float32 or float64 only; the result is rounded once"
+        return None
 
     def unsupported(self, concept: str, dtype: str) -> str | None:
         """Every concept runs in float32 and float64: the ops whose TensorFlow kernels lack float64

@@ -98,8 +98,13 @@ def conv2d_fft(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | None = None, stride: S
     to that size, make the circular product equal to it. Its entry
     [i + kh − 1, j + kw − 1] is Σ_{p,q} xp[i + p, j + q] k[p, q], the cross-correlation, and
     the stride subsamples it. Channels contract inside each group in the frequency domain.
-    The transforms keep float64 (rfft2d of float64 is complex128).
+    The transforms keep float64 (rfft2d of float64 is complex128). TensorFlow's FFTs take float32
+    and float64 only: float16 and bfloat16 inputs are widened to float32 (exactly) and the result
+    rounded once into their dtype.
     """
+    if x.dtype in (tf.float16, tf.bfloat16):
+        wide = [None if t is None else tf.cast(t, tf.float32) for t in (x, w, b)]
+        return tf.cast(conv2d_fft(*wide, stride=stride, pads=pads, dilation=dilation, groups=groups), x.dtype)
     xp = pad2d(x, pads)                                           # (N, C, Hp, Wp)
     wd = dilate_kernel(w, dilation)                               # (O, Cg, kh, kw)
     n, _, hp, wp = xp.shape
