@@ -292,3 +292,20 @@ def test_activations_route_around_onnx_runtime_kernels(b):
     np.testing.assert_allclose(y[1:3], 1 / (1 + np.exp([20.0, 5.0])), rtol=4e-7)
     tiny = np.array([2.0 ** -140, -(2.0 ** -130), 1e-30], np.float32)
     np.testing.assert_array_equal(b.run("tanh", {"x": tiny})["y"], tiny)
+
+
+@pytest.mark.parametrize("concept", ["conv2d", "convolve2d", "conv2d_fft", "dense", "max_pool2d"])
+def test_an_empty_batch_gives_empty_outputs_and_zero_gradients(b, concept):
+    """Found by nutshell hunt: an empty batch made ONNX Runtime's Reshape fail in the convolutions'
+    vjp (and its FFT trap with SIGFPE). Every output is empty, so each gradient is a sum over no
+    cotangent entries: exactly zero, of the input's shape."""
+    x = np.zeros((0, 2, 4, 4) if concept != "dense" else (0, 3), np.float32)
+    others = {"dense": {"w": np.ones((3, 2), np.float32), "b": np.ones(2, np.float32)},
+              "max_pool2d": {}}.get(concept, {"w": np.ones((3, 2, 2, 2), np.float32), "b": np.ones(3, np.float32)})
+    attrs = {"kernel": [2, 2]} if concept == "max_pool2d" else {}
+    y = b.run(concept, {"x": x, **others}, attrs)["y"]
+    assert y.size == 0 and y.dtype == np.float32 and y.shape[0] == 0
+    grads = b.vjp(concept, {"x": x, **others}, {"y": np.zeros_like(y)}, attrs)
+    assert set(grads) == {"x", *others}
+    for k, g in grads.items():
+        assert g.shape == ({"x": x, **others}[k]).shape and not g.any()

@@ -264,8 +264,17 @@ class OnnxBackend(Backend):
 
     # --- the hooks of the contract ----------------------------------------------------------------
 
+    def _empty(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, tuple] | None:
+        """The output shapes when every output has no element (an empty batch), else None. Such a
+        call needs no session (ONNX Runtime's Reshape and FFT kernels fail or trap on it): the
+        outputs are empty, and every gradient is Σ over no cotangent entries, exactly 0."""
+        shapes = self.output_shapes(concept, inputs, attrs)
+        return shapes if all(0 in tuple(s) for s in shapes.values()) else None
+
     def _forward(self, concept: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> dict[str, np.ndarray]:
         dtype = _dtype(inputs)
+        if (empty := self._empty(concept, inputs, attrs)) is not None:
+            return {k: np.zeros(s, dtype) for k, s in empty.items()}
         if self._wide(concept, "forward", dtype):
             return _narrowed(self._forward(concept, _widened(inputs), attrs), dtype)
         run = self._compiled(concept, "forward", _freeze(attrs), attrs, _shapes(inputs), dtype)
@@ -274,6 +283,8 @@ class OnnxBackend(Backend):
     def _vjp(self, concept: str, inputs: dict[str, np.ndarray], cotangents: dict[str, np.ndarray],
              attrs: dict[str, Any]) -> dict[str, np.ndarray]:
         dtype = _dtype(inputs)
+        if self._empty(concept, inputs, attrs) is not None:
+            return {k: np.zeros_like(inputs[k]) for k in self.spec.concept(concept).differentiable if k in inputs}
         if self._wide(concept, "vjp", dtype):
             return _narrowed(self._vjp(concept, _widened(inputs), _widened(cotangents), attrs), dtype)
         run = self._compiled(concept, "vjp", _freeze(attrs), attrs, _shapes(inputs), dtype)
