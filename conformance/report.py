@@ -295,7 +295,7 @@ def precision(spec: spec_mod.Spec, core: dict, cols: list[dict]) -> dict | None:
 
 def _precision_cell(recs: list[CheckResult], dtype: str) -> dict:
     mine = [r for r in recs if r.dtype == dtype and r.check in ("forward", "vjp")]
-    probe = next((r.details.get("verdict") for r in recs if r.dtype == dtype and r.check == "probe"), None)
+    probe = next(((r.details or {}).get("verdict") for r in recs if r.dtype == dtype and r.check == "probe"), None)
     if not mine:
         return _cell("none", "—", extra=probe or "")
     n = counts(mine)

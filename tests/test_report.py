@@ -647,3 +647,8 @@ def test_the_precision_matrix_gives_usage_accumulation_and_probe_per_dtype():
     assert bf16["cls"] == "bad" and bf16["text"] == "0/1 · 3" and "wider" in bf16["extra"]
     assert "float32: no kernel" in bf16["title"]
     assert report.precision(spec_mod.load(), {("conv2d", "b0"): recs[2:3]}, cols) is None
+    unsupported = [CheckResult(id=f"conv2d[torch-{c}-float16]", backend="torch", concept="conv2d", check=c,
+                               section=Section.OPS, outcome=Outcome.UNSUPPORTED, dtype="float16")
+                   for c in ("probe", "forward")]                                  # no details at all
+    (row,) = report.precision(spec_mod.load(), {("conv2d", "b0"): unsupported}, cols)["rows"]
+    assert row["cells"][0]["text"] == "0/1 · —" and row["cells"][0]["cls"] != "good"
