@@ -43,8 +43,12 @@ def dsigmoid(x: Any) -> Any:
 
 
 def dtanh(x: Any) -> Any:
-    """tanh'(x) = 1 − tanh²(x) = 4·σ'(2x), accurate for large |x| where tanh rounds to ±1."""
-    return 4 * dsigmoid(2 * x)
+    """tanh'(x) = 1 − tanh²(x) = 4·σ'(2x): the first for |x| < 1, where tanh² ≤ 0.58 leaves no
+    cancellation and its two roundings beat the five of e·r² (4·σ'(2x) reached 0.98 of the float64
+    bound near 0, found by ``nutshell hunt``), the second beyond, accurate where tanh rounds to ±1."""
+    xp = array_module(x)
+    y = xp.tanh(x)
+    return xp.where(xp.abs(x) < 1, 1 - y * y, 4 * dsigmoid(2 * x))
 
 
 def tanh(x: Any) -> Any:

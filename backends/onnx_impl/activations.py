@@ -7,10 +7,14 @@ attrs))`` as in every area module of this backend.
 
 ONNX Runtime's own Sigmoid kernel is an approximation with absolute, not relative, accuracy
 (σ(−5) is 163 ulp off in float32 and σ(−20) comes out as 0), so :func:`sigmoid` is built from Exp;
-its Tanh flushes tiny inputs to 0, which :func:`tanh` routes around.
+its Tanh flushes tiny inputs to 0 and is up to 7·u·|y| off near ±1 (measured against mpmath, float64),
+which :func:`tanh` routes around; its float32 Softmax flushes results below 2⁻¹²⁶ to 0 (its Exp
+keeps them), so :func:`softmax` is built from Exp too. All three were found by ``nutshell hunt``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -30,10 +34,28 @@ def sigmoid(g: Graph, x: str) -> str:
 
 
 def tanh(g: Graph, x: str) -> str:
-    """tanh(x), and x itself where |x| < 2^−13 (2^−27 in float64): there tanh(x) = x − x³/3 + …
-    rounds to x, while ONNX Runtime's float32 Tanh is an ulp off and flushes subnormal x to 0."""
+    """tanh(x) in three ranges of |x|:
+
+    * below 2^−13 (2^−27 in float64) x itself: tanh(x) = x − x³/3 + … rounds to x, while ONNX
+      Runtime's float32 Tanh is an ulp off and flushes subnormal x to 0;
+    * below 0.55 ONNX Runtime's Tanh (within 4.3·u·|y| there);
+    * above, sign(x)·(1 − z)/(1 + z) with z = e^(−2|x|) ≤ 1/3: no cancellation, within 2.2·u·|y|
+      where the library's Tanh reaches 7·u·|y|. ±inf gives ±1 and NaN propagates (every
+      comparison with NaN is false, and z is NaN).
+    """
+    a = g.op("Abs", x)
     small = g.scalar(2.0 ** (-13 if g.dtype == np.float32 else -27))
-    return g.op("Where", g.op("Less", g.op("Abs", x), small), x, g.op("Tanh", x))
+    z = g.op("Exp", g.op("Mul", a, g.scalar(-2.0)))
+    tail = g.op("Mul", g.op("Sign", x), g.op("Div", g.op("Sub", g.scalar(1.0), z), g.op("Add", g.scalar(1.0), z)))
+    body = g.op("Where", g.op("Less", a, g.scalar(0.55)), g.op("Tanh", x), tail)
+    return g.op("Where", g.op("Less", a, small), x, body)
+
+
+def softmax(g: Graph, x: str, axis: int) -> str:
+    """exp(x − m) / Σ_axis exp(x − m), m the maximum along ``axis``: the largest term is e^0 = 1,
+    so the sum never overflows, and results below float32's smallest normal stay subnormal."""
+    e = g.op("Exp", g.op("Sub", x, g.op("ReduceMax", x, g.ints([axis]), keepdims=1)))
+    return g.op("Div", e, g.op("ReduceSum", e, g.ints([axis]), keepdims=1))
 
 
 def sigmoid_grad(g: Graph, y: str, gy: str) -> str:
@@ -97,20 +119,24 @@ def _unary(name: str) -> Impl:
     return Impl(forward, vjp)
 
 
-def _normalised(op_type: str, grad) -> Impl:
+def _normalised(build: Callable[[Graph, str, int], str], grad) -> Impl:
     def forward(g: Graph, v: dict, attrs: dict) -> dict:
-        return {"y": g.op(op_type, v["x"], axis=attrs["axis"])}
+        return {"y": build(g, v["x"], attrs["axis"])}
 
     def vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
-        y = g.op(op_type, v["x"], axis=attrs["axis"])
+        y = build(g, v["x"], attrs["axis"])
         return {"x": grad(g, y, cot["y"], attrs["axis"])}
     return Impl(forward, vjp)
+
+
+def _log_softmax(g: Graph, x: str, axis: int) -> str:
+    return g.op("LogSoftmax", x, axis=axis)
 
 
 CONCEPTS: dict[str, Impl] = {
     "sigmoid": _unary("sigmoid"),
     "relu": _unary("relu"),
     "tanh": _unary("tanh"),
-    "softmax": _normalised("Softmax", softmax_grad),
-    "log_softmax": _normalised("LogSoftmax", log_softmax_grad),
+    "softmax": _normalised(softmax, softmax_grad),
+    "log_softmax": _normalised(_log_softmax, log_softmax_grad),
 }

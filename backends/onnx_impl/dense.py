@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from nutshell.backends.onnx_impl.activations import activation, activation_grad, sigmoid, sigmoid_grad, softmax_grad
+from nutshell.backends.onnx_impl.activations import (
+    activation,
+    activation_grad,
+    sigmoid,
+    sigmoid_grad,
+    softmax,
+    softmax_grad,
+)
 from nutshell.backends.onnx_impl.graph import Graph, reduce_sum, reshape, unsqueeze
 from nutshell.spec.signatures import Impl
 
@@ -86,11 +93,11 @@ def _logistic_regression_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
 
 
 def _softmax_regression(g: Graph, v: dict, attrs: dict) -> dict:
-    return {"p": g.op("Softmax", affine(g, v["x"], v["w"], v["b"]), axis=-1)}
+    return {"p": softmax(g, affine(g, v["x"], v["w"], v["b"]), -1)}
 
 
 def _softmax_regression_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
-    p = g.op("Softmax", affine(g, v["x"], v["w"], v["b"]), axis=-1)
+    p = softmax(g, affine(g, v["x"], v["w"], v["b"]), -1)
     return affine_grad(g, v, softmax_grad(g, p, cot["p"], -1))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nutshell.backends.onnx_impl.activations import sigmoid
+from nutshell.backends.onnx_impl.activations import sigmoid, softmax
 from nutshell.backends.onnx_impl.graph import Graph, unsqueeze
 from nutshell.spec.signatures import Impl
 
@@ -50,7 +50,7 @@ def _cross_entropy_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
     onehot = g.op("Cast", g.op("Equal", g.const(np.arange(k, dtype=np.int64)), unsqueeze(g, v["labels"], [1])),
                   to=g.elem)                                                 # (N, K)
     scale = g.op("Div", cot["loss"], g.scalar(float(n)))
-    return {"logits": g.op("Mul", g.op("Sub", g.op("Softmax", v["logits"], axis=-1), onehot), scale)}
+    return {"logits": g.op("Mul", g.op("Sub", softmax(g, v["logits"], -1), onehot), scale)}
 
 
 CONCEPTS: dict[str, Impl] = {

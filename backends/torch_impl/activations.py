@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from nutshell.spec.signatures import Impl
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """σ(x) = 1 / (1 + e^(−x)); e^(1000) = inf gives exactly 0, e^(−1000) = 0 exactly 1, no warning."""
-    return torch.sigmoid(x)
+    """σ(x) = 1 / (1 + e^(−x)), and e^x itself below t = ln u.
+
+    torch.sigmoid returns 0 once e^(−x) overflows (x < −88.7 in float32), where σ(x) is still a
+    subnormal; σ(x) = e^x / (1 + e^x) differs from e^x by a factor 1 − e^x + …, within one rounding
+    once e^x < u, so below t the result is e^x (σ(−1000) is still exactly 0, σ(1000) exactly 1).
+    The exp branch takes min(x, t): no branch overflows, so autograd never multiplies 0 by inf.
+    NaN goes to torch.sigmoid and propagates.
+    """
+    t = math.log(torch.finfo(x.dtype).eps / 2)
+    return torch.where(x < t, torch.exp(torch.clamp(x, max=t)), torch.sigmoid(x))
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nutshell.backends.torch_impl.activations import ACTIVATIONS
+from nutshell.backends.torch_impl.activations import ACTIVATIONS, sigmoid
 from nutshell.spec.signatures import Impl
 
 
@@ -35,7 +35,7 @@ def maxout(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pieces: int = 2) -
 
 def logistic_regression(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """p = σ(x · w + b): (N, I) · (I,) + () -> (N,)."""
-    return torch.sigmoid(x @ w + b)
+    return sigmoid(x @ w + b)
 
 
 def softmax_regression(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from nutshell.backends.torch_impl.activations import sigmoid
 from nutshell.spec.signatures import Impl
 
 
@@ -22,7 +23,7 @@ class _StableBCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         z, t = ctx.saved_tensors
-        return g * (torch.sigmoid(z) - t), None
+        return g * (sigmoid(z) - t), None
 
 
 def binary_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

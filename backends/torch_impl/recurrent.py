@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from nutshell.backends.torch_impl.activations import sigmoid
 from nutshell.spec.signatures import Impl
 
 
@@ -14,8 +15,8 @@ def lstm_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih: torch.Ten
     """
     z = x @ w_ih.T + h @ w_hh.T + b                                # (N, 4H)
     i, f, g, o = z.chunk(4, dim=1)                                 # 4 × (N, H)
-    c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c_next), c_next
+    c_next = sigmoid(f) * c + sigmoid(i) * torch.tanh(g)
+    return sigmoid(o) * torch.tanh(c_next), c_next
 
 
 def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
