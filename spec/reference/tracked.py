@@ -7,7 +7,10 @@ the standard first-order forward error bounds (Higham, *Accuracy and Stability o
 Algorithms*, ch. 2–3), applied operation by operation:
 
 * exact inputs: e = 0 (vectors hold values that every tested dtype represents exactly);
-* a ⊕ b (+, −, ×, ÷): the propagated input errors plus one rounding of the result, |r|;
+* a ⊕ b (+, −, ×, ÷): the propagated input errors plus one rounding of the result, |r|; a
+  product (and each term of a dot product) also carries the second-order term u·e_a·e_b, with u
+  the coarsest format's (:func:`second_order_u`), which matters only where both factors lie
+  within their own error of 0;
 * a sum of n terms: Σe + (n − 1)·Σ|a|; a dot product of n terms (einsum): γ_n = n·Σ|a||b|,
   with a folded-in bias counted as one more term;
 * a transcendental f: |f'(a)|·e(a) + c_t·|f(a)|, c_t the spec's ``transcendental_ulps``;
@@ -38,6 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+import ml_dtypes
 import numpy as np
 
 # Library implementations of exp, log, log1p, tanh, pow and sqrt are correct to within a few
@@ -58,6 +62,12 @@ def constants_exact_in(*formats: type) -> Iterator[None]:
         yield
     finally:
         _EXACT_IN.reset(token)
+
+
+def second_order_u() -> float:
+    """The unit roundoff of the coarsest format under test (float32's 2⁻²⁴, or 2⁻⁸ inside
+    ``constants_exact_in`` with bfloat16): the factor of the second-order term of a product."""
+    return max(float(ml_dtypes.finfo(f).eps) / 2 for f in _EXACT_IN.get())
 
 
 def _exact(c: float) -> bool:
@@ -163,7 +173,7 @@ class T:
     def __mul__(self, o) -> T:
         o = T.wrap(o)
         r = self.v * o.v
-        return T._rounded(r, [(np.abs(o.v), self), (np.abs(self.v), o)], np.abs(r))
+        return _second_order(T._rounded(r, [(np.abs(o.v), self), (np.abs(self.v), o)], np.abs(r)), self, o)
 
     __rmul__ = __mul__
 
@@ -228,7 +238,19 @@ def einsum(subscripts: str, a: T, b: T, bias: T | None = None) -> T:
         v = v + bias.v
         mag = mag + np.abs(bias.v)
         n += 1
-    return T(v, propagated("e") + n * mag, propagated("r") + product + np.abs(v), propagated("a") + n * mag)
+    y = T(v, propagated("e") + n * mag, propagated("r") + product + np.abs(v), propagated("a") + n * mag)
+    return _second_order(y, a, b, lambda x, z: np.einsum(subscripts, x, z))
+
+
+def _second_order(y: T, a: T, b: T, combine: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.multiply) -> T:
+    """The product (or contraction) ``y`` of ``a`` and ``b`` with the term a first-order bound
+    leaves out added: |δa·δb| ≤ u²·e_a·e_b = u·(u·e_a·e_b), u ≤ :func:`second_order_u`; in the
+    split the storage and accumulator parts of each factor's error count together, u·r + u₃₂·a ≤
+    u·(r + a). Negligible beside the first-order terms, except where both factors lie within their
+    own error of 0 (a saturated gate's 1 − tanh² = 0 times a cotangent that is 0 only to within its
+    bound): there it is all the error there is."""
+    u = second_order_u()
+    return T(y.v, y.e + u * combine(a.e, b.e), y.r + u * combine(a.r + a.a, b.r + b.a), y.a)
 
 
 def _unary(a: T, value: np.ndarray, slope: np.ndarray, ulps: float = TRANSCENDENTAL_ULPS) -> T:

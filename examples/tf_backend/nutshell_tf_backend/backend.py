@@ -51,10 +51,27 @@ class TfBackend(Backend):
         # TensorFlow's CPU kernels flush subnormal float32 values to zero (by design, with no switch).
         self.deviations = {**self.flushes_subnormals("TensorFlow flushes subnormal float32 values to zero"),
                            "dense[tf-subnormal_result_bf16-bfloat16]":
-                               "TensorFlow's bfloat16 matrix product flushes a subnormal result to zero"}
+                               "TensorFlow's bfloat16 matrix product flushes a subnormal result to zero",
+                           **self._found_elsewhere()}
         self.device = select_device(device)
         self._placement = "/CPU:0" if self.device == "cpu" else "/" + self.device.upper()   # "/GPU:0"
         tf.config.experimental.enable_tensor_float_32_execution(False)   # full float32 matmuls on the GPU
+
+    @staticmethod
+    def _found_elsewhere() -> dict[str, str]:
+        """The vectors ``nutshell hunt`` found on other backends that TensorFlow fails as well: its
+        Exp, Sigmoid and Softmax kernels flush subnormal results to zero in float64 too (σ(−709.7)
+        = 3.3e−309 comes back 0), and its float64 Tanh is up to 7·u·|y| off near ±1, as ONNX
+        Runtime's was."""
+        flush = "TensorFlow's Exp, Sigmoid and Softmax kernels flush subnormal results to zero (float64 too)"
+        ids = ["layer[tf-found_torch_2026_12_04_1-float32]",
+               "logistic_regression[tf-found_torch_2026_12_04_1-float64]",
+               "softmax_regression[tf-found_onnx_2026_12_04_1-float32]",
+               "lstm_cell[tf-found_torch_2026_12_04_1-float32]",
+               "lstm[tf-found_torch_2026_12_04_1-float32]",
+               "lstm[tf-found_cupy_2026_12_04_1-float64*]"]
+        return dict.fromkeys(ids, flush) | {
+            "tanh[tf-found_onnx_2026_12_04_1-float64]": "TensorFlow's float64 Tanh is up to 7·u·|y| off near ±1"}
 
     # --- numpy <-> tensorflow -------------------------------------------------------------
 
