@@ -1,6 +1,7 @@
 """``nutshell spec verify``: re-derive every stored golden with both oracles.
 
-For every vector, the float64 NumPy reference and TensorFlow (float64 end to end) each recompute
+For every vector (those of ``concepts.yaml`` and the low-precision ones of ``lowp.yaml``), the
+float64 NumPy reference and TensorFlow (float64 end to end) each recompute
 the outputs and the vjp. A golden is accepted when both agree with it to 1e-10, measured normwise
 per array: max |oracle − golden| / max |golden| over the finite elements (non-finite elements
 must match exactly).
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nutshell import spec as spec_mod
-from nutshell.spec import validate
+from nutshell.spec import lowp, validate
 
 ACCEPT = 1e-10
 
@@ -71,7 +72,7 @@ def verify(s: spec_mod.Spec, use_tf: bool = True, concepts: list[str] | None = N
         if concepts and concept.id not in concepts:
             continue
         rep = ConceptReport(concept.id)
-        for vec in concept.vectors:
+        for vec in (*concept.vectors, *(lv.vector for lv in lowp.load() if lv.concept == concept.id)):
             data = vec.load()
             inputs = {k[3:]: v for k, v in data.items() if k.startswith("in.")}
             cots = {k[4:]: v for k, v in data.items() if k.startswith("cot.")}

@@ -142,3 +142,12 @@ def test_onnx_names_the_float16_operators_onnx_runtime_runs_in_float32():
     why = b.widened("conv2d", "float16")
     assert (why is None) == (not ops) and all(op in why for op in ops)
     assert b.widened("relu", "bfloat16").startswith("float32: ONNX Runtime's CPU provider has no bfloat16 kernels")
+
+
+def test_spec_verify_rederives_the_low_precision_goldens_too():
+    from nutshell.spec import verify
+
+    s = spec.load()
+    lowp_relu = [lv for lv in lowp.load() if lv.concept == "relu"]
+    (rep,) = verify.verify(s, use_tf=False, concepts=["relu"])
+    assert lowp_relu and rep.vectors == len(s.concept("relu").vectors) + len(lowp_relu) and rep.ok
