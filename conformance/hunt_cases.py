@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 from nutshell import spec as spec_mod
 from nutshell.errors import NutshellError
 from nutshell.spec import generate, validate
+from nutshell.spec.reference import models as ref_models
+from nutshell.spec.reference import tracked
 
 MAX_WORK = 3_000_000
 """The most multiply-adds one drawn call may need (about 0.3 s for the float64 reference's vjp of a
@@ -81,25 +83,33 @@ def data(concept: spec_mod.Concept, case: Case) -> dict[str, np.ndarray]:
     return generate.compute(concept, case.vector(concept))
 
 
-def ambiguous(case: Case, arrays: dict[str, np.ndarray], unit_roundoff: float) -> bool:
+def ambiguous(case: Case, arrays: dict[str, np.ndarray], tol: dict) -> bool:
     """Whether rounding, not the backend, decides a discontinuity of the call: a maxout winner
-    between two pieces, or the side of relu's kink (a ``layer`` with relu), closer than twice the
-    rounding error of a dot product of length I, (I + 2)·u·(Σ|x·w| + |b|). The spec's inputs are
+    between two pieces, or the side of relu's kink (a ``layer`` with relu, or a ReLU inside an
+    inception module), closer than the rounding error of what decides it. The spec's inputs are
     distinct so that every max has one winner; z = x·w + b can still hold two pieces that differ by
     less than a float32 product can tell (10.37499967 and 10.3750003 both round to 10.375), or a
-    z within rounding of 0, and then the gradient goes wherever rounding sends it: not a finding."""
+    z within rounding of 0, and then the gradient goes wherever rounding sends it: not a finding.
+    A layer's or maxout's z is within twice a dot product's rounding error, (I + 2)·u·(Σ|x·w| +
+    |b|); an inception module's decisions are measured against their tracked bounds in the case's
+    dtype (:func:`nutshell.spec.reference.models.inception_margin`)."""
+    if arrays["in.x"].size == 0:
+        return False
+    if case.concept == "inception":
+        ins = {k[len("in."):]: tracked.T(v) for k, v in arrays.items() if k.startswith("in.")}
+        return not ref_models.inception_margin(ins, tol, case.dtype) > 1.0
     relu = case.concept == "layer" and case.attrs.get("activation", "relu") == "relu"
-    if not (case.concept == "maxout" or relu) or arrays["in.x"].size == 0:
+    if not (case.concept == "maxout" or relu):
         return False
     x, w, b = arrays["in.x"], arrays["in.w"], arrays["in.b"]
     n, i = x.shape
     z, scale = x @ w + b, np.abs(x) @ np.abs(w) + np.abs(b)            # (N, O·k)
-    tol = 2 * (i + 2) * unit_roundoff * scale
+    near = 2 * (i + 2) * tol["unit_roundoff"][case.dtype] * scale
     if relu:
-        return bool((np.abs(z) <= tol).any())
+        return bool((np.abs(z) <= near).any())
     k = case.attrs.get("pieces", 2)
     top = np.sort(z.reshape(n, -1, k), axis=-1)                          # (N, O, k)
-    return bool(k > 1 and ((top[..., -1] - top[..., -2]) <= tol.reshape(n, -1, k).max(-1)).any())
+    return bool(k > 1 and ((top[..., -1] - top[..., -2]) <= near.reshape(n, -1, k).max(-1)).any())
 
 
 def valid(concept: spec_mod.Concept, case: Case) -> bool:

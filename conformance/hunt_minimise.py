@@ -45,8 +45,8 @@ class Verdict:
 def judge(worker: Worker, concept: spec_mod.Concept, case: Case, tol: dict, request_id: int = 0) -> Verdict:
     """Run ``case`` in ``worker`` and compare it with the reference (see the module docstring)."""
     data = hunt_cases.data(concept, case)
-    if hunt_cases.ambiguous(case, data, tol["unit_roundoff"][case.dtype]):
-        return Verdict(case, 0.0, None, "not run: a maxout winner decided by rounding")
+    if hunt_cases.ambiguous(case, data, tol):
+        return Verdict(case, 0.0, None, "not run: rounding decides a winner or a kink")
     split = checks._split
     inputs = checks.cast(split(data, "in."), concept, case.dtype)
     cots = {k: v.astype(case.dtype) for k, v in split(data, "cot.").items()}

@@ -124,10 +124,13 @@ def _pool_margin(x: T, attrs: dict, tol: dict, dtype: str) -> float:
     gap, err = top[:, :, 0] - top[:, :, 1], np.take_along_axis(e, order, 2).sum(axis=2)
     open_ = (gap > 0) & np.isfinite(gap)
     b = tolerance.bound(err, dtype, tol)
-    return float(np.min(gap[open_] / b[open_], initial=np.inf))
+    with np.errstate(over="ignore"):                                 # a gap over a floor-sized bound
+        return float(np.min(gap[open_] / b[open_], initial=np.inf))
 
 
-def _inception_margin(ins: dict[str, T], tol: dict, dtype: str) -> float:
+def inception_margin(ins: dict[str, T], tol: dict, dtype: str) -> float:
+    """The smallest decision gap of an inception module's max pool and its branches' ReLUs, in
+    units of its bound in ``dtype`` (see :func:`margin`)."""
     worst = _pool_margin(ins["x"], POOL, tol, dtype)
     for chain in CHAINS:
         worst = min([worst, *(_kink_margin(z, tol, dtype) for _, _, z in _branch(ins, chain))])
@@ -148,5 +151,5 @@ def margin(model: ModelSpec, values: dict[str, T], tol: dict, dtype: str = "floa
         elif node.op == "max_pool2d":
             worst = min(worst, _pool_margin(ins["x"], node.attrs, tol, dtype))
         elif node.op == "inception":
-            worst = min(worst, _inception_margin(ins, tol, dtype))
+            worst = min(worst, inception_margin(ins, tol, dtype))
     return worst
