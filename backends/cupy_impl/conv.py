@@ -54,41 +54,54 @@ def _chunk_budget(x: Any, budget: int) -> int:
 
 def conv2d_forward(x: Any, w: Any, b: Any | None, attrs: dict, budget: int) -> Any:
     """y (N, O, oH, oW): per chunk of m samples, im2col and one matmul batched over the groups."""
+    return conv2d_forward_saving(x, w, b, attrs, budget, keep=False)[0]
+
+
+def conv2d_forward_saving(x: Any, w: Any, b: Any | None, attrs: dict, budget: int,
+                          keep: bool = True) -> tuple[Any, list | None]:
+    """(y, the columns of every chunk) when ``keep`` and all of them together fit the budget, else
+    (y, None). :func:`conv2d_backward` reuses kept columns instead of extracting them again."""
     xp = array_module(x)
     win, g = window(x.shape, w.shape, attrs), attrs["groups"]
     n, o = x.shape[0], w.shape[0]
     wg = w.reshape(g, o // g, math.prod(w.shape[1:]))                 # (G, Og, K)
-    y = xp.empty((n, o, win.oh, win.ow), dtype=x.dtype)
+    keep = keep and n * x.itemsize * x.shape[1] * win.taps * win.out_size <= budget
+    y, cols = xp.empty((n, o, win.oh, win.ow), dtype=x.dtype), []
     for sl in chunks(n, _sample_bytes(x, w, win), _chunk_budget(x, budget)):
         m = sl.stop - sl.start
         col = im2col(x[sl], win).reshape(g, wg.shape[2], m * win.out_size)              # (G, K, m·L)
         yc = matmul(wg, col)                                                            # (G, Og, m·L)
-        del col                                   # before the next chunk's columns are allocated
+        if keep:
+            cols.append(col)
+        del col                                   # unless kept: before the next chunk's columns are allocated
         yc = yc.reshape(o, m, win.oh, win.ow).transpose(1, 0, 2, 3)                     # (m, O, oH, oW)
         if b is None:
             y[sl] = yc
         else:                                     # the bias rides on the copy into y: one pass
             xp.add(yc, b[:, None, None], out=y[sl])
-    return y
+    return y, cols if keep else None
 
 
-def conv2d_backward(x: Any, w: Any, gy: Any, attrs: dict, budget: int) -> tuple[Any, Any]:
-    """(gx, gw): per chunk, the columns again, gw += gy·colᵀ and gx = col2im(wᵀ·gy) (gather form)."""
+def conv2d_backward(x: Any, w: Any, gy: Any, attrs: dict, budget: int, cols: list | None = None,
+                    need_x: bool = True) -> tuple[Any | None, Any]:
+    """(gx, gw): per chunk, the columns (kept by :func:`conv2d_forward_saving`, or extracted again),
+    gw += gy·colᵀ and, when ``need_x``, gx = col2im(wᵀ·gy) (gather form); else gx is None."""
     xp = array_module(x)
     win, g = window(x.shape, w.shape, attrs), attrs["groups"]
     n, c, o = x.shape[0], x.shape[1], w.shape[0]
     wg = w.reshape(g, o // g, math.prod(w.shape[1:]))                 # (G, Og, K)
     gw = xp.zeros_like(wg)
-    gx = xp.empty(x.shape, dtype=x.dtype)
-    for sl in chunks(n, _sample_bytes(x, w, win), _chunk_budget(x, budget)):
+    gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
+    for i, sl in enumerate(chunks(n, _sample_bytes(x, w, win), _chunk_budget(x, budget))):
         m = sl.stop - sl.start
         gyc = gy[sl].transpose(1, 0, 2, 3).reshape(g, o // g, m * win.out_size)        # (G, Og, m·L)
-        col = im2col(x[sl], win).reshape(g, wg.shape[2], m * win.out_size)              # (G, K, m·L)
+        col = im2col(x[sl], win).reshape(g, wg.shape[2], m * win.out_size) if cols is None else cols[i]
         gw += matmul(gyc, col.transpose(0, 2, 1))                                       # (G, Og, K)
         del col
-        gcol = matmul(wg.transpose(0, 2, 1), gyc)                                       # (G, K, m·L)
-        gx[sl] = col2im(gcol.reshape(c, win.kh, win.kw, m, win.oh, win.ow), win)
-        del gcol
+        if need_x:
+            gcol = matmul(wg.transpose(0, 2, 1), gyc)                                   # (G, K, m·L)
+            gx[sl] = col2im(gcol.reshape(c, win.kh, win.kw, m, win.oh, win.ow), win)
+            del gcol
     return gx, gw.reshape(w.shape)
 
 
@@ -97,14 +110,27 @@ def _conv(inputs: Arrays, attrs: dict, flip: bool) -> Arrays:
     return {"y": conv2d_forward(inputs["x"], w, inputs.get("b"), attrs, current_budget())}
 
 
-def _conv_vjp(inputs: Arrays, cots: Arrays, attrs: dict, flip: bool) -> Arrays:
+def _conv_vjp(inputs: Arrays, cots: Arrays, attrs: dict, flip: bool, cols: list | None = None,
+              need_x: bool = True) -> Arrays:
     w = inputs["w"][:, :, ::-1, ::-1] if flip else inputs["w"]
     gy = cots["y"]
-    gx, gw = conv2d_backward(inputs["x"], w, gy, attrs, current_budget())
-    grads = {"x": gx, "w": gw[:, :, ::-1, ::-1] if flip else gw}
+    gx, gw = conv2d_backward(inputs["x"], w, gy, attrs, current_budget(), cols, need_x)
+    grads = {} if gx is None else {"x": gx}
+    grads["w"] = gw[:, :, ::-1, ::-1] if flip else gw
     if "b" in inputs:
         grads["b"] = gy.sum(axis=(0, 2, 3))
     return grads
+
+
+def conv2d_saving(inputs: Arrays, attrs: dict) -> tuple[Arrays, list | None]:
+    """The outputs, and the columns :func:`conv2d_vjp_saved` reuses (None when over the budget)."""
+    y, cols = conv2d_forward_saving(inputs["x"], inputs["w"], inputs.get("b"), attrs, current_budget())
+    return {"y": y}, cols
+
+
+def conv2d_vjp_saved(inputs: Arrays, saved: list | None, cots: Arrays, attrs: dict, wanted: set[str]) -> Arrays:
+    """The vjp from the columns :func:`conv2d_saving` kept; gx only when "x" is ``wanted``."""
+    return _conv_vjp(inputs, cots, attrs, flip=False, cols=saved, need_x="x" in wanted)
 
 
 def conv2d(inputs: Arrays, attrs: dict) -> Arrays:

@@ -9,8 +9,9 @@ Four branches read the same x and are concatenated on channels, in this order:
 
 Backward splits gy by branch, walks each chain of (conv, ReLU) stages in reverse with the same
 ops' vjps, sends the pool branch's gradient through the max pool, and adds the four gradients of x.
-The vjp runs the module forward again for what it needs; a model (model.py) keeps it from its own
-forward pass instead (:func:`forward_saving`, :func:`vjp_saved`).
+The forward pass keeps each convolution's columns (:func:`.conv.conv2d_forward_saving`) for its
+backward. The vjp runs the module forward again for what it needs; a model (model.py) keeps it
+from its own forward pass instead (:func:`forward_saving`, :func:`vjp_saved`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import itertools
 from typing import Any
 
 from nutshell.backends.cupy_impl.activations import relu, relu_vjp
-from nutshell.backends.cupy_impl.conv import conv2d_backward, conv2d_forward
+from nutshell.backends.cupy_impl.conv import conv2d_backward, conv2d_forward_saving
 from nutshell.backends.cupy_impl.im2col import Window, current_budget
 from nutshell.backends.cupy_impl.pooling import max_pool_backward, max_pool_forward
 from nutshell.backends.cupy_impl.xp import array_module
@@ -45,20 +46,23 @@ def _pool_window(x: Any) -> Window:
 
 
 def _chain(h: Any, stages: tuple, inputs: Arrays, budget: int) -> tuple[Any, list]:
-    """Run (conv, ReLU) stages from h; the tape keeps each stage's input and pre-activation."""
+    """Run (conv, ReLU) stages from h; the tape keeps each stage's input, pre-activation and
+    columns (None where they were over the budget)."""
     tape = []
     for w, b, pad in stages:
-        a = conv2d_forward(h, inputs[w], inputs[b], _conv_attrs(pad), budget)
-        tape.append((h, a))
+        a, cols = conv2d_forward_saving(h, inputs[w], inputs[b], _conv_attrs(pad), budget)
+        tape.append((h, a, cols))
         h = relu(a)
     return h, tape
 
 
-def _chain_vjp(g: Any, stages: tuple, tape: list, inputs: Arrays, budget: int, grads: Arrays) -> Any:
-    """Walk the stages back from the branch output's gradient g; returns the gradient of its input."""
-    for (w, b, pad), (h, a) in reversed(list(zip(stages, tape, strict=True))):
+def _chain_vjp(g: Any, stages: tuple, tape: list, inputs: Arrays, budget: int, grads: Arrays,
+               need_input: bool) -> Any | None:
+    """Walk the stages back from the branch output's gradient g; returns the gradient of its
+    input, or None when not ``need_input``."""
+    for i, ((w, b, pad), (h, a, cols)) in reversed(list(enumerate(zip(stages, tape, strict=True)))):
         ga = relu_vjp(a, g)
-        g, grads[w] = conv2d_backward(h, inputs[w], ga, _conv_attrs(pad), budget)
+        g, grads[w] = conv2d_backward(h, inputs[w], ga, _conv_attrs(pad), budget, cols, need_input or i > 0)
         grads[b] = ga.sum(axis=(0, 2, 3))
     return g
 
@@ -81,16 +85,18 @@ def forward_saving(inputs: Arrays, attrs: dict) -> tuple[Arrays, Any]:
     return {"y": array_module(inputs["x"]).concatenate(outs, axis=1)}, (tapes, pool, [o.shape[1] for o in outs])
 
 
-def vjp_saved(inputs: Arrays, saved: Any, cots: Arrays, attrs: dict) -> Arrays:
-    """The vjp from what :func:`forward_saving` kept, without running the module again."""
+def vjp_saved(inputs: Arrays, saved: Any, cots: Arrays, attrs: dict, wanted: set[str]) -> Arrays:
+    """The vjp from what :func:`forward_saving` kept, without running the module again; the
+    gradient of x only when "x" is ``wanted``."""
     xp = array_module(inputs["x"])
     tapes, pool, widths = saved
     edges = list(itertools.accumulate(widths[:-1]))                          # channel offsets of branches 2-4
     grads: Arrays = {}
-    gxs = [_chain_vjp(g, stages, tape, inputs, current_budget(), grads)
+    gxs = [_chain_vjp(g, stages, tape, inputs, current_budget(), grads, "x" in wanted)
            for g, stages, tape in zip(xp.split(cots["y"], edges, axis=1), CHAINS, tapes, strict=True)]
-    gxs[-1] = max_pool_backward(gxs[-1], pool, _pool_window(inputs["x"]))
-    grads["x"] = gxs[0] + gxs[1] + gxs[2] + gxs[3]
+    if "x" in wanted:
+        gxs[-1] = max_pool_backward(gxs[-1], pool, _pool_window(inputs["x"]))
+        grads["x"] = gxs[0] + gxs[1] + gxs[2] + gxs[3]
     return grads
 
 
@@ -99,7 +105,7 @@ def inception(inputs: Arrays, attrs: dict) -> Arrays:
 
 
 def inception_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
-    return vjp_saved(inputs, forward_saving(inputs, attrs)[1], cots, attrs)
+    return vjp_saved(inputs, forward_saving(inputs, attrs)[1], cots, attrs, {"x"})
 
 
 CONCEPTS: dict[str, Impl] = {"inception": Impl(inception, inception_vjp)}

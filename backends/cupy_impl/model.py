@@ -8,9 +8,11 @@ model's boundary: the graph for each new input shape (every node, on phantom arr
 ``backend.run`` would check it) and the labels on every call. Only the input, the labels, the
 loss and the gradients cross between host and device.
 
-Where a concept's vjp would run its forward pass again (the inception module, max pooling), a
-``loss_and_grads`` keeps what the forward pass computed for it instead, as an autograd tape does,
-and drops it once the gradients are out.
+Where a concept's vjp would redo work of its forward pass (the inception module, max pooling,
+and convolution, whose vjp would extract its im2col columns again), a ``loss_and_grads`` keeps
+what the forward pass computed for it instead, as an autograd tape does, and drops it once the
+gradients are out. Those vjps compute only the gradients the graph uses: none for the model's
+input x. On the CPU the step runs NumPy's BLAS on one thread (:mod:`.blas`).
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from nutshell.backends.cupy_impl import inception, pooling
+from nutshell.backends.cupy_impl import blas, conv, inception, pooling
 from nutshell.spec.graph import Model
 from nutshell.spec.models import ModelSpec, Node
 from nutshell.spec.signatures import Impl, output_shapes
 
-# concept -> (forward returning (outputs, saved), vjp from saved): the concepts whose vjp would
-# otherwise repeat their forward pass
+# concept -> (forward returning (outputs, saved), vjp from saved and the wanted inputs): the
+# concepts whose vjp would otherwise repeat work of their forward pass
 SAVING: dict[str, tuple[Callable, Callable]] = {
+    "conv2d": (conv.conv2d_saving, conv.conv2d_vjp_saved),
     "inception": (inception.forward_saving, inception.vjp_saved),
     "max_pool2d": (pooling.max_pool2d_saving, pooling.max_pool2d_vjp_saved),
 }
@@ -52,7 +55,11 @@ class CupyModel(Model):
         return self.backend.to_numpy(a)
 
     def _context(self) -> contextlib.AbstractContextManager:
-        return self.backend._scope()
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.backend._scope())
+        if self.backend.xp is np:
+            stack.enter_context(blas.one_thread())
+        return stack
 
     def _input(self, x: np.ndarray) -> Any:
         x = super()._input(x)
@@ -110,5 +117,6 @@ class CupyModel(Model):
             return super()._vjp_node(node, ins, cots)
         vjp, saved = SAVING[node.op][1], self._tape.pop(node.id)
         native = {k: self._contiguous(v) for k, v in ins.items()}
-        complete = {k: self._contiguous(v) for k, v in cots.items()}   # both concepts have one output, y
-        return self.backend._guard(node.op, lambda: vjp(native, saved, complete, node.attrs))
+        complete = {k: self._contiguous(v) for k, v in cots.items()}   # each of them has one output, y
+        wanted = {k for k, ref in node.inputs.items() if ref in self._differentiable}
+        return self.backend._guard(node.op, lambda: vjp(native, saved, complete, node.attrs, wanted))

@@ -118,8 +118,11 @@ def max_pool2d_saving(inputs: Arrays, attrs: dict) -> tuple[Arrays, Any]:
     return {"y": y}, saved
 
 
-def max_pool2d_vjp_saved(inputs: Arrays, saved: Any, cots: Arrays, attrs: dict) -> Arrays:
-    """The vjp from what :func:`max_pool2d_saving` kept, without pooling again."""
+def max_pool2d_vjp_saved(inputs: Arrays, saved: Any, cots: Arrays, attrs: dict, wanted: set[str]) -> Arrays:
+    """The vjp from what :func:`max_pool2d_saving` kept, without pooling again (nothing when
+    "x" is not ``wanted``)."""
+    if "x" not in wanted:
+        return {}
     return {"x": max_pool_backward(cots["y"], saved, window(inputs["x"].shape, attrs))}
 
 
@@ -128,7 +131,7 @@ def max_pool2d(inputs: Arrays, attrs: dict) -> Arrays:
 
 
 def max_pool2d_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
-    return max_pool2d_vjp_saved(inputs, max_pool2d_saving(inputs, attrs)[1], cots, attrs)
+    return max_pool2d_vjp_saved(inputs, max_pool2d_saving(inputs, attrs)[1], cots, attrs, {"x"})
 
 
 def _axis_counts(n: int, k: int, s: int, p_begin: int, p_end: int, out: int, include_pad: bool) -> np.ndarray:
