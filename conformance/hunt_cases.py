@@ -93,14 +93,12 @@ def ambiguous(case: Case, arrays: dict[str, np.ndarray], tol: dict) -> bool:
     A layer's or maxout's z is within twice a dot product's rounding error, (I + 2)·u·(Σ|x·w| +
     |b|); an inception module's decisions are measured against their tracked bounds in the case's
     dtype (:func:`nutshell.spec.reference.models.inception_margin`)."""
-    if arrays["in.x"].size == 0:
+    relu = case.concept == "layer" and case.attrs.get("activation", "relu") == "relu"
+    if (case.concept not in ("maxout", "inception") and not relu) or arrays["in.x"].size == 0:
         return False
     if case.concept == "inception":
         ins = {k[len("in."):]: tracked.T(v) for k, v in arrays.items() if k.startswith("in.")}
         return not ref_models.inception_margin(ins, tol, case.dtype) > 1.0
-    relu = case.concept == "layer" and case.attrs.get("activation", "relu") == "relu"
-    if not (case.concept == "maxout" or relu):
-        return False
     x, w, b = arrays["in.x"], arrays["in.w"], arrays["in.b"]
     n, i = x.shape
     z, scale = x @ w + b, np.abs(x) @ np.abs(w) + np.abs(b)            # (N, O·k)

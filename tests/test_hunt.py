@@ -221,6 +221,8 @@ def test_a_winner_or_a_kink_decided_by_rounding_is_not_a_finding():
     assert hunt_cases.ambiguous(layer, kink, tol)
     assert not hunt_cases.ambiguous(replace(layer, dtype="float64"), kink, tol)
     assert not hunt_cases.ambiguous(replace(layer, attrs={"activation": "tanh"}), kink, tol)
+    bce = Case("binary_cross_entropy", "vjp", "float32", {"N": 1})           # no x: nothing to decide
+    assert not hunt_cases.ambiguous(bce, {"in.logits": np.zeros(1), "in.targets": np.zeros(1)}, tol)
 
 
 def test_a_relu_kink_inside_an_inception_module_decided_by_rounding_is_not_a_finding():
