@@ -7,6 +7,10 @@ K = Cg·kh·kw and L = oH·oW, for a chunk of m samples:
     y   = w.reshape(G, Og, K) @ col + b              # (G, Og, m·L): one matmul batched over groups
     gw  = gy @ colᵀ,   gcol = wᵀ @ gy,   gx = col2im(gcol),   gb = Σ_{n,i,j} gy
 
+On NumPy with stride 1, gcol is computed on gy spread over the padded planes, so that col2im
+is one contiguous shifted add per tap (:func:`.im2col.col2im_flat`), not one add per row of oW.
+A model keeps each convolution's columns from its forward pass for gw (:func:`conv2d_saving`).
+
 The batch is processed in chunks (:func:`.im2col.chunks`) so that the working memory of one call
 (padded input, columns and, backward, their gradients) stays under the backend's budget, which
 the table entries read with :func:`.im2col.current_budget`.
@@ -20,7 +24,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nutshell.backends.cupy_impl.im2col import MIB, Window, chunks, col2im, current_budget, im2col, pad
+from nutshell.backends.cupy_impl.im2col import (
+    MIB,
+    Window,
+    chunks,
+    col2im,
+    col2im_flat,
+    current_budget,
+    im2col,
+    pad,
+    spread,
+)
 from nutshell.backends.cupy_impl.xp import array_module, matmul, on_gpu
 from nutshell.spec.signatures import Impl
 
@@ -50,6 +64,12 @@ def _sample_bytes(x: Any, w: Any, win: Window) -> int:
 
 def _chunk_budget(x: Any, budget: int) -> int:
     return budget if on_gpu(x) else min(budget, CPU_CHUNK_BYTES)
+
+
+def _flat_ok(x: Any, w: Any, win: Window) -> bool:
+    """Whether gx may go through :func:`.im2col.col2im_flat`: on NumPy, for stride 1 and a finite
+    kernel (its products with the zeros around the output must be 0, not NaN)."""
+    return not on_gpu(x) and (win.sh, win.sw) == (1, 1) and bool(array_module(w).isfinite(w).all())
 
 
 def conv2d_forward(x: Any, w: Any, b: Any | None, attrs: dict, budget: int) -> Any:
@@ -85,24 +105,38 @@ def conv2d_forward_saving(x: Any, w: Any, b: Any | None, attrs: dict, budget: in
 def conv2d_backward(x: Any, w: Any, gy: Any, attrs: dict, budget: int, cols: list | None = None,
                     need_x: bool = True) -> tuple[Any | None, Any]:
     """(gx, gw): per chunk, the columns (kept by :func:`conv2d_forward_saving`, or extracted again),
-    gw += gy·colᵀ and, when ``need_x``, gx = col2im(wᵀ·gy) (gather form); else gx is None."""
+    gw += gy·colᵀ and, when ``need_x``, gx = col2im(wᵀ·gy) (gather form; on NumPy for stride 1,
+    where the chunk's flat columns fit the budget, :func:`.im2col.col2im_flat`); else gx is None."""
     xp = array_module(x)
     win, g = window(x.shape, w.shape, attrs), attrs["groups"]
     n, c, o = x.shape[0], x.shape[1], w.shape[0]
     wg = w.reshape(g, o // g, math.prod(w.shape[1:]))                 # (G, Og, K)
     gw = xp.zeros_like(wg)
     gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
-    for i, sl in enumerate(chunks(n, _sample_bytes(x, w, win), _chunk_budget(x, budget))):
+    chunk = _chunk_budget(x, budget)
+    flat, flat_bytes = _flat_ok(x, w, win), x.itemsize * c * win.taps * math.prod(win.padded)
+    for i, sl in enumerate(chunks(n, _sample_bytes(x, w, win), chunk)):
         m = sl.stop - sl.start
         gyc = gy[sl].transpose(1, 0, 2, 3).reshape(g, o // g, m * win.out_size)        # (G, Og, m·L)
         col = im2col(x[sl], win).reshape(g, wg.shape[2], m * win.out_size) if cols is None else cols[i]
         gw += matmul(gyc, col.transpose(0, 2, 1))                                       # (G, Og, K)
         del col
         if need_x:
-            gcol = matmul(wg.transpose(0, 2, 1), gyc)                                   # (G, K, m·L)
-            gx[sl] = col2im(gcol.reshape(c, win.kh, win.kw, m, win.oh, win.ow), win)
-            del gcol
+            gx[sl] = _gx(wg, gy[sl], gyc, win, c, flat and m * flat_bytes <= chunk)
     return gx, gw.reshape(w.shape)
+
+
+def _gx(wg: Any, gy: Any, gyc: Any, win: Window, c: int, flat: bool) -> Any:
+    """The (m, C, H, W) gradient of a chunk's input, from wᵀ·gy through col2im: by default on
+    the (G, Og, m·L) regrouped gy; when ``flat``, on gy spread over the padded planes and
+    :func:`.im2col.col2im_flat` (its shifted adds are contiguous)."""
+    g = wg.shape[0]
+    if flat:
+        gys = spread(gy, win)                                                           # (O, m·Hp·Wp)
+        gcol = matmul(wg.transpose(0, 2, 1), gys.reshape(g, -1, gys.shape[1]))          # (G, K, m·Hp·Wp)
+        return col2im_flat(gcol.reshape(c, win.kh, win.kw, gys.shape[1]), win)
+    gcol = matmul(wg.transpose(0, 2, 1), gyc)                                           # (G, K, m·L)
+    return col2im(gcol.reshape(c, win.kh, win.kw, gy.shape[0], win.oh, win.ow), win)
 
 
 def _conv(inputs: Arrays, attrs: dict, flip: bool) -> Arrays:

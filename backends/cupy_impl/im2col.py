@@ -18,7 +18,9 @@ That is the *gather form*: each input pixel sums its own contributions in the fi
 (p, q), so the result is deterministic and no two writers ever race on one pixel. The NumPy path
 evaluates it for all pixels at once, one strided slice per tap (inside one tap the map
 (i, j) → pixel is one-to-one, so a slice never hits a pixel twice); on the GPU each pixel is
-one thread of a raw kernel that walks the taps (:mod:`.kernels`).
+one thread of a raw kernel that walks the taps (:mod:`.kernels`). For stride 1 on NumPy,
+:func:`col2im_flat` takes columns laid over the flattened padded planes instead, where each tap
+is a single shift of the whole chunk.
 
 The batch goes through in :func:`chunks` sized by the working-memory budget of the call: the
 backend sets it around every call with :func:`memory_budget`, as it sets the CUDA device, so
@@ -132,6 +134,39 @@ def col2im(gcol: Any, win: Window) -> Any:
             y0, x0 = p * win.dh, q * win.dw
             gxp[:, :, y0:y0 + i_end:win.sh, x0:x0 + j_end:win.sw] += gcol[:, p, q]
     return gxp[:, :, win.pt:win.pt + win.h, win.pl:win.pl + win.w].transpose(1, 0, 2, 3)
+
+
+def spread(gy: Any, win: Window) -> Any:
+    """gy (m, O, oH, oW) at the top-left of zero (Hp, Wp) planes, flattened: (O, m·Hp·Wp)."""
+    xp = array_module(gy)
+    m, o = gy.shape[:2]
+    hp, wp = win.padded
+    out = xp.zeros((o, m, hp, wp), dtype=gy.dtype)
+    out[:, :, :win.oh, :win.ow] = gy.transpose(1, 0, 2, 3)
+    return out.reshape(o, m * hp * wp)
+
+
+def col2im_flat(gcol: Any, win: Window) -> Any:
+    """col2im for stride 1 on columns laid over the flattened padded planes: gcol (C, kh, kw,
+    m·Hp·Wp) → gx (m, C, H, W), a view.
+
+    With stride 1, output (i, j) of tap (p, q) lands on padded pixel (i + p·dh, j + q·dw): in the
+    flattened (m, Hp, Wp) planes that is a shift by p·dh·Wp + q·dw, the same for every pixel, so
+    each tap is one contiguous add (rows of m·Hp·Wp, where the strided form has rows of oW). The
+    columns of positions outside the (oH, oW) output must be 0 (the product of a finite kernel
+    with :func:`spread`'s zeros): shifted past a plane's edge they land, harmlessly, on the next
+    plane or in the slack at the end. The taps are added in the order (p, q), as in :func:`col2im`.
+    """
+    xp = array_module(gcol)
+    c, length = gcol.shape[0], gcol.shape[3]
+    hp, wp = win.padded
+    gxp = xp.zeros((c, length + (win.kh - 1) * win.dh * wp + (win.kw - 1) * win.dw), dtype=gcol.dtype)
+    for p in range(win.kh):
+        for q in range(win.kw):
+            shift = p * win.dh * wp + q * win.dw
+            gxp[:, shift:shift + length] += gcol[:, p, q]
+    planes = gxp[:, :length].reshape(c, length // (hp * wp), hp, wp)                   # (C, m, Hp, Wp)
+    return planes[:, :, win.pt:win.pt + win.h, win.pl:win.pl + win.w].transpose(1, 0, 2, 3)
 
 
 def chunks(n: int, per_sample_bytes: int, budget_bytes: int) -> Iterator[slice]:
