@@ -10,6 +10,11 @@ Its vjp, for y = conv(x, w) with stride s, pads (p_b, p_e), dilation d, groups G
   and dilation swapped and group = G; it can come out larger than k, so it is cropped;
 * gb = Σ_{n,i,j} gy.
 
+A pointwise conv2d (1×1 kernel, stride 1, no pads, one group) is a matrix product over the
+channels at every pixel, and so are its gradients: gx = Conv(gy, wᵀ) with wᵀ = w as (C, O, 1, 1),
+and gw[o, c] = Σ_{n,l} gy[n, o, l] · x[n, c, l] over the pixels l, one Einsum (ONNX Runtime's
+swapped-roles Conv is several times slower there).
+
 conv2d_fft works in the frequency domain throughout (see :func:`_fft_conv2d`), so it runs in
 float64 too, where ONNX Runtime has no Conv kernel.
 """
@@ -63,11 +68,29 @@ def conv_weight_grad(g: Graph, x: str, gy: str, x_shape: tuple, w_shape: tuple, 
     return slice_(g, transpose(g, full, [1, 0, 2, 3]), [0, 0], [kh, kw], [2, 3])  # (O, C/G, kh, kw)
 
 
+def pointwise(w_shape: tuple, attrs: dict) -> bool:
+    """Whether conv2d is a matrix product over the channels at each pixel."""
+    return (tuple(w_shape[2:]) == (1, 1) and list(attrs["stride"]) == [1, 1] and not any(attrs["pads"])
+            and attrs["groups"] == 1)
+
+
+def pointwise_grads(g: Graph, x: str, w: str, gy: str, x_shape: tuple, w_shape: tuple) -> dict:
+    """gx = Conv(gy, wᵀ), gw[o, c] = Σ_{n,l} gy[n, o, l] · x[n, c, l] of a pointwise conv2d."""
+    n, c, h, wd = x_shape
+    o = w_shape[0]
+    gx = g.op("Conv", gy, transpose(g, w, [1, 0, 2, 3]))                    # wᵀ as (C, O, 1, 1)
+    gw = g.op("Einsum", reshape(g, gy, [n, o, h * wd]), reshape(g, x, [n, c, h * wd]), equation="nol,ncl->oc")
+    return {"x": gx, "w": reshape(g, gw, [o, c, 1, 1])}
+
+
 def conv_grad(g: Graph, x: str, w: str, gy: str, x_shape: tuple, w_shape: tuple, attrs: dict,
               bias: bool) -> dict:
     """{x, w[, b]} gradients of conv2d."""
-    grads = {"x": conv_input_grad(g, w, gy, x_shape, w_shape, attrs),
-             "w": conv_weight_grad(g, x, gy, x_shape, w_shape, attrs)}
+    if pointwise(w_shape, attrs):
+        grads = pointwise_grads(g, x, w, gy, x_shape, w_shape)
+    else:
+        grads = {"x": conv_input_grad(g, w, gy, x_shape, w_shape, attrs),
+                 "w": conv_weight_grad(g, x, gy, x_shape, w_shape, attrs)}
     if bias:
         grads["b"] = reduce_sum(g, gy, [0, 2, 3])
     return grads
