@@ -12,7 +12,8 @@ Where a concept's vjp would redo work of its forward pass (the inception module,
 and convolution, whose vjp would extract its im2col columns again), a ``loss_and_grads`` keeps
 what the forward pass computed for it instead, as an autograd tape does, and drops it once the
 gradients are out. Those vjps compute only the gradients the graph uses: none for the model's
-input x. On the CPU the step runs NumPy's BLAS on one thread (:mod:`.blas`).
+input x. On the CPU the step runs NumPy's BLAS on one thread (:mod:`.blas`), and freed memory
+stays in the process for the next step (:mod:`.heap`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from nutshell.backends.cupy_impl import blas, conv, inception, pooling
+from nutshell.backends.cupy_impl import blas, conv, heap, inception, pooling
 from nutshell.spec.graph import Model
 from nutshell.spec.models import ModelSpec, Node
 from nutshell.spec.signatures import Impl, output_shapes
@@ -59,6 +60,7 @@ class CupyModel(Model):
         stack.enter_context(self.backend._scope())
         if self.backend.xp is np:
             stack.enter_context(blas.one_thread())
+            heap.keep_freed_memory()
         return stack
 
     def _input(self, x: np.ndarray) -> Any:
