@@ -9,7 +9,9 @@ on a valid call, a crash or a hang is a finding. A finding is confirmed and mini
 processes and written as a reproducer bundle (see ``nutshell repro``); the hunt goes on with the
 concepts that have none. Exit 1 when something was found, the last line naming the first bundle's
 folder; 0 when the budget ran out clean. Either way the largest bound usage reached per concept
-goes to reports/hunt.json (under the backend's name).
+(with the call that reached it) and the findings go to reports/hunt.json, under the backend's name;
+``nutshell report`` and ``nutshell run`` copy that file into the results.json of the same folder and
+show it on the page.
 ``--save`` adds the minimised case to the spec as a vector of kind ``found``, so that every
 backend is checked on it by ``nutshell run`` from then on.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -33,7 +36,8 @@ from nutshell import spec as spec_mod
 from nutshell.conformance import hunt_cases, repro
 from nutshell.conformance.hunt_minimise import Minimiser, Verdict, judge
 from nutshell.conformance.hunt_worker import Worker
-from nutshell.errors import AttrError
+from nutshell.conformance.results import HUNT_FILE, load_hunt
+from nutshell.errors import AttrError, SpecError
 
 ROUND = 200
 """Calls per Hypothesis round on one or two concepts (its first tenth are deliberately small calls);
@@ -61,11 +65,13 @@ class Options:
 
 @dataclass
 class Worst:
-    """The largest bound usage a concept reached on calls that passed, and the call."""
+    """The largest bound usage a concept reached on calls that passed, the call (in words and as
+    :meth:`hunt_cases.Case.to_json`, which rebuilds its inputs) and the passing calls counted."""
 
     usage: float = 0.0
     case: str = ""
     calls: int = 0
+    call: dict | None = None
 
 
 class _Found(BaseException):
@@ -174,7 +180,7 @@ class Hunt:
             w = self.worst.setdefault(concept.id, Worst())
             w.calls += 1
             if v.usage > w.usage:
-                w.usage, w.case = v.usage, case.describe()
+                w.usage, w.case, w.call = v.usage, case.describe(), case.to_json()
         self._progress()
         return v
 
@@ -229,11 +235,18 @@ def bundle(h: Hunt, v: Verdict, found_at: float, folder: Path, repeat: int) -> d
 
 
 def write_report(h: Hunt, result: dict) -> Path:
-    """reports/hunt.json: per backend, the last hunt's figures and the worst usage per concept."""
-    path = h.opts.reports / "hunt.json"
-    doc = json.loads(path.read_text()) if path.is_file() else {"kind": "nutshell-hunt", "backends": {}}
+    """reports/hunt.json: per backend, the last hunt's figures, the worst usage per concept and the
+    findings. The other backends' hunts stay; a hunt.json that is not one is replaced, with a warning."""
+    path = h.opts.reports / HUNT_FILE
+    doc = {"kind": "nutshell-hunt", "backends": {}}
+    if path.is_file():
+        try:
+            doc = load_hunt(path)
+        except SpecError as exc:
+            h.log(f"hunt: {exc}; writing a new one")
     doc["backends"][h.opts.backend] = result | {
         "device": h.hello["device"], "versions": h.hello["versions"], "seed": h.opts.seed,
+        "spec_version": h.spec.version,
         "budget_s": h.opts.budget, "calls": h.calls,
         "worst_usage": {c: vars(w) for c, w in sorted(h.worst.items())},
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -288,8 +301,9 @@ def _finding(h: Hunt, v: Verdict, found_at: float, repeat: int) -> dict:
         h.log(f"hunt: saved as spec vector {v.case.concept}/{name} (kind found)")
     h.log(f"hunt: fault in {summary['library'] or 'the backend' + chr(39) + 's own code'}; "
           f"script {'fails' if summary['script_fails'] else 'did not fail'} here; bundle: {folder}")
-    return {"kind": v.kind, "case": v.case.to_json(), "message": v.message[:2000], "first_found_s": found_at,
-            "bundle": str(folder), **summary}
+    usage = v.usage if math.isfinite(v.usage) else None     # a crash, a hang or an exception has none
+    return {"kind": v.kind, "case": v.case.to_json(), "usage": usage, "message": v.message[:2000],
+            "first_found_s": found_at, "bundle": str(folder), **summary}
 
 
 def provenance(h: Hunt) -> dict:

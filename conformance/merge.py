@@ -63,6 +63,10 @@ def _merged_shards(docs: list[dict], args: argparse.Namespace) -> dict:
         raise SpecError("some of these results files are shards (nutshell run --shard) and some are not: merge the "
                         "shards alone, then report them beside the other runs")
     doc = shards.combine(docs, [str(p) for p in args.results])
+    doc.pop("hunt", None)
+    hunt = merged_hunt(docs)
+    if hunt is not None:
+        doc["hunt"] = hunt
     target = args.merged or (args.output or Path("reports") / "index.html").parent / "results.json"
     if target.resolve() in {p.resolve() for p in args.results}:
         raise SpecError(f"the merged results would replace the shard {target}: name another file with --merged")
@@ -71,3 +75,14 @@ def _merged_shards(docs: list[dict], args: argparse.Namespace) -> dict:
     atomic_write(target, json.dumps(written, indent=1))
     print(f"merged {len(docs)} shards ({len(doc['results'])} checks): {target}")
     return doc
+
+
+def merged_hunt(docs: list[dict]) -> dict | None:
+    """The hunts the shards carry as one: per backend, the hunt that finished last (None when no
+    shard carries one)."""
+    runs: dict[str, dict] = {}
+    for d in docs:
+        for name, run in (d.get("hunt") or {}).get("backends", {}).items():
+            if name not in runs or run["finished"] > runs[name]["finished"]:
+                runs[name] = run
+    return {"kind": "nutshell-hunt", "backends": runs} if runs else None

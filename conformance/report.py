@@ -12,8 +12,10 @@ detail); the pairwise agreement between backends (from the cross checks) and det
 performance (from bench.json: a roofline per device, throughput relative to torch, every
 measurement); the trained models (accuracy and loss per epoch, per backend); the glossary's
 claims, each with its picture and its numbers in words; ONNX's node tests as an operator ×
-backend matrix; the records of the other sections (reliability, ONNX export and import, anything
-else), each record where its ``section`` puts it; then, per concept (and per model or claim id),
+backend matrix; the hunt (``nutshell hunt``, when a run carries one): its settings, the worst
+bound usage per concept × backend and its findings with their bundles; the records of the other
+sections (reliability, ONNX export and import, anything else), each record where its ``section``
+puts it; then, per concept (and per model or claim id),
 its definition, its vectors, its image vectors as pictures, and per backend the largest error
 and the bound usage. The concepts are those of the spec the report is given (``--spec`` of the
 run).
@@ -38,6 +40,7 @@ import numpy as np
 from nutshell import spec as spec_mod
 from nutshell.conformance import checks, figures
 from nutshell.conformance.results import (  # load_results and load_bench: results files are read only there
+    HUNT_FILE,
     OUTCOMES,
     BenchOutcome,
     BenchResult,
@@ -46,7 +49,9 @@ from nutshell.conformance.results import (  # load_results and load_bench: resul
     Section,
     atomic_write,
     load_bench,
+    load_hunt,
     load_results,
+    record_hunt,
 )
 from nutshell.conformance.timing import MAX_SPREAD, MIN_ROUNDS, unsteady
 from nutshell.errors import NutshellError, SpecError
@@ -348,6 +353,104 @@ def determinism(entries: list[Entry], cols: list[dict]) -> dict:
     differ = [(e.result.concept, _record_label(e, cols)) for e in runs
               if not (e.result.details or {}).get("identical", True)]
     return {"pairs": len(runs), "differ": differ}
+
+
+# ---------------------------------------------------------------------------------------- hunt
+
+FAULT = {"library": "the library", "backend": "the backend's own code"}
+
+
+def hunt(docs: list[dict], spec: spec_mod.Spec) -> dict | None:
+    """The hunts the runs carry (``nutshell hunt``, copied from hunt.json into results.json): per
+    hunt its budget, seed and date; concepts × hunts, the worst bound usage reached (a finding's
+    when the concept has one); the findings with their bundles. None when no run carries a hunt."""
+    hunts = _hunt_columns(docs)
+    if not hunts:
+        return None
+    seen = {cid for h in hunts for cid in h["run"]["worst_usage"]} | \
+        {f["case"]["concept"] for h in hunts for f in h["run"]["found"]}
+    concepts = [c for c in spec.concepts if c in seen] + sorted(seen - set(spec.concepts))
+    rows = [{"id": cid, "cells": [_hunt_cell(h, cid) for h in hunts]} for cid in concepts]
+    findings = [_finding_row(h, f) for h in hunts for f in h["run"]["found"]]
+    return {"hunts": [_hunt_meta(h) for h in hunts], "rows": rows, "findings": findings}
+
+
+def _hunt_columns(docs: list[dict]) -> list[dict]:
+    """One column per backend's hunt, each hunt once however many runs carry it, labelled as
+    briefly as stays unique (as the coverage columns are)."""
+    cols, seen = [], set()
+    for i, d in enumerate(docs):
+        for name, run in sorted((d.get("hunt") or {}).get("backends", {}).items()):
+            if (name, run.get("device"), run["finished"]) in seen:
+                continue
+            seen.add((name, run.get("device"), run["finished"]))
+            cols.append({"run": i, "name": name, "device": run.get("device", "?"),
+                         "host": (d.get("machine") or {}).get("host", f"run {i + 1}"), "hunt": run})
+    for k, c in enumerate(cols):
+        c.update(label=_label(c, cols), key=f"h{k}")
+    return [{"label": c["label"], "key": c["key"], "device": c["device"], "run": c.pop("hunt")} for c in cols]
+
+
+def _hunt_meta(h: dict) -> dict:
+    """A hunt's settings and figures, for the table above the matrix."""
+    r = h["run"]
+    return {"label": h["label"], "device": h["device"], "budget": _minutes(r["budget_s"]),
+            "spent": _minutes(r.get("elapsed_s")), "seed": r["seed"], "calls": fmt(r["calls"]),
+            "finished": r["finished"], "spec": r.get("spec_version", "—"), "found": len(r["found"]),
+            "versions": ", ".join(f"{k} {v}" for k, v in sorted((r.get("versions") or {}).items())) or "—"}
+
+
+def _minutes(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds / 60:.3g} min"
+
+
+def _hunt_cell(h: dict, cid: str) -> dict:
+    """One concept of one hunt: its finding (bad: a call beyond its bound, linking to the finding's
+    row) when it has one, else the worst usage over the passing calls; the calls in the hover text."""
+    worst = h["run"]["worst_usage"].get(cid)
+    passing = f"worst over {fmt(worst['calls'])} passing calls: {_worst_call(worst)}" if worst else "no passing call"
+    found = next((f for f in h["run"]["found"] if f["case"]["concept"] == cid), None)
+    if found is not None:
+        usage = found.get("usage")
+        text, extra = (fmt(usage), f"finding: {found['kind']}") if usage is not None else (found["kind"], "finding")
+        return _cell("bad", text, f"#{_finding_anchor(h, found)}", extra,
+                     f"{found['kind']} on {case_words(found['case'])}\n{passing}")
+    if worst is None:
+        return _cell("none", "—")
+    return _cell("good", fmt(worst["usage"]), extra=f"{fmt(worst['calls'])} calls", title=passing)
+
+
+def _worst_call(worst: dict) -> str:
+    """The worst usage and the call that reached it in words, with the seed and scale that rebuild
+    its inputs when known; no call reached more than 0 when every result was exact."""
+    if not worst["case"]:
+        return f"{fmt(worst['usage'])}, every result exact"
+    call = worst.get("call")
+    return f"{fmt(worst['usage'])} on {worst['case']}" + \
+        (f", seed {call['seed']}, scale {fmt(call['scale'])}" if call else "")
+
+
+def case_words(case: dict) -> str:
+    """A drawn call (hunt_cases.Case.to_json) in words: concept, direction, dtype, sizes, attributes,
+    seed and scale."""
+    dims = " ".join(f"{k}={v}" for k, v in case["dims"].items())
+    attrs = " ".join(f"{k}={_value(v)}" for k, v in case["attrs"].items())
+    return " ".join(x for x in (case["concept"], case["mode"], case["dtype"], dims, attrs) if x) + \
+        f", seed {case['seed']}, scale {fmt(case['scale'])}"
+
+
+def _finding_anchor(h: dict, found: dict) -> str:
+    return anchor("hunt", h["key"], found["case"]["concept"], found["kind"])
+
+
+def _finding_row(h: dict, f: dict) -> dict:
+    """A finding as the findings table shows it: where, what, whose fault, the bundle's folder."""
+    lib = f.get("library")
+    fault = lib if f.get("fault") == "library" and lib else FAULT.get(f.get("fault", ""), "—")
+    message = f.get("message", "")
+    return {"anchor": _finding_anchor(h, f), "label": h["label"], "concept": f["case"]["concept"],
+            "kind": f["kind"], "usage": fmt(f.get("usage")), "call": case_words(f["case"]), "fault": fault,
+            "bundle": f["bundle"], "message": message if len(message) <= 300 else message[:297] + "…"}
 
 
 # --------------------------------------------------------------------------------- performance
@@ -860,7 +963,7 @@ def _backend_detail(cid: str, col: dict, recs: list[CheckResult]) -> dict:
 
 NAV = (("coverage", "Coverage"), ("precision", "Precision"), ("agreement", "Agreement"), ("determinism", "Determinism"),
        ("performance", "Performance"), ("training", "Training"), ("claims", "Claims"),
-       ("node-tests", "ONNX node tests"), ("reliability", "Reliability"), ("onnx", "ONNX"),
+       ("node-tests", "ONNX node tests"), ("hunt", "Hunt"), ("reliability", "Reliability"), ("onnx", "ONNX"),
        ("concepts", "Concepts"))
 
 
@@ -910,7 +1013,8 @@ def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path, *,
         "performance": performance(bench_doc, spec, looks),
         "training": training(others[Section.MODELS], cols, looks, drawn),
         "claims": claims(others[Section.CLAIMS], cols, looks),
-        "node_tests": node_tests(others[Section.NODE_TESTS], cols), "lists": lists, "concepts": details})
+        "node_tests": node_tests(others[Section.NODE_TESTS], cols), "hunt": hunt(results_docs, spec),
+        "lists": lists, "concepts": details})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, page)
@@ -919,14 +1023,16 @@ def write_report(results_docs: list[dict], bench_doc: dict | None, out: Path, *,
 
 def write_from_reports_dir(reports: Path, spec_file: str | Path | None = None) -> Path:
     """reports/results.json (and reports/bench.json when present) -> reports/index.html, against
-    the spec file the run used (None: the repository's).
+    the spec file the run used (None: the repository's). A reports/hunt.json is first copied into
+    results.json (:func:`_take_hunt`), so the results file carries the hunt the page shows.
 
-    A bench.json that cannot be used (another spec version, a broken file) is left out with a
-    warning on stderr; a bad results.json is a SpecError."""
+    A bench.json or hunt.json that cannot be used (another spec version, a broken file) is left out
+    with a warning on stderr; a bad results.json is a SpecError."""
     reports = Path(reports)
     spec = spec_mod.load(spec_file)
     version = spec.version
     results = load_results(reports / "results.json", version)
+    results["hunt"] = _take_hunt(reports, results.get("hunt"))
     bench = None
     if (reports / "bench.json").is_file():
         try:
@@ -934,3 +1040,19 @@ def write_from_reports_dir(reports: Path, spec_file: str | Path | None = None) -
         except SpecError as exc:
             print(f"nutshell: the report leaves out the benchmarks: {exc}", file=sys.stderr)
     return write_report([results], bench, reports / "index.html", spec=spec)
+
+
+def _take_hunt(reports: Path, held: dict | None) -> dict | None:
+    """The hunt the folder's results.json is to carry: its hunt.json, recorded into results.json
+    (``hunt``) when it differs from what the file holds (``held``); ``held`` when there is no
+    hunt.json or it cannot be read (a warning on stderr)."""
+    path = reports / HUNT_FILE
+    if not path.is_file():
+        return held
+    try:
+        found = load_hunt(path)
+    except SpecError as exc:
+        print(f"nutshell: the report leaves out the hunt: {exc}", file=sys.stderr)
+        return held
+    record_hunt(reports / "results.json", found)
+    return found

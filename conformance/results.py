@@ -316,6 +316,31 @@ def load_lines(path: str | Path) -> list[CheckResult]:
     return out
 
 
+# ------------------------------------------------------------------------------ the hunt
+
+HUNT_FILE = "hunt.json"
+"""What ``nutshell hunt`` writes into its reports folder: per backend, its last hunt."""
+
+
+def load_hunt(path: str | Path) -> dict:
+    """A hunt.json, read like any results file (:func:`schema.read_text`) and validated against the
+    schema's ``huntFile``; a SpecError naming the file and the field when it is not one."""
+    doc = schema.parse(schema.read_text(path), str(path))
+    schema.validate(doc, "huntFile", str(path))
+    return doc
+
+
+def record_hunt(results_path: str | Path, hunt: dict) -> bool:
+    """Make ``hunt`` (a hunt.json's document) the ``hunt`` field of the results file at
+    ``results_path``, rewritten atomically with every other field as it was; False, and nothing
+    written, when the file holds that hunt already."""
+    doc = schema.parse(schema.read_text(results_path), str(results_path))
+    if doc.get("hunt") == hunt:
+        return False
+    atomic_write(Path(results_path), json.dumps(doc | {"hunt": hunt}, indent=1))
+    return True
+
+
 # ------------------------------------------------------------------------------ writing
 
 def atomic_write(path: Path, text: str) -> None:
