@@ -43,11 +43,13 @@ def _max_windows(g: Graph, x: str, x_shape: tuple, attrs: dict, outputs: int = 1
 
 
 def max_pool(g: Graph, x: str, x_shape: tuple, attrs: dict) -> str:
-    """y = max over each window of x padded with −inf; NaN anywhere in a window gives NaN."""
+    """y = max over each window of x padded with −inf; NaN anywhere in a window gives NaN: with
+    m = 1 there and 0 elsewhere, y + √(−m) adds −0 (y exactly, −0 included) or NaN, two cheap
+    elementwise operators where a Where costs ONNX Runtime several times more."""
     xp, y = _max_windows(g, x, x_shape, attrs)
     nan = g.op("MaxPool", g.op("Cast", g.op("IsNaN", xp), to=g.elem), kernel_shape=attrs["kernel"],
                strides=attrs["stride"], dilations=attrs["dilation"])          # 1 where a window holds NaN
-    return g.op("Where", g.op("Greater", nan, g.scalar(0.0)), g.scalar(np.nan), y)
+    return g.op("Add", y, g.op("Sqrt", g.op("Neg", nan)))
 
 
 def max_pool_grad(g: Graph, x: str, gy: str, x_shape: tuple, attrs: dict) -> str:
