@@ -9,7 +9,9 @@ max:  the windows are padded with −inf; the gradient of each window goes to it
       NumPy, where that argmax across the window axis cost more than the rest of a CNN's step,
       y is a running maximum over the kh·kw strided views of the padded input, one per tap, and
       backward walks the taps in the same order, each window's gy going to the first tap equal
-      to its y; overlapping windows add up in col2im's order, so the sums are the same.
+      to its y; overlapping windows add up in col2im's order, so the sums are the same. Where
+      the windows tile the plane (stride = kernel, no padding), each pixel has one window and
+      backward writes each tap's share straight into a (N, C, oH, kh, oW, kw) view of gx.
 avg:  y = Σ_window x / divisor, the divisor counting the window positions inside x, or, with
       count_include_pad, inside the explicitly padded x; never the positions beyond it that
       ceil mode adds.
@@ -60,7 +62,7 @@ def max_pool_forward(x: Any, win: Window) -> tuple[Any, Any]:
 def max_pool_backward(gy: Any, saved: Any, win: Window) -> Any:
     """gx: each window's gy goes to its winning tap; overlapping windows add up."""
     if not on_gpu(gy):
-        return _first_max_scatter(gy, saved, win)
+        return (_tiled_scatter if _tiles(win) else _first_max_scatter)(gy, saved, win)
     xp, idx = array_module(gy), saved
     taps = xp.arange(win.taps).reshape(1, win.taps, 1, 1, 1)
     gcol = xp.where(taps == idx[:, None], gy.transpose(1, 0, 2, 3)[:, None], 0)         # (C, K, N, oH, oW)
@@ -87,28 +89,58 @@ def _running_max(x: np.ndarray, win: Window) -> tuple[np.ndarray, tuple[np.ndarr
     return y, (x, y)
 
 
+def _first_hits(views: Iterator[np.ndarray], y: np.ndarray) -> Iterator[np.ndarray]:
+    """For each tap's view in window order, the windows whose first maximum it is: the first tap
+    equal to y (or, where y is NaN, the first NaN tap); ``free`` marks the windows not yet served.
+    Each mask is only valid until the next one is drawn."""
+    free, hit = np.ones(y.shape, bool), np.empty(y.shape, bool)
+    nan = np.isnan(y)
+    nan = nan if nan.any() else None
+    for v in views:
+        np.equal(v, y, out=hit)
+        if nan is not None:
+            hit |= nan & np.isnan(v)
+        hit &= free
+        free ^= hit
+        yield hit
+
+
 def _first_max_scatter(gy: np.ndarray, saved: tuple[np.ndarray, np.ndarray], win: Window) -> np.ndarray:
-    """gx: walking the taps in order, each window's gy goes to the first tap equal to its y (or,
-    where y is NaN, the first NaN tap); ``free`` marks the windows not yet served. The walk runs
-    on planes laid out (H, W, N, C): a tap's view then has rows of at least N·C elements, not oW,
-    and NumPy's per-row cost no longer dominates."""
+    """gx: walking the taps in order, each window's gy goes to its first maximum
+    (:func:`_first_hits`). The walk runs on planes laid out (H, W, N, C): a tap's view then has
+    rows of at least N·C elements, not oW, and NumPy's per-row cost no longer dominates."""
     x, y = saved
     n, c, h, w = x.shape
     xpad = np.full((*win.padded, n, c), -math.inf, x.dtype)
     xpad[win.pt:win.pt + h, win.pl:win.pl + w] = x.transpose(2, 3, 0, 1)
     y, gy = np.ascontiguousarray(y.transpose(2, 3, 0, 1)), np.ascontiguousarray(gy.transpose(2, 3, 0, 1))
     gxp = np.zeros(xpad.shape, gy.dtype)
-    free, hit = np.ones(y.shape, bool), np.empty(y.shape, bool)
-    nan = np.isnan(y)
-    nan = nan if nan.any() else None
-    for v, g in zip(_taps(xpad, win, 0), _taps(gxp, win, 0), strict=True):
-        np.equal(v, y, out=hit)
-        if nan is not None:
-            hit |= nan & np.isnan(v)
-        hit &= free
-        free ^= hit
+    for hit, g in zip(_first_hits(_taps(xpad, win, 0), y), _taps(gxp, win, 0), strict=True):
         g += np.where(hit, gy, 0)                        # one tap's view meets every pixel at most once
     return gxp[win.pt:win.pt + h, win.pl:win.pl + w].transpose(2, 3, 0, 1)
+
+
+def _tiles(win: Window) -> bool:
+    """Whether the windows tile the plane exactly: stride = kernel, no padding or dilation, and
+    (H, W) = (oH·kh, oW·kw)."""
+    return ((win.sh, win.sw) == (win.kh, win.kw) and (win.pt, win.pl, win.pb, win.pr) == (0, 0, 0, 0)
+            and (win.dh, win.dw) == (1, 1) and (win.h, win.w) == (win.oh * win.kh, win.ow * win.kw))
+
+
+def _tiled_scatter(gy: np.ndarray, saved: tuple[np.ndarray, np.ndarray], win: Window) -> np.ndarray:
+    """gx for windows that tile the plane (:func:`_tiles`): every pixel lies in exactly one
+    window, so each tap's gradient is written, not added, straight into the (N, C, oH, kh, oW, kw)
+    view of gx; no padded planes and no transposes."""
+    x, y = saved
+    n, c = x.shape[:2]
+    x6 = x.reshape(n, c, win.oh, win.kh, win.ow, win.kw)
+    gx = np.empty(x.shape, gy.dtype)
+    gx6 = gx.reshape(x6.shape)                                                        # (N, C, oH, kh, oW, kw)
+    taps = [(p, q) for p in range(win.kh) for q in range(win.kw)]
+    views = (x6[:, :, :, p, :, q] for p, q in taps)
+    for (p, q), hit in zip(taps, _first_hits(views, y), strict=True):
+        gx6[:, :, :, p, :, q] = np.where(hit, gy, 0)
+    return gx
 
 
 def max_pool2d_saving(inputs: Arrays, attrs: dict) -> tuple[Arrays, Any]:
