@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from test_report import results_doc, section, write
+from test_report_browser import CHROMIUM, DevTools, check_page, screenshots
 
 from nutshell import spec as spec_mod
 from nutshell.conformance import merge, report, schema
@@ -221,3 +223,17 @@ def test_a_real_hunt_reaches_results_json_and_the_page(tmp_path):
     assert worst["call"]["concept"] == "sigmoid" and worst["case"].startswith(f"sigmoid {worst['call']['mode']}")
     cell = usage_matrix((reports / "index.html").read_text())[("sigmoid", "torch")]
     assert cell["text"].split() == [report.fmt(worst["usage"]), report.fmt(worst["calls"]), "calls"]
+
+
+@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"headless Chromium not found at {CHROMIUM}")
+def test_the_hunt_section_fits_the_window_and_its_links_land(tmp_path):
+    page = report.write_from_reports_dir(reports_with(tmp_path, hunt_doc()))
+    browser = DevTools(tmp_path / "profile")
+    try:
+        check_page(browser, page)
+        links = browser.evaluate("[...document.querySelectorAll('#hunt-usage a')].map(a => a.getAttribute('href'))")
+        assert len(links) == 2 and all(browser.evaluate(f"document.getElementById('{h[1:]}').tagName") == "TR"
+                                       for h in links)
+        screenshots(browser, "hunt", ("hunt",))
+    finally:
+        browser.close()
