@@ -35,9 +35,10 @@ def _max_pads(x_shape: tuple, attrs: dict) -> tuple[list[int], list[int]]:
 
 
 def _max_windows(g: Graph, x: str, x_shape: tuple, attrs: dict, outputs: int = 1):
-    """MaxPool over x padded with −inf (no pads, floor mode): y, or (y, flat indices)."""
+    """MaxPool over x padded with −inf (no pads, floor mode): y, or (y, flat indices). Without
+    padding x itself is read (ONNX Runtime's Pad copies even when it adds nothing)."""
     begin, end = _max_pads(x_shape, attrs)
-    xp = pad(g, x, [0, 0, *begin], [0, 0, *end], -np.inf)
+    xp = pad(g, x, [0, 0, *begin], [0, 0, *end], -np.inf) if any(begin + end) else x
     return xp, g.op("MaxPool", xp, outputs=outputs, kernel_shape=attrs["kernel"], strides=attrs["stride"],
                     dilations=attrs["dilation"])
 
@@ -61,6 +62,8 @@ def max_pool_grad(g: Graph, x: str, gy: str, x_shape: tuple, attrs: dict) -> str
     zeros = g.op("ConstantOfShape", g.ints([n * c * hp * wp]), value=helper.make_tensor("zero", g.elem, [1], [0]))
     flat = g.op("ScatterElements", zeros, reshape(g, index, [-1]), reshape(g, gy, [-1]), axis=0, reduction="add")
     gxp = reshape(g, flat, [n, c, hp, wp])
+    if (hp, wp) == (h, w):
+        return gxp
     return slice_(g, gxp, begin, [begin[0] + h, begin[1] + w], [2, 3])
 
 
