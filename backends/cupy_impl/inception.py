@@ -96,7 +96,10 @@ def vjp_saved(inputs: Arrays, saved: Any, cots: Arrays, attrs: dict, wanted: set
            for g, stages, tape in zip(xp.split(cots["y"], edges, axis=1), CHAINS, tapes, strict=True)]
     if "x" in wanted:
         gxs[-1] = max_pool_backward(gxs[-1], pool, _pool_window(inputs["x"]))
-        grads["x"] = gxs[0] + gxs[1] + gxs[2] + gxs[3]
+        gx = gxs[0] + gxs[1]                          # then in place, in the same order: no more temporaries
+        gx += gxs[2]
+        gx += gxs[3]
+        grads["x"] = gx
     return grads
 
 
