@@ -132,7 +132,8 @@ def _gx(wg: Any, gy: Any, gyc: Any, win: Window, c: int, flat: bool) -> Any:
     :func:`.im2col.col2im_flat` (its shifted adds are contiguous)."""
     g = wg.shape[0]
     if flat:
-        gys = spread(gy, win)                                                           # (O, m·Hp·Wp)
+        gym = gyc.reshape(-1, gy.shape[0], win.oh, win.ow).transpose(1, 0, 2, 3)       # (m, O, oH, oW) view
+        gys = spread(gym, win)                                   # (O, m·Hp·Wp), read from the contiguous gyc
         gcol = matmul(wg.transpose(0, 2, 1), gys.reshape(g, -1, gys.shape[1]))          # (G, K, m·Hp·Wp)
         return col2im_flat(gcol.reshape(c, win.kh, win.kw, gys.shape[1]), win)
     gcol = matmul(wg.transpose(0, 2, 1), gyc)                                           # (G, K, m·L)
