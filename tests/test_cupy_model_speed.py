@@ -31,7 +31,9 @@ def test_tiled_max_pool_gradient_equals_the_padded_walk(kernel):
     assert pooling._tiles(win)
     y, saved = pooling.max_pool_forward(x, win)
     gy = rng.standard_normal(y.shape).astype(np.float32)
-    np.testing.assert_array_equal(pooling._tiled_scatter(gy, saved, win), pooling._first_max_scatter(gy, saved, win))
+    y_planes, planes = pooling._planes_max(x, win)
+    np.testing.assert_array_equal(y_planes, y)
+    np.testing.assert_array_equal(pooling._tiled_scatter(gy, saved, win), pooling._first_max_scatter(gy, planes, win))
 
 
 def test_windows_that_leave_rows_over_do_not_tile():

@@ -7,7 +7,8 @@ max:  the windows are padded with −inf; the gradient of each window goes to it
       row-major window order alone (the first NaN where the window holds one, and y is NaN).
       On the GPU idx = argmax over the columns finds it and gy goes back through col2im. On
       NumPy, where that argmax across the window axis cost more than the rest of a CNN's step,
-      y is a running maximum over the kh·kw strided views of the padded input, one per tap, and
+      y is a running maximum over the kh·kw strided views of the padded input, one per tap (on
+      the input laid out (Hp, Wp, N, C), whose rows are long, and kept for backward), and
       backward walks the taps in the same order, each window's gy going to the first tap equal
       to its y; overlapping windows add up in col2im's order, so the sums are the same. Where
       the windows tile the plane (stride = kernel, no padding), each pixel has one window and
@@ -50,9 +51,10 @@ def _nchw(a: Any) -> Any:
 
 def max_pool_forward(x: Any, win: Window) -> tuple[Any, Any]:
     """(y (N, C, oH, oW), what :func:`max_pool_backward` needs: idx (C, N, oH, oW), the winning
-    tap p·kw + q of each window, on the GPU; x and y on NumPy)."""
+    tap p·kw + q of each window, on the GPU; on NumPy x and y, or for windows that do not tile
+    the plane, the padded (Hp, Wp, N, C) plane and y in that layout)."""
     if not on_gpu(x):
-        return _running_max(x, win)
+        return (_running_max if _tiles(win) else _planes_max)(x, win)
     xp = array_module(x)
     col = _columns(x, win, -math.inf)
     idx = col.argmax(axis=1)
@@ -89,6 +91,20 @@ def _running_max(x: np.ndarray, win: Window) -> tuple[np.ndarray, tuple[np.ndarr
     return y, (x, y)
 
 
+def _planes_max(x: np.ndarray, win: Window) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """y as the running maximum of the tap views of x padded with −inf and laid out (Hp, Wp, N, C),
+    whose rows hold N·C elements, not oW; saves that plane and y in that layout for
+    :func:`_first_max_scatter`."""
+    n, c, h, w = x.shape
+    xpad = np.full((*win.padded, n, c), -math.inf, x.dtype)
+    xpad[win.pt:win.pt + h, win.pl:win.pl + w] = x.transpose(2, 3, 0, 1)
+    views = _taps(xpad, win, 0)
+    y = next(views).copy()                                                          # (oH, oW, N, C)
+    for v in views:
+        np.maximum(y, v, out=y)
+    return np.ascontiguousarray(y.transpose(2, 3, 0, 1)), (xpad, y)
+
+
 def _first_hits(views: Iterator[np.ndarray], y: np.ndarray) -> Iterator[np.ndarray]:
     """For each tap's view in window order, the windows whose first maximum it is: the first tap
     equal to y (or, where y is NaN, the first NaN tap); ``free`` marks the windows not yet served.
@@ -107,17 +123,15 @@ def _first_hits(views: Iterator[np.ndarray], y: np.ndarray) -> Iterator[np.ndarr
 
 def _first_max_scatter(gy: np.ndarray, saved: tuple[np.ndarray, np.ndarray], win: Window) -> np.ndarray:
     """gx: walking the taps in order, each window's gy goes to its first maximum
-    (:func:`_first_hits`). The walk runs on planes laid out (H, W, N, C): a tap's view then has
-    rows of at least N·C elements, not oW, and NumPy's per-row cost no longer dominates."""
-    x, y = saved
-    n, c, h, w = x.shape
-    xpad = np.full((*win.padded, n, c), -math.inf, x.dtype)
-    xpad[win.pt:win.pt + h, win.pl:win.pl + w] = x.transpose(2, 3, 0, 1)
-    y, gy = np.ascontiguousarray(y.transpose(2, 3, 0, 1)), np.ascontiguousarray(gy.transpose(2, 3, 0, 1))
+    (:func:`_first_hits`). The walk runs on the (Hp, Wp, N, C) planes :func:`_planes_max` kept: a
+    tap's view there has rows of at least N·C elements, not oW, and NumPy's per-row cost no
+    longer dominates."""
+    xpad, y = saved
+    gy = np.ascontiguousarray(gy.transpose(2, 3, 0, 1))                            # (oH, oW, N, C)
     gxp = np.zeros(xpad.shape, gy.dtype)
     for hit, g in zip(_first_hits(_taps(xpad, win, 0), y), _taps(gxp, win, 0), strict=True):
         g += np.where(hit, gy, 0)                        # one tap's view meets every pixel at most once
-    return gxp[win.pt:win.pt + h, win.pl:win.pl + w].transpose(2, 3, 0, 1)
+    return gxp[win.pt:win.pt + win.h, win.pl:win.pl + win.w].transpose(2, 3, 0, 1)
 
 
 def _tiles(win: Window) -> bool:
