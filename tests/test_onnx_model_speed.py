@@ -5,6 +5,7 @@ against NumPy in float64 (the conformance vectors hold no pointwise conv2d of th
 
 * a pointwise conv2d's vjp: Conv(gy, wᵀ) and one Einsum instead of ConvTranspose and the
   swapped-roles Conv; both sums carry at most K·u·Σ|terms| of rounding, K the terms per sum;
+* conv2d with 8 or more channels (stride 1, one group): y and gw through one im2col matrix;
 * max_pool2d's vjp through MaxUnpool where no two windows share an element (float32), exact;
   ScatterElements where they do, and in float64;
 * max_pool2d's NaN propagation through y + √(−m): exact, −0 included.
@@ -62,6 +63,36 @@ def test_pointwise_conv_vjp_values(b):
     _within(got["x"], gx, np.einsum("nohw,oc->nchw", abs(gy64), abs(w64[:, :, 0, 0])), 6)
     gw = np.einsum("nohw,nchw->oc", gy64, x64)[:, :, None, None]
     _within(got["w"], gw, np.einsum("nohw,nchw->oc", abs(gy64), abs(x64))[:, :, None, None], 3 * 4 * 3)
+
+
+COLUMNS = {"stride": [1, 1], "pads": [2, 0, 1, 1], "dilation": [2, 1], "groups": 1}
+
+
+def test_columns_conv_graphs(b):
+    shapes = {"x": (2, 8, 7, 6), "w": (5, 8, 3, 2), "b": (5,)}
+    full = validate._check_attrs(b.spec.concept("conv2d"), COLUMNS)
+    forward = {n.op_type for n in b.build("conv2d", full, shapes, "float32", "forward").graph.node}
+    assert "MatMul" in forward and "Conv" not in forward
+    assert "Gemm" in _ops(b, "conv2d", COLUMNS, shapes) and "Conv" not in _ops(b, "conv2d", COLUMNS, shapes)
+    assert "Conv" in _ops(b, "conv2d", COLUMNS, {"x": (2, 7, 7, 6), "w": (5, 7, 3, 2), "b": (5,)})
+
+
+def test_columns_conv_values(b):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 8, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((5, 8, 3, 2)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (2, 1), (0, 1)))       # pads [top, left, bottom, right]
+    taps = np.stack([xp[:, :, 2 * p:2 * p + 6, q:q + 6] for p in range(3) for q in range(2)], 2)  # (N, C, 6, 6, 6)
+    w64 = w.astype(np.float64).reshape(5, 8, 6)
+    y = b.run("conv2d", {"x": x, "w": w, "b": bias}, COLUMNS)["y"]
+    _within(y, np.einsum("nckhw,ock->nohw", taps, w64) + bias[None, :, None, None],
+            np.einsum("nckhw,ock->nohw", abs(taps), abs(w64)) + abs(bias)[None, :, None, None], 8 * 6 + 1)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gw = b.vjp("conv2d", {"x": x, "w": w, "b": bias}, {"y": gy}, COLUMNS)["w"]
+    gy64 = gy.astype(np.float64)
+    _within(gw, np.einsum("nohw,nckhw->ock", gy64, taps).reshape(w.shape),
+            np.einsum("nohw,nckhw->ock", abs(gy64), abs(taps)).reshape(w.shape), 2 * 6 * 6)
 
 
 def _max_pool_grad(x: np.ndarray, gy: np.ndarray, k: int, s: int) -> np.ndarray:

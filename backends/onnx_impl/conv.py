@@ -10,6 +10,13 @@ Its vjp, for y = conv(x, w) with stride s, pads (p_b, p_e), dilation d, groups G
   and dilation swapped and group = G; it can come out larger than k, so it is cropped;
 * gb = Σ_{n,i,j} gy.
 
+With one group, stride 1, a kernel larger than 1×1 and at least 8 input channels, conv2d and gw
+share one im2col matrix, cols[(n, i, j), (p, q, c)] = xpad[n, c, i + p·d, j + q·d] (x laid out
+channels-last, one Slice per kernel tap): y = cols · W and gw = gyᵀ · cols are one large matrix
+product each, and the backward graph reads cols from the forward session. ONNX Runtime's own Conv
+and the swapped-roles Conv (a product only kh·kw columns wide per channel) took twice as long
+there on two threads; with fewer channels building cols costs more than it saves.
+
 A pointwise conv2d (1×1 kernel, stride 1, no pads, one group) is a matrix product over the
 channels at every pixel, and so are its gradients: gx = Conv(gy, wᵀ) with wᵀ = w as (C, O, 1, 1),
 and gw[o, c] = Σ_{n,l} gy[n, o, l] · x[n, c, l] over the pixels l, one Einsum (ONNX Runtime's
@@ -43,9 +50,35 @@ def _conv_attrs(attrs: dict) -> dict:
             "group": attrs["groups"]}
 
 
-def conv(g: Graph, x: str, w: str, b: str | None, attrs: dict) -> str:
-    """y = conv2d(x, w) + b (ONNX Conv)."""
-    return g.op("Conv", x, w, *([b] if b is not None else []), **_conv_attrs(attrs))
+def conv(g: Graph, x: str, w: str, b: str | None, attrs: dict, x_shape: tuple, w_shape: tuple) -> str:
+    """y = conv2d(x, w) + b: ONNX Conv, or cols · W where :func:`columns` holds."""
+    if not columns(x_shape, w_shape, attrs):
+        return g.op("Conv", x, w, *([b] if b is not None else []), **_conv_attrs(attrs))
+    n, o, oh, ow = shapes.conv2d_out_shape(x_shape, w_shape, attrs["stride"], attrs["pads"], attrs["dilation"])
+    _, c, kh, kw = w_shape
+    wm = reshape(g, transpose(g, w, [2, 3, 1, 0]), [kh * kw * c, o])        # (kh·kw·C, O), rows (p, q, c)
+    y = g.op("MatMul", im2col(g, x, x_shape, w_shape, attrs), wm)            # (N·oH·oW, O)
+    if b is not None:
+        y = g.op("Add", y, b)
+    return transpose(g, reshape(g, y, [n, oh, ow, o]), [0, 3, 1, 2])        # (N, O, oH, oW)
+
+
+def columns(x_shape: tuple, w_shape: tuple, attrs: dict) -> bool:
+    """Whether conv2d and its gw go through one shared im2col matrix (see the module docstring)."""
+    return (attrs["groups"] == 1 and list(attrs["stride"]) == [1, 1] and tuple(w_shape[2:]) != (1, 1)
+            and x_shape[1] >= 8)
+
+
+def im2col(g: Graph, x: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
+    """cols[(n, i, j), (p, q, c)] = xpad[n, c, i + p·d_h, j + q·d_w] (stride 1): (N·oH·oW, kh·kw·C)."""
+    n, c = x_shape[:2]
+    _, _, oh, ow = shapes.conv2d_out_shape(x_shape, w_shape, attrs["stride"], attrs["pads"], attrs["dilation"])
+    (kh, kw), (dh, dw), pads = w_shape[2:], attrs["dilation"], attrs["pads"]
+    xt = transpose(g, x, [0, 2, 3, 1])                                       # (N, H, W, C)
+    if any(pads):
+        xt = pad(g, xt, [0, pads[0], pads[1], 0], [0, pads[2], pads[3], 0])  # (N, Hp, Wp, C)
+    taps = [slice_(g, xt, [p * dh, q * dw], [p * dh + oh, q * dw + ow], [1, 2]) for p in range(kh) for q in range(kw)]
+    return reshape(g, g.op("Concat", *taps, axis=3), [n * oh * ow, kh * kw * c])  # (N, oH, oW, kh·kw·C) flat
 
 
 def conv_input_grad(g: Graph, w: str, gy: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
@@ -56,7 +89,10 @@ def conv_input_grad(g: Graph, w: str, gy: str, x_shape: tuple, w_shape: tuple, a
 
 
 def conv_weight_grad(g: Graph, x: str, gy: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
-    """gw as a Conv of x (batch C/G, channels (G, N)) with the kernel gyᵀ (O, N, oH, oW)."""
+    """gw as a Conv of x (batch C/G, channels (G, N)) with the kernel gyᵀ (O, N, oH, oW), or
+    gyᵀ · cols where :func:`columns` holds."""
+    if columns(x_shape, w_shape, attrs):
+        return _columns_weight_grad(g, x, gy, x_shape, w_shape, attrs)
     n, _, h, wd = x_shape
     _, cg, kh, kw = w_shape
     groups = attrs["groups"]
@@ -66,6 +102,15 @@ def conv_weight_grad(g: Graph, x: str, gy: str, x_shape: tuple, w_shape: tuple, 
     full = g.op("Conv", xg, gyt, strides=attrs["dilation"], dilations=attrs["stride"], pads=attrs["pads"],
                 group=groups)                                               # (C/G, O, ≥kh, ≥kw)
     return slice_(g, transpose(g, full, [1, 0, 2, 3]), [0, 0], [kh, kw], [2, 3])  # (O, C/G, kh, kw)
+
+
+def _columns_weight_grad(g: Graph, x: str, gy: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
+    """gw[o, (p, q, c)] = Σ_{n,i,j} gy[n, o, i, j] · cols[(n, i, j), (p, q, c)]: one Gemm."""
+    o, c, kh, kw = w_shape
+    n, _, oh, ow = shapes.conv2d_out_shape(x_shape, w_shape, attrs["stride"], attrs["pads"], attrs["dilation"])
+    gyt = reshape(g, transpose(g, gy, [0, 2, 3, 1]), [n * oh * ow, o])        # (N·oH·oW, O)
+    gw = g.op("Gemm", gyt, im2col(g, x, x_shape, w_shape, attrs), transA=1)  # (O, kh·kw·C)
+    return transpose(g, reshape(g, gw, [o, kh, kw, c]), [0, 3, 1, 2])        # (O, C, kh, kw)
 
 
 def pointwise(w_shape: tuple, attrs: dict) -> bool:
@@ -97,7 +142,7 @@ def conv_grad(g: Graph, x: str, w: str, gy: str, x_shape: tuple, w_shape: tuple,
 
 
 def _conv2d(g: Graph, v: dict, attrs: dict) -> dict:
-    return {"y": conv(g, v["x"], v["w"], v.get("b"), attrs)}
+    return {"y": conv(g, v["x"], v["w"], v.get("b"), attrs, g.shapes["x"], g.shapes["w"])}
 
 
 def _conv2d_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
@@ -106,7 +151,7 @@ def _conv2d_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:
 
 def _convolve2d(g: Graph, v: dict, attrs: dict) -> dict:
     """convolve2d(x, w) = conv2d(x, w[:, :, ::−1, ::−1])."""
-    return {"y": conv(g, v["x"], flip_hw(g, v["w"]), v.get("b"), attrs)}
+    return {"y": conv(g, v["x"], flip_hw(g, v["w"]), v.get("b"), attrs, g.shapes["x"], g.shapes["w"])}
 
 
 def _convolve2d_vjp(g: Graph, v: dict, cot: dict, attrs: dict) -> dict:

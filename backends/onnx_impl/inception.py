@@ -39,7 +39,7 @@ def _forward(g: Graph, v: dict) -> dict:
     vals = {"x": v["x"], "pool": max_pool(g, v["x"], g.shapes["x"], POOL)}
     for branch in BRANCHES:
         for src, w, b, pad in branch:
-            vals["z" + w] = conv(g, vals[src], v[w], v[b], _conv_attrs(pad))
+            vals["z" + w] = conv(g, vals[src], v[w], v[b], _conv_attrs(pad), _shape(g, src), g.shapes[w])
             vals["a" + w] = g.op("Relu", vals["z" + w])
     return vals
 
