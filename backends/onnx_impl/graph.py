@@ -160,9 +160,12 @@ def float32_ops(model: onnx.ModelProto, providers: list) -> set[str]:
             and any(i in widened for i in n.input)}
 
 
-def session(model: onnx.ModelProto, providers: list) -> ort.InferenceSession:
-    """An ONNX Runtime session for a checked model."""
+def session(model: onnx.ModelProto, providers: list, spinning: bool = True) -> ort.InferenceSession:
+    """An ONNX Runtime session for a checked model. Without ``spinning`` the workers of its
+    intra-op thread pool sleep as soon as they run out of work instead of spinning on."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
