@@ -82,7 +82,16 @@ def im2col(g: Graph, x: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str
 
 
 def conv_input_grad(g: Graph, w: str, gy: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
-    """gx = ConvTranspose(gy, w), the output_padding restoring the exact input size."""
+    """gx = ConvTranspose(gy, w), the output_padding restoring the exact input size; with stride 1
+    and one group the same correlation as a Conv of gy with w flipped and transposed, padded by
+    d·(k − 1) − p (ONNX Runtime runs that Conv on both threads where ConvTranspose's col2im runs on
+    one)."""
+    reach = [d * (k - 1) for d, k in zip(attrs["dilation"], w_shape[2:], strict=True)]
+    if list(attrs["stride"]) == [1, 1] and attrs["groups"] == 1 and all(
+            p <= reach[a % 2] for a, p in enumerate(attrs["pads"])):
+        wt = transpose(g, flip_hw(g, w), [1, 0, 2, 3])                       # (C, O, kh, kw)
+        pads = [reach[a % 2] - p for a, p in enumerate(attrs["pads"])]
+        return g.op("Conv", gy, wt, pads=pads, dilations=attrs["dilation"])
     extra = [(n + attrs["pads"][a] + attrs["pads"][a + 2] - attrs["dilation"][a] * (k - 1) - 1) % attrs["stride"][a]
              for a, (n, k) in enumerate(zip(x_shape[2:], w_shape[2:], strict=True))]
     return g.op("ConvTranspose", gy, w, output_padding=extra, **_conv_attrs(attrs))
