@@ -5,6 +5,8 @@ Its vjp, for y = conv(x, w) with stride s, pads (p_b, p_e), dilation d, groups G
 
 * gx = ConvTranspose(gy, w) with the same s, pads, d and G, and
   output_padding = (H + p_b + p_e − d·(k − 1) − 1) mod s: the rows the forward never reached;
+  with s = 1, G = 1 and no pad beyond d·(k − 1), the same sums as Conv(gy, flip(w)ᵀ) padded by
+  d·(k − 1) − p, which ONNX Runtime spreads over its threads better;
 * gw[o, c, p, q] = Σ_{n,i,j} gy[n, o, i, j] · xpad[n, g·C/G + c, i·s + p·d, j·s + q·d]: a Conv
   whose batch is C/G, whose channels are (G, N), whose kernel is gyᵀ, with the roles of stride
   and dilation swapped and group = G; it can come out larger than k, so it is cropped;
