@@ -5,8 +5,6 @@ Its vjp, for y = conv(x, w) with stride s, pads (p_b, p_e), dilation d, groups G
 
 * gx = ConvTranspose(gy, w) with the same s, pads, d and G, and
   output_padding = (H + p_b + p_e − d·(k − 1) − 1) mod s: the rows the forward never reached;
-  with s = 1, G = 1 and no pad beyond d·(k − 1), the same sums as Conv(gy, flip(w)ᵀ) padded by
-  d·(k − 1) − p, which ONNX Runtime spreads over its threads better;
 * gw[o, c, p, q] = Σ_{n,i,j} gy[n, o, i, j] · xpad[n, g·C/G + c, i·s + p·d, j·s + q·d]: a Conv
   whose batch is C/G, whose channels are (G, N), whose kernel is gyᵀ, with the roles of stride
   and dilation swapped and group = G; it can come out larger than k, so it is cropped;
@@ -56,13 +54,12 @@ def conv(g: Graph, x: str, w: str, b: str | None, attrs: dict, x_shape: tuple, w
     """y = conv2d(x, w) + b: ONNX Conv, or cols · W where :func:`columns` holds."""
     if not columns(x_shape, w_shape, attrs):
         return g.op("Conv", x, w, *([b] if b is not None else []), **_conv_attrs(attrs))
-    n, o, oh, ow = shapes.conv2d_out_shape(x_shape, w_shape, attrs["stride"], attrs["pads"], attrs["dilation"])
-    _, c, kh, kw = w_shape
+    o, c, kh, kw = w_shape
     wm = reshape(g, transpose(g, w, [2, 3, 1, 0]), [kh * kw * c, o])        # (kh·kw·C, O), rows (p, q, c)
-    y = g.op("MatMul", im2col(g, x, x_shape, w_shape, attrs), wm)            # (N·oH·oW, O)
+    y = g.op("MatMul", im2col(g, x, x_shape, w_shape, attrs), wm)            # (N, oH, oW, O)
     if b is not None:
         y = g.op("Add", y, b)
-    return transpose(g, reshape(g, y, [n, oh, ow, o]), [0, 3, 1, 2])        # (N, O, oH, oW)
+    return transpose(g, y, [0, 3, 1, 2])                                     # (N, O, oH, oW)
 
 
 def columns(x_shape: tuple, w_shape: tuple, attrs: dict) -> bool:
@@ -72,28 +69,19 @@ def columns(x_shape: tuple, w_shape: tuple, attrs: dict) -> bool:
 
 
 def im2col(g: Graph, x: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
-    """cols[(n, i, j), (p, q, c)] = xpad[n, c, i + p·d_h, j + q·d_w] (stride 1): (N·oH·oW, kh·kw·C)."""
-    n, c = x_shape[:2]
+    """cols[n, i, j, (p, q, c)] = xpad[n, c, i + p·d_h, j + q·d_w] (stride 1): (N, oH, oW, kh·kw·C),
+    kept 4-d (a reshaped copy would be one more copy where the forward session hands it on)."""
     _, _, oh, ow = shapes.conv2d_out_shape(x_shape, w_shape, attrs["stride"], attrs["pads"], attrs["dilation"])
     (kh, kw), (dh, dw), pads = w_shape[2:], attrs["dilation"], attrs["pads"]
     xt = transpose(g, x, [0, 2, 3, 1])                                       # (N, H, W, C)
     if any(pads):
         xt = pad(g, xt, [0, pads[0], pads[1], 0], [0, pads[2], pads[3], 0])  # (N, Hp, Wp, C)
     taps = [slice_(g, xt, [p * dh, q * dw], [p * dh + oh, q * dw + ow], [1, 2]) for p in range(kh) for q in range(kw)]
-    return reshape(g, g.op("Concat", *taps, axis=3), [n * oh * ow, kh * kw * c])  # (N, oH, oW, kh·kw·C) flat
+    return g.op("Concat", *taps, axis=3)                                     # (N, oH, oW, kh·kw·C)
 
 
 def conv_input_grad(g: Graph, w: str, gy: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
-    """gx = ConvTranspose(gy, w), the output_padding restoring the exact input size; with stride 1
-    and one group the same correlation as a Conv of gy with w flipped and transposed, padded by
-    d·(k − 1) − p (ONNX Runtime runs that Conv on both threads where ConvTranspose's col2im runs on
-    one)."""
-    reach = [d * (k - 1) for d, k in zip(attrs["dilation"], w_shape[2:], strict=True)]
-    if list(attrs["stride"]) == [1, 1] and attrs["groups"] == 1 and all(
-            p <= reach[a % 2] for a, p in enumerate(attrs["pads"])):
-        wt = transpose(g, flip_hw(g, w), [1, 0, 2, 3])                       # (C, O, kh, kw)
-        pads = [reach[a % 2] - p for a, p in enumerate(attrs["pads"])]
-        return g.op("Conv", gy, wt, pads=pads, dilations=attrs["dilation"])
+    """gx = ConvTranspose(gy, w), the output_padding restoring the exact input size."""
     extra = [(n + attrs["pads"][a] + attrs["pads"][a + 2] - attrs["dilation"][a] * (k - 1) - 1) % attrs["stride"][a]
              for a, (n, k) in enumerate(zip(x_shape[2:], w_shape[2:], strict=True))]
     return g.op("ConvTranspose", gy, w, output_padding=extra, **_conv_attrs(attrs))
@@ -120,7 +108,8 @@ def _columns_weight_grad(g: Graph, x: str, gy: str, x_shape: tuple, w_shape: tup
     o, c, kh, kw = w_shape
     n, _, oh, ow = shapes.conv2d_out_shape(x_shape, w_shape, attrs["stride"], attrs["pads"], attrs["dilation"])
     gyt = reshape(g, transpose(g, gy, [0, 2, 3, 1]), [n * oh * ow, o])        # (N·oH·oW, O)
-    gw = g.op("Gemm", gyt, im2col(g, x, x_shape, w_shape, attrs), transA=1)  # (O, kh·kw·C)
+    cols = reshape(g, im2col(g, x, x_shape, w_shape, attrs), [n * oh * ow, kh * kw * c])
+    gw = g.op("Gemm", gyt, cols, transA=1)                                  # (O, kh·kw·C)
     return transpose(g, reshape(g, gw, [o, kh, kw, c]), [0, 3, 1, 2])        # (O, C, kh, kw)
 
 
