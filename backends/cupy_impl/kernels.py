@@ -6,7 +6,7 @@ Each kernel computes the same formula, in the same order, as the NumPy code it s
 
 * ``sigmoid``: σ(x) = r for x ≥ 0 and e·r for x < 0, with e = exp(−|x|), r = 1 / (1 + e);
 * ``sigmoid_grad``: gx = gy·σ'(x), σ'(x) = σ(x)·σ(−x) = e·r² (accurate also where σ rounds to 1);
-* ``tanh_grad``: gx = gy·tanh'(x), tanh'(x) = 4·σ'(2x) = 1 − tanh²(x);
+* ``tanh_grad``: gx = gy·tanh'(x), tanh'(x) = 1 − tanh²(x) for |x| < 1, 4·σ'(2x) beyond;
 * ``lstm_gates`` / ``lstm_gates_grad``: the gate arithmetic of one LSTM step and its adjoint
   (see :mod:`.recurrent`), one thread per (n, j) of the (N, H) state;
 * ``im2col`` / ``col2im``: see :mod:`.im2col`; col2im is in gather form, one thread per input
@@ -43,7 +43,8 @@ template <typename T> __device__ T nut_dsigmoid(T x) {
     return e * r * r;
 }
 template <typename T> __device__ T nut_dtanh(T x) {
-    return T(4) * nut_dsigmoid(T(2) * x);
+    T t = tanh(x);
+    return fabs(x) < T(1) ? T(1) - t * t : T(4) * nut_dsigmoid(T(2) * x);
 }
 """
 
