@@ -381,9 +381,10 @@ def _hunt_columns(docs: list[dict]) -> list[dict]:
     cols, seen = [], set()
     for i, d in enumerate(docs):
         for name, run in sorted((d.get("hunt") or {}).get("backends", {}).items()):
-            if (name, run.get("device"), run["finished"]) in seen:
+            ident = (name, run.get("device"), run["finished"])
+            if ident in seen:
                 continue
-            seen.add((name, run.get("device"), run["finished"]))
+            seen.add(ident)
             cols.append({"run": i, "name": name, "device": run.get("device", "?"),
                          "host": (d.get("machine") or {}).get("host", f"run {i + 1}"), "hunt": run})
     for k, c in enumerate(cols):
@@ -1054,5 +1055,6 @@ def _take_hunt(reports: Path, held: dict | None) -> dict | None:
     except SpecError as exc:
         print(f"nutshell: the report leaves out the hunt: {exc}", file=sys.stderr)
         return held
-    record_hunt(reports / "results.json", found)
+    if found != held:                           # else results.json carries it already: not read again
+        record_hunt(reports / "results.json", found)
     return found
