@@ -6,6 +6,7 @@ against NumPy in float64 (the conformance vectors hold no pointwise conv2d of th
 * a pointwise conv2d's vjp: Conv(gy, wᵀ) and one Einsum instead of ConvTranspose and the
   swapped-roles Conv; both sums carry at most K·u·Σ|terms| of rounding, K the terms per sum;
 * conv2d with 8 or more channels (stride 1, one group): y and gw through one im2col matrix;
+  with stride 1 and one group gx is a Conv of gy, not a ConvTranspose;
 * max_pool2d's vjp through MaxUnpool where no two windows share an element (float32), exact;
   ScatterElements where they do, and in float64;
 * max_pool2d's NaN propagation through y + √(−m): exact, −0 included.
@@ -75,6 +76,14 @@ def test_columns_conv_graphs(b):
     assert "MatMul" in forward and "Conv" not in forward
     assert "Gemm" in _ops(b, "conv2d", COLUMNS, shapes)                        # gw = gyᵀ · cols
     assert "Conv" in _ops(b, "conv2d", COLUMNS, {"x": (2, 7, 7, 6), "w": (5, 7, 3, 2), "b": (5,)})
+
+
+def test_stride_one_input_grad_is_a_conv(b):
+    """gx of a stride-1, one-group conv2d is a Conv of gy (the conformance vectors check its values)."""
+    shapes = {"x": (2, 3, 7, 6), "w": (5, 3, 3, 2)}
+    assert "ConvTranspose" not in _ops(b, "conv2d", COLUMNS, shapes)
+    assert "ConvTranspose" in _ops(b, "conv2d", dict(COLUMNS, stride=[2, 1]), shapes)
+    assert "ConvTranspose" in _ops(b, "conv2d", dict(COLUMNS, pads=[5, 0, 0, 0]), shapes)
 
 
 def test_columns_conv_values(b):

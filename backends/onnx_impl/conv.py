@@ -5,6 +5,8 @@ Its vjp, for y = conv(x, w) with stride s, pads (p_b, p_e), dilation d, groups G
 
 * gx = ConvTranspose(gy, w) with the same s, pads, d and G, and
   output_padding = (H + p_b + p_e − d·(k − 1) − 1) mod s: the rows the forward never reached;
+  with s = 1, G = 1 and no pad beyond d·(k − 1), the same sums as Conv(gy, flip(w)ᵀ) padded by
+  d·(k − 1) − p, which ONNX Runtime spreads over its threads better;
 * gw[o, c, p, q] = Σ_{n,i,j} gy[n, o, i, j] · xpad[n, g·C/G + c, i·s + p·d, j·s + q·d]: a Conv
   whose batch is C/G, whose channels are (G, N), whose kernel is gyᵀ, with the roles of stride
   and dilation swapped and group = G; it can come out larger than k, so it is cropped;
@@ -81,7 +83,16 @@ def im2col(g: Graph, x: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str
 
 
 def conv_input_grad(g: Graph, w: str, gy: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> str:
-    """gx = ConvTranspose(gy, w), the output_padding restoring the exact input size."""
+    """gx = ConvTranspose(gy, w), the output_padding restoring the exact input size; with stride 1
+    and one group the same correlation as a Conv of gy with w flipped and transposed, padded by
+    d·(k − 1) − p (ONNX Runtime runs that Conv on both threads where ConvTranspose's col2im runs on
+    one)."""
+    reach = [d * (k - 1) for d, k in zip(attrs["dilation"], w_shape[2:], strict=True)]
+    if list(attrs["stride"]) == [1, 1] and attrs["groups"] == 1 and all(
+            p <= reach[a % 2] for a, p in enumerate(attrs["pads"])):
+        wt = transpose(g, flip_hw(g, w), [1, 0, 2, 3])                       # (C, O, kh, kw)
+        pads = [reach[a % 2] - p for a, p in enumerate(attrs["pads"])]
+        return g.op("Conv", gy, wt, pads=pads, dilations=attrs["dilation"])
     extra = [(n + attrs["pads"][a] + attrs["pads"][a + 2] - attrs["dilation"][a] * (k - 1) - 1) % attrs["stride"][a]
              for a, (n, k) in enumerate(zip(x_shape[2:], w_shape[2:], strict=True))]
     return g.op("ConvTranspose", gy, w, output_padding=extra, **_conv_attrs(attrs))
