@@ -91,7 +91,7 @@ def scaled(factor: float) -> Callable:
         out = b.run(concept.id, checks.cast(raw, concept, "float32"), vec.attrs)
         rec = checks.Record()
         for name, t in golden.items():
-            cmp = tolerance.compare(out[name], t.v, t.e, "float32", b.spec.tolerance)
+            cmp = tolerance.compare(out[name], t.v, t.e, "float32", b.spec.tolerance, t.f)
             rec.merge(name, cmp)
             if not cmp.ok:
                 raise checks.CheckFailed(f"inputs × {factor:g}: {name}: {cmp.describe()}",

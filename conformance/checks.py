@@ -59,14 +59,15 @@ def _guard_unsupported(backend: Backend, concept: str, dtype: str) -> None:
 
 
 def _compare_all(results: dict, goldens: dict, errs: dict, dtype: str, tol: dict, what: str,
-                 keep: dict | None = None) -> Record:
-    """Each result against its golden; ``keep``: more details the record carries, passed or not."""
+                 keep: dict | None = None, underflows: dict | None = None) -> Record:
+    """Each result against its golden; ``keep``: more details the record carries, passed or not;
+    ``underflows``: each golden's underflow count f (``err_f.*``), where the vector holds one."""
     rec, failures = Record(details=dict(keep or {})), []
     for name, golden in goldens.items():
         if name not in results:
             failures.append(f"{what} '{name}' missing from the backend's result")
             continue
-        cmp = tolerance.compare(results[name], golden, errs[name], dtype, tol)
+        cmp = tolerance.compare(results[name], golden, errs[name], dtype, tol, (underflows or {}).get(name))
         rec.merge(name, cmp)
         if cmp.ok and np.asarray(results[name]).dtype != np.dtype(dtype):
             failures.append(f"{what} '{name}' came back as {np.asarray(results[name]).dtype}, not {dtype}")
@@ -98,7 +99,7 @@ def forward(backend: Backend, concept: spec_mod.Concept, vec: spec_mod.Vector, d
     out = backend.run(concept.id, cast(inputs, concept, dtype), vec.attrs)
     keep = {"computed": {k: np.asarray(out[k]).tolist() for k in goldens if k in out}} \
         if vec.kind == "hand" and is_image(inputs | goldens) else None
-    return _compare_all(out, goldens, _split(data, "err."), dtype, tol, "output", keep)
+    return _compare_all(out, goldens, _split(data, "err."), dtype, tol, "output", keep, _split(data, "err_f."))
 
 
 def vjp(backend: Backend, concept: spec_mod.Concept, vec: spec_mod.Vector, dtype: str, tol: dict) -> Record:
@@ -107,7 +108,8 @@ def vjp(backend: Backend, concept: spec_mod.Concept, vec: spec_mod.Vector, dtype
     data = vec.load()
     cots = {k: v.astype(dtype) for k, v in _split(data, "cot.").items()}
     grads = backend.vjp(concept.id, cast(_split(data, "in."), concept, dtype), cots, vec.attrs)
-    return _compare_all(grads, _split(data, "grad."), _split(data, "gerr."), dtype, tol, "gradient")
+    return _compare_all(grads, _split(data, "grad."), _split(data, "gerr."), dtype, tol, "gradient",
+                        underflows=_split(data, "gerr_f."))
 
 
 def finite_difference(backend: Backend, concept: spec_mod.Concept, vec: spec_mod.Vector, tol: dict) -> Record:
@@ -210,7 +212,7 @@ def cross(backends: dict[str, Backend], concept: spec_mod.Concept, vec: spec_mod
             continue
         outs[name] = b.run(concept.id, cast(inputs, concept, dtype), vec.attrs)
         for out_name, t in golden.items():
-            cmp = tolerance.compare(outs[name][out_name], t.v, t.e, dtype, tol)
+            cmp = tolerance.compare(outs[name][out_name], t.v, t.e, dtype, tol, t.f)
             rec.merge(f"{name}.{out_name}", cmp)
             if not cmp.ok:
                 failures.append(f"{name} '{out_name}': {cmp.describe()}")

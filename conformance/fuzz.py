@@ -123,7 +123,7 @@ def _check_one(b: Backend, concept, inputs, attrs, tol, count: Counter) -> None:
     golden = reference.forward(concept.id, as64, full)
     out = b.run(concept.id, inputs, attrs)
     for name, t in golden.items():
-        cmp = tolerance.compare(out[name], t.v, t.e, dtype, tol)
+        cmp = tolerance.compare(out[name], t.v, t.e, dtype, tol, t.f)
         assert cmp.ok, f"output {name}: {cmp.describe()}"
     count.passed += 1
 

@@ -59,7 +59,8 @@ def judge(worker: Worker, concept: spec_mod.Concept, case: Case, tol: dict, requ
     gold, what = ("grad.", "gradient") if case.mode == "vjp" else ("out.", "output")
     err = "gerr." if case.mode == "vjp" else "err."
     try:
-        rec = checks._compare_all(reply.out, split(data, gold), split(data, err), case.dtype, tol, what)
+        rec = checks._compare_all(reply.out, split(data, gold), split(data, err), case.dtype, tol, what,
+                                  underflows=split(data, err[:-1] + "_f."))
     except checks.CheckFailed as exc:
         return Verdict(case, float(exc.record["usage"]), "wrong", str(exc))
     return Verdict(case, rec.usage)

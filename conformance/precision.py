@@ -54,8 +54,9 @@ def compare_both(actual: np.ndarray, data: dict, kind: str, name: str, dtype: st
     """``actual`` against golden ``{kind}.{name}`` within the storage-format bound and within the
     float32-accumulation bound (kind "out" or "grad", whose bounds are "err*" or "gerr*")."""
     golden, e = data[f"{kind}.{name}"], "err" if kind == "out" else "gerr"
-    storage = tolerance.compare(actual, golden, data[f"{e}.{name}"], dtype, tol)
-    tight = tolerance.bound_float32_accumulation(data[f"{e}_r.{name}"], data[f"{e}_a.{name}"], dtype, tol)
+    f = data[f"{e}_f.{name}"]
+    storage = tolerance.compare(actual, golden, data[f"{e}.{name}"], dtype, tol, f)
+    tight = tolerance.bound_float32_accumulation(data[f"{e}_r.{name}"], data[f"{e}_a.{name}"], dtype, tol, f)
     return storage, tolerance.compare_within(actual, golden, tight, dtype)
 
 
@@ -158,7 +159,7 @@ def model_golden(model_id: str, spec_path: str) -> dict[str, Any]:
         values = ref_models.forward(spec, {k: tracked.T(v) for k, v in params.items()}, tracked.T(x))
     logits = values[spec.output]
     return {"params": params, "x": x, "out.logits": logits.v, "err.logits": logits.e, "err_r.logits": logits.r,
-            "err_a.logits": logits.a}
+            "err_a.logits": logits.a, "err_f.logits": logits.f}
 
 
 def model_forward(backend: Backend, model_id: str, dtype: str, st: dict) -> checks.Record:

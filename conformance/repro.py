@@ -30,7 +30,7 @@ import numpy as np
 from nutshell import spec as spec_mod
 from nutshell.conformance.results import load_results
 from nutshell.errors import SpecError
-from nutshell.spec import generate
+from nutshell.spec import generate, tolerance
 
 SETTINGS = ("TF_ENABLE_", "TF_NUM_", "TF_DETERMINISTIC", "TF_USE_", "ONEDNN_", "DNNL_", "OMP_", "MKL_",
             "OPENBLAS_", "CUBLAS_", "CUDNN_", "NVIDIA_TF32", "CUPY_",
@@ -75,9 +75,10 @@ os.environ.update(a["env"])  # the settings the libraries ran with (before they 
 dt, at, vjp = a["dtype"], a["attrs"], a["mode"] == "vjp"; key = ("grad.", "gerr.") if vjp else ("out.", "err.")
 ins = {k[3:]: d[k].astype(dt) if d[k].dtype.kind == "f" else d[k] for k in d.files if k.startswith("in.")}
 cot = {k[4:]: d[k].astype(dt) for k in d.files if k.startswith("cot.")}
-def check(name, got):  # |got - float64 golden| <= safety*u*e + floor: the spec's derived bound
-    err = np.abs(np.asarray(got, np.float64) - d[key[0] + name])
-    bound = a["safety"] * a["u"] * d[key[1] + name] + a["floor"]
+def check(name, got):  # |got - float64 golden| <= safety*u*e + max(floor, safety*eta*f): the spec's derived bound
+    err, f = np.abs(np.asarray(got, np.float64) - d[key[0] + name]), f"{key[1][:-1]}_f.{name}"  # f: underflows
+    f = d[f] if f in d.files else 0
+    bound = a["safety"] * (a["u"] * d[key[1] + name]) + np.maximum(a["floor"], a["safety"] * a["eta"] * f)
     if not (err <= bound).all(): sys.exit(f"{name}: max |err| {err.max():.3g}, bound usage {(err / bound).max():.3g}")
 """
 
@@ -166,7 +167,8 @@ def write(b: Bundle, folder: Path, tol: dict, log=print) -> dict:
     (folder / "case.npz").write_bytes(generate.npz_bytes(b.data))
     call = {"backend": b.backend, "device": b.device, "concept": b.concept, "mode": b.mode, "dtype": b.dtype,
             "attrs": b.attrs, "repeat": b.repeat, "timeout": SCRIPT_TIMEOUT_S, "safety": tol["safety"],
-            "u": tol["unit_roundoff"][b.dtype], "floor": tol["underflow_floor"][b.dtype], "env": b.env}
+            "u": tol["unit_roundoff"][b.dtype], "floor": tol["underflow_floor"][b.dtype],
+            "eta": tolerance.smallest_subnormal(b.dtype), "env": b.env}
     (folder / "attrs.json").write_text(json.dumps(call, indent=1) + "\n")
     (folder / "versions.json").write_text(json.dumps(b.versions, indent=1, sort_keys=True) + "\n")
     lib = library_script(b.backend, b.concept, b.mode, b.attrs)
@@ -213,6 +215,7 @@ def _readme(b: Bundle, summary: dict) -> str:
     return (f"# {b.concept} {b.mode} ({b.dtype}) on {b.backend}\n\n{b.what}\n\nThe fault is {fault}.\n"
             f"Run `python repro.py` in this folder: it exits non-zero while the bug is there (it {state}).\n\n"
             f"Files: case.npz (in.* inputs, out.*/grad.* float64 goldens, err.*/gerr.* their bounds in units of u, "
+            f"err_f.*/gerr_f.* their underflow roundings in units of the smallest subnormal, "
             f"cot.* the cotangent), attrs.json (the call), versions.json.\n\n{b.details}\n")
 
 

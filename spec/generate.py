@@ -6,7 +6,8 @@ bytes (fixed seeds, sorted keys, fixed zip timestamps), so ``--check`` can prove
 
 An .npz holds ``in.<input>`` (float64 values exactly representable in float32; labels int64),
 ``out.<output>`` goldens with ``err.<output>`` error bounds in units of u, ``cot.<output>`` the
-cotangent, and ``grad.<input>`` vjp goldens with ``gerr.<input>`` bounds.
+cotangent, and ``grad.<input>`` vjp goldens with ``gerr.<input>`` bounds; ``err_f.<output>`` and
+``gerr_f.<input>`` count each golden's underflow roundings in units of the smallest subnormal.
 """
 
 from __future__ import annotations
@@ -92,11 +93,13 @@ def compute(concept: spec_mod.Concept, vec: spec_mod.Vector) -> dict[str, np.nda
     outs = reference.forward(concept.id, arrays, attrs)
     data = {f"in.{k}": v for k, v in inputs.items()}
     data |= {f"out.{k}": t.v for k, t in outs.items()} | {f"err.{k}": t.e for k, t in outs.items()}
+    data |= {f"err_f.{k}": t.f for k, t in outs.items()}
     if vec.grad:
         cots = vector_cotangents(vec, {k: t.v for k, t in outs.items()})
         grads = reference.vjp(concept.id, arrays, cots, attrs)
         data |= {f"cot.{k}": v for k, v in cots.items()}
         data |= {f"grad.{k}": t.v for k, t in grads.items()} | {f"gerr.{k}": t.e for k, t in grads.items()}
+        data |= {f"gerr_f.{k}": t.f for k, t in grads.items()}
     return data
 
 
@@ -104,8 +107,9 @@ def check_hand(concept: spec_mod.Concept, vec: spec_mod.Vector, data: dict, tol:
     """A hand vector's pencil results must match the reference within the float64 bound."""
     for key, value in (vec.expected or {}).items():
         kind, name = key.split(".", 1) if "." in key else ("out", key)
-        golden, err = data[f"{kind}.{name}"], data[f"{'err' if kind == 'out' else 'gerr'}.{name}"]
-        cmp = tolerance.compare(np.array(value, np.float64), golden, err, "float64", tol)
+        e = "err" if kind == "out" else "gerr"
+        cmp = tolerance.compare(np.array(value, np.float64), data[f"{kind}.{name}"], data[f"{e}.{name}"], "float64",
+                                tol, data[f"{e}_f.{name}"])
         if not cmp.ok:
             raise SpecError(f"hand vector {vec.name}: the pencil value of {key} disagrees with the reference: "
                             f"{cmp.describe()}", concept=concept.id)

@@ -47,9 +47,10 @@ def inputs(concept: spec_mod.Concept, lv: lowp.LowpVector) -> dict[str, np.ndarr
 
 
 def _bounds(prefix: str, outs: dict[str, tracked.T]) -> dict[str, np.ndarray]:
-    """``{prefix}.*`` (storage format), ``{prefix}_r.*`` and ``{prefix}_a.*`` (float32 accumulation)."""
+    """``{prefix}.*`` (storage format), ``{prefix}_r.*`` and ``{prefix}_a.*`` (float32 accumulation),
+    ``{prefix}_f.*`` (underflow, units of η)."""
     return {f"{prefix}{part}.{k}": getattr(t, field) for k, t in outs.items()
-            for part, field in (("", "e"), ("_r", "r"), ("_a", "a"))}
+            for part, field in (("", "e"), ("_r", "r"), ("_a", "a"), ("_f", "f"))}
 
 
 def compute(concept: spec_mod.Concept, lv: lowp.LowpVector) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ the first-order bounds stay meaningful; the parameters are the same for any such
 
 :func:`verify` (``nutshell spec verify``) re-derives every model golden twice: with the
 reference, and with TensorFlow's float64 ops driven node by node by the backend-neutral executor
-(backends/graph.py) — a second library and a second implementation of the graph's backward.
+(spec/graph.py) — a second library and a second implementation of the graph's backward.
 """
 
 from __future__ import annotations

@@ -4,12 +4,16 @@ Each golden element carries ``e``: a first-order bound, in units of the unit rou
 rounding error a correct implementation commits (spec/reference/tracked.py computes it beside
 the golden). The bound for a dtype is
 
-    bound = safety · u(dtype) · e + floor(dtype)
+    bound = safety · u(dtype) · e + max(floor(dtype), safety · η(dtype) · f)
 
 * ``safety`` (2): a float64 check compares two float64 computations (backend and golden), each
   within u·e of the exact value; the factor also absorbs second-order terms, negligible here.
-* ``floor``: gradual underflow adds an absolute error of up to half the smallest subnormal per
-  operation; the floor allows 64 such roundings (64 · 2^−149 in float32, 64 · 2^−1074 in float64).
+* ``floor``: gradual underflow adds an absolute error of up to half the smallest subnormal η per
+  rounded product, quotient or function; the floor allows 64 such roundings (64 · 2^−149 in
+  float32, 64 · 2^−1074 in float64) wherever nothing more is known.
+* ``f``: those underflow roundings as the reference tracked them, in units of η, carried through
+  later operations like ``e`` (an underflowed gradient term multiplied by 20 is 20 times as far
+  off); vectors store it as ``err_f.*``/``gerr_f.*``. Where ``f`` is not given the floor alone holds.
 
 A check passes when every element is within its bound: usage = max |actual − golden| / bound ≤ 1.
 NaN in the golden must be NaN in the result; ±inf must match exactly. A finite golden beyond the
@@ -39,18 +43,32 @@ FLOAT32 = "float32 accumulation"
 NEITHER = "neither: outside the storage-format bound"
 
 
-def bound(e: np.ndarray, dtype: str, tolerance: dict) -> np.ndarray:
+def smallest_subnormal(dtype: str) -> float:
+    """η: the spacing of ``dtype``'s subnormals (2⁻¹⁴⁹ in float32, 2⁻²⁴ in float16)."""
+    return float(ml_dtypes.finfo(DTYPES[dtype]).smallest_subnormal)
+
+
+def underflow(dtype: str, tolerance: dict, f: np.ndarray | None = None) -> np.ndarray | float:
+    """The absolute part of the bound: max(floor, safety·η·f), the floor alone without ``f``."""
+    floor = tolerance["underflow_floor"][dtype]
+    if f is None:
+        return floor
+    return np.maximum(floor, tolerance["safety"] * smallest_subnormal(dtype) * np.asarray(f, np.float64))
+
+
+def bound(e: np.ndarray, dtype: str, tolerance: dict, f: np.ndarray | None = None) -> np.ndarray:
     """Per-element bound for results computed in ``dtype`` (see the module docstring)."""
     u = tolerance["unit_roundoff"][dtype]
-    return tolerance["safety"] * u * np.asarray(e, np.float64) + tolerance["underflow_floor"][dtype]
+    return tolerance["safety"] * u * np.asarray(e, np.float64) + underflow(dtype, tolerance, f)
 
 
-def bound_float32_accumulation(r: np.ndarray, a: np.ndarray, dtype: str, tolerance: dict) -> np.ndarray:
+def bound_float32_accumulation(r: np.ndarray, a: np.ndarray, dtype: str, tolerance: dict,
+                               f: np.ndarray | None = None) -> np.ndarray:
     """Per-element bound for ``dtype`` results accumulated in float32 and rounded once into ``dtype``:
-    safety · (u(dtype)·r + u(float32)·a) + floor(dtype)."""
+    safety · (u(dtype)·r + u(float32)·a) + max(floor, safety·η·f) (float32's η is below dtype's)."""
     u, u32 = tolerance["unit_roundoff"][dtype], tolerance["unit_roundoff"]["float32"]
     scaled = u * np.asarray(r, np.float64) + u32 * np.asarray(a, np.float64)
-    return tolerance["safety"] * scaled + tolerance["underflow_floor"][dtype]
+    return tolerance["safety"] * scaled + underflow(dtype, tolerance, f)
 
 
 def overflow_threshold(dtype: str) -> float:
@@ -99,10 +117,11 @@ class Comparison:
         return s
 
 
-def compare(actual: np.ndarray, golden: np.ndarray, e: np.ndarray, dtype: str, tolerance: dict) -> Comparison:
+def compare(actual: np.ndarray, golden: np.ndarray, e: np.ndarray, dtype: str, tolerance: dict,
+            f: np.ndarray | None = None) -> Comparison:
     """Compare ``actual`` (any float dtype) with the float64 ``golden`` under the model."""
     golden = np.asarray(golden, np.float64)
-    return compare_within(actual, golden, bound(np.broadcast_to(e, golden.shape), dtype, tolerance), dtype)
+    return compare_within(actual, golden, bound(np.broadcast_to(e, golden.shape), dtype, tolerance, f), dtype)
 
 
 def _overflowing(golden: np.ndarray, b: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:

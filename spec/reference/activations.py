@@ -55,7 +55,7 @@ def identity_grad(y: T, gy: T) -> T:
 
 def _exact_infinities(a: T) -> T:
     """An infinite value that IEEE arithmetic passes through (−inf − m) is exact: error 0."""
-    return T(a.v, np.where(np.isinf(a.v), 0.0, a.e))
+    return T(a.v, np.where(np.isinf(a.v), 0.0, a.e), f=np.where(np.isinf(a.v), 0.0, a.f))
 
 
 def _shifted(x: T, axis: int) -> T:

@@ -57,7 +57,7 @@ def maxout_grad(x: T, w: T, b: T, pieces: int, gy: T) -> dict[str, T]:
     """gz[n, o, j] = gy[n, o] for the first max piece j, else 0; then the dense vjp."""
     _, first = maxout(x, w, b, pieces)
     mask = np.arange(pieces) == first[..., None]  # (N, O, k)
-    gz = tracked.where(mask, T(gy.v[..., None], gy.e[..., None]), 0.0)
+    gz = tracked.where(mask, T(gy.v[..., None], gy.e[..., None], f=gy.f[..., None]), 0.0)
     return dense_grad(x, w, b, gz.reshape(gz.shape[0], gz.shape[1] * gz.shape[2]))
 
 

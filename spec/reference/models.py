@@ -101,7 +101,7 @@ def train(model: ModelSpec, params: dict[str, T], xs: list[T], labels: list[np.n
 def _kink_margin(z: T, tol: dict, dtype: str) -> float:
     """min |z| / bound(z) over the ReLU inputs; an exact 0 (every term of its sum 0) is computed
     exactly by every backend, and relu'(0) = 0 settles it."""
-    b = tolerance.bound(z.e, dtype, tol)
+    b = tolerance.bound(z.e, dtype, tol, z.f)
     open_ = z.v != 0
     return float(np.min(np.abs(z.v[open_]) / b[open_], initial=np.inf))
 

@@ -58,7 +58,7 @@ def max_pool2d_grad(x: T, gy: T, kernel, stride, pads, dilation, ceil_mode: bool
     _, first = max_pool2d(x, kernel, stride, pads, dilation, ceil_mode)
     n, c, oh, ow = gy.shape
     mask = np.arange(kernel[0] * kernel[1])[:, None, None] == first[:, :, None]  # (N, C, kh*kw, oH, oW)
-    gcols = tracked.where(mask, T(gy.v[:, :, None], gy.e[:, :, None]), 0.0)
+    gcols = tracked.where(mask, T(gy.v[:, :, None], gy.e[:, :, None], f=gy.f[:, :, None]), 0.0)
     gcols = gcols.reshape(n, c, *kernel, oh, ow)
     return _crop(tracked.scatter_windows(gcols, xp.shape[2:], stride, dilation), x.shape, pads)
 
@@ -89,7 +89,8 @@ def avg_pool2d_grad(x: T, gy: T, kernel, stride, pads, ceil_mode: bool, count_in
     n, c, oh, ow = gy.shape
     xp, _ = _padded(x, kernel, stride, pads, (1, 1), ceil_mode, 0.0)
     share = gy / T(_divisor(x.shape, kernel, stride, pads, ceil_mode, count_include_pad))  # (N, C, oH, oW)
-    gcols = T(np.broadcast_to(share.v[:, :, None, None], (n, c, *kernel, oh, ow)).copy(), share.e[:, :, None, None])
+    gcols = T(np.broadcast_to(share.v[:, :, None, None], (n, c, *kernel, oh, ow)).copy(), share.e[:, :, None, None],
+              f=share.f[:, :, None, None])
     return _crop(tracked.scatter_windows(gcols, xp.shape[2:], stride, (1, 1)), x.shape, pads)
 
 
@@ -101,7 +102,7 @@ def global_avg_pool2d(x: T) -> T:
 def global_avg_pool2d_grad(x: T, gy: T) -> T:
     """gx[n, c, h, w] = gy[n, c, 0, 0] / (H·W): one division, spread over the plane."""
     share = gy / T.const(float(x.shape[2] * x.shape[3]))  # (N, C, 1, 1)
-    return T(np.broadcast_to(share.v, x.shape).copy(), share.e)
+    return T(np.broadcast_to(share.v, x.shape).copy(), share.e, f=share.f)
 
 
 def _max_attrs(a: dict) -> tuple:

@@ -16,7 +16,14 @@ Algorithms*, ch. 2–3), applied operation by operation:
 * a transcendental f: |f'(a)|·e(a) + c_t·|f(a)|, c_t the spec's ``transcendental_ulps``;
 * max, ReLU, indexing, padding, reshapes: the error of the element(s) they pass through.
 
-The conformance bound for a dtype is ``safety · u · e + floor`` (see :mod:`spec.tolerance`).
+Gradual underflow adds an absolute error of up to η/2 (η the format's smallest subnormal) to a
+rounded product, quotient or library function (a sum of subnormals is exact, so sums add none).
+``f`` counts it, in units of η, with the same coefficients as ``e``: a product adds ½ (a dot
+product of n terms n/2), a transcendental c_t, and later products carry it on (|b|·f_a + |a|·f_b):
+an underflowed term multiplied by 20 is 20 times as far off.
+
+The conformance bound for a dtype is ``safety · u · e + max(floor, safety · η · f)`` (see
+:mod:`spec.tolerance`).
 
 Low precision (float16, bfloat16) has two legitimate implementations, and ``T`` bounds both:
 
@@ -81,30 +88,33 @@ def _arr(x, shape: tuple) -> np.ndarray:
 
 class T:
     """A float64 array with its rounding-error bounds: ``e`` in units of u (every rounding in the
-    format under test), and its float32-accumulation split ``r`` (units of u) + ``a`` (units of
-    float32's u); see the module docstring."""
+    format under test), its float32-accumulation split ``r`` (units of u) + ``a`` (units of
+    float32's u), and ``f``, the underflow roundings in units of η; see the module docstring."""
 
-    __slots__ = ("a", "e", "r", "v")
+    __slots__ = ("a", "e", "f", "r", "v")
     __array_priority__ = 100
 
-    def __init__(self, v, e=None, r=None, a=None):
+    def __init__(self, v, e=None, r=None, a=None, f=None):
         self.v = np.asarray(v, dtype=np.float64)
         self.e = np.zeros_like(self.v) if e is None else _arr(e, self.v.shape)
         self.r = self.e.copy() if r is None else _arr(r, self.v.shape)
         self.a = np.zeros_like(self.v) if a is None else _arr(a, self.v.shape)
+        self.f = np.zeros_like(self.v) if f is None else _arr(f, self.v.shape)
 
     def _map(self, fn: Callable[[np.ndarray], np.ndarray]) -> T:
         """The same indexing or reshaping applied to the value and every bound."""
-        return T(fn(self.v), fn(self.e), fn(self.r), fn(self.a))
+        return T(fn(self.v), fn(self.e), fn(self.r), fn(self.a), fn(self.f))
 
     @staticmethod
-    def _rounded(v: np.ndarray, terms: Sequence[tuple[np.ndarray, T]], rounding: np.ndarray) -> T:
+    def _rounded(v: np.ndarray, terms: Sequence[tuple[np.ndarray, T]], rounding: np.ndarray,
+                 underflow: float = 0.0) -> T:
         """A result ``v`` whose error is Σ coef·(input error) + one rounding of size ``rounding``
-        (in units of u; also one rounding into the storage format when accumulating in float32)."""
-        e = sum((c * t.e for c, t in terms), np.zeros_like(v)) + rounding
-        r = sum((c * t.r for c, t in terms), np.zeros_like(v)) + rounding
-        a = sum((c * t.a for c, t in terms), np.zeros_like(v))
-        return T(v, e, r, a)
+        (in units of u; also one rounding into the storage format when accumulating in float32)
+        and ``underflow`` (units of η: ½ for a product, 0 for a sum, which is exact there)."""
+        def carried(kind: str) -> np.ndarray:
+            return sum((c * getattr(t, kind) for c, t in terms), np.zeros_like(v))
+
+        return T(v, carried("e") + rounding, carried("r") + rounding, carried("a"), carried("f") + underflow)
 
     # --- construction ---------------------------------------------------------------------
 
@@ -148,7 +158,7 @@ class T:
         return self._map(np.copy)
 
     def __repr__(self) -> str:
-        return f"T(v={self.v!r}, e={self.e!r}, r={self.r!r}, a={self.a!r})"
+        return f"T(v={self.v!r}, e={self.e!r}, r={self.r!r}, a={self.a!r}, f={self.f!r})"
 
     # --- arithmetic: each result rounded once -----------------------------------------------
 
@@ -168,12 +178,12 @@ class T:
         return T.wrap(o) - self
 
     def __neg__(self) -> T:
-        return T(-self.v, self.e, self.r, self.a)
+        return T(-self.v, self.e, self.r, self.a, self.f)
 
     def __mul__(self, o) -> T:
         o = T.wrap(o)
         r = self.v * o.v
-        return _second_order(T._rounded(r, [(np.abs(o.v), self), (np.abs(self.v), o)], np.abs(r)), self, o)
+        return _second_order(T._rounded(r, [(np.abs(o.v), self), (np.abs(self.v), o)], np.abs(r), 0.5), self, o)
 
     __rmul__ = __mul__
 
@@ -185,7 +195,8 @@ class T:
             def carried(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
                 return mine / np.abs(o.v) + np.abs(r) * theirs / np.abs(o.v)
 
-            return T(r, carried(self.e, o.e) + np.abs(r), carried(self.r, o.r) + np.abs(r), carried(self.a, o.a))
+            return T(r, carried(self.e, o.e) + np.abs(r), carried(self.r, o.r) + np.abs(r), carried(self.a, o.a),
+                     carried(self.f, o.f) + 0.5)
 
     def __rtruediv__(self, o) -> T:
         return T.wrap(o) / self
@@ -202,7 +213,7 @@ class T:
 
         v, mag = total(self.v), max(n - 1, 0) * total(np.abs(self.v))
         final = np.abs(v) if n > 1 else np.zeros_like(v)
-        return T(v, total(self.e) + mag, total(self.r) + final, total(self.a) + mag)
+        return T(v, total(self.e) + mag, total(self.r) + final, total(self.a) + mag, total(self.f))
 
     def mean(self, axis=None, keepdims: bool = False) -> T:
         n = self.v.size if axis is None else int(np.prod([self.v.shape[a] for a in np.atleast_1d(axis)]))
@@ -221,6 +232,7 @@ def einsum(subscripts: str, a: T, b: T, bias: T | None = None) -> T:
     e = |a|·e_b + e_a·|b| + e_bias + n·(|a|·|b| + |bias|). Accumulated in float32: n·(…) in
     units of float32's u and one rounding |y| of the result into the storage format, after one
     of the product |a·b| where a bias follows (libraries round the product before adding it).
+    Each of the n products may underflow: f = |a|·f_b + f_a·|b| + f_bias + n/2.
     """
     ins, out = subscripts.replace(" ", "").split("->")
     sa, sb = ins.split(",")
@@ -233,12 +245,13 @@ def einsum(subscripts: str, a: T, b: T, bias: T | None = None) -> T:
         return np.einsum(subscripts, np.abs(a.v), getattr(b, kind)) + \
             np.einsum(subscripts, getattr(a, kind), np.abs(b.v)) + (0.0 if bias is None else getattr(bias, kind))
 
-    product = np.abs(v) if bias is not None else 0.0
+    product, products = (np.abs(v) if bias is not None else 0.0), n
     if bias is not None:
         v = v + bias.v
         mag = mag + np.abs(bias.v)
         n += 1
-    y = T(v, propagated("e") + n * mag, propagated("r") + product + np.abs(v), propagated("a") + n * mag)
+    y = T(v, propagated("e") + n * mag, propagated("r") + product + np.abs(v), propagated("a") + n * mag,
+          propagated("f") + products / 2)
     return _second_order(y, a, b, lambda x, z: np.einsum(subscripts, x, z))
 
 
@@ -248,16 +261,20 @@ def _second_order(y: T, a: T, b: T, combine: Callable[[np.ndarray, np.ndarray], 
     split the storage and accumulator parts of each factor's error count together, u·r + u₃₂·a ≤
     u·(r + a). Negligible beside the first-order terms, except where both factors lie within their
     own error of 0 (a saturated gate's 1 − tanh² = 0 times a cotangent that is 0 only to within its
-    bound): there it is all the error there is."""
+    bound): there it is all the error there is. With underflow, |δa·δb| ≤ (u·e_a + η·f_a)(u·e_b +
+    η·f_b) adds η·(u·(e_a·f_b + f_a·e_b) + η·f_a·f_b) ≤ η·u·(e_a·f_b + f_a·e_b + f_a·f_b) to f (η ≤ u
+    in every format)."""
     u = second_order_u()
-    return T(y.v, y.e + u * combine(a.e, b.e), y.r + u * combine(a.r + a.a, b.r + b.a), y.a)
+    f = y.f + u * (combine(a.e, b.f) + combine(a.f, b.e) + combine(a.f, b.f))
+    return T(y.v, y.e + u * combine(a.e, b.e), y.r + u * combine(a.r + a.a, b.r + b.a), y.a, f)
 
 
 def _unary(a: T, value: np.ndarray, slope: np.ndarray, ulps: float = TRANSCENDENTAL_ULPS) -> T:
     """f(a): |f′(a)|·e_a + c_t·|f(a)|; evaluated in float32, c_t·|f| in float32's u and one
-    rounding |f| into the storage format."""
+    rounding |f| into the storage format; a subnormal f(a) is within c_t units of η."""
     s = np.abs(slope)
-    return T(value, s * a.e + ulps * np.abs(value), s * a.r + np.abs(value), s * a.a + ulps * np.abs(value))
+    return T(value, s * a.e + ulps * np.abs(value), s * a.r + np.abs(value), s * a.a + ulps * np.abs(value),
+             s * a.f + ulps)
 
 
 def _ieee(fn: Callable[..., float], overflow: Callable[..., float], domain: Callable[..., float]):
@@ -327,12 +344,12 @@ def power(a: T, p: float) -> T:
 
 
 def abs_(a: T) -> T:
-    return T(np.abs(a.v), a.e, a.r, a.a)
+    return T(np.abs(a.v), a.e, a.r, a.a, a.f)
 
 
 def _fields(*ts: T) -> Iterator[list[np.ndarray]]:
     """The value, then each bound, of every ``T`` in ``ts``: one list per field."""
-    return ([getattr(t, name) for t in ts] for name in ("v", "e", "r", "a"))
+    return ([getattr(t, name) for t in ts] for name in ("v", "e", "r", "a", "f"))
 
 
 def maximum(a: T, b) -> T:
@@ -357,7 +374,7 @@ def stack(parts: Sequence[T], axis: int = 0) -> T:
 
 def pad(a: T, widths, value: float = 0.0) -> T:
     """np.pad with a constant; the padding is exact (its error is 0)."""
-    return T(np.pad(a.v, widths, constant_values=value), np.pad(a.e, widths), np.pad(a.r, widths), np.pad(a.a, widths))
+    return T(np.pad(a.v, widths, constant_values=value), *(np.pad(x, widths) for x in (a.e, a.r, a.a, a.f)))
 
 
 def zeros(shape) -> T:
@@ -383,13 +400,13 @@ def scatter_windows(cols: T, size, stride, dilation) -> T:
     """
     *lead, kh, kw, oh, ow = cols.shape
     (sh, sw), (dh, dw) = stride, dilation
-    v, e, r, a, mag, count = (np.zeros((*lead, *size)) for _ in range(6))
+    v, e, r, a, f, mag, count = (np.zeros((*lead, *size)) for _ in range(7))
     for p in range(kh):
         for q in range(kw):
             at = (..., slice(p * dh, p * dh + sh * (oh - 1) + 1, sh), slice(q * dw, q * dw + sw * (ow - 1) + 1, sw))
             term = cols[..., p, q, :, :]
-            for acc, part in ((v, term.v), (e, term.e), (r, term.r), (a, term.a), (mag, np.abs(term.v))):
+            for acc, part in ((v, term.v), (e, term.e), (r, term.r), (a, term.a), (f, term.f), (mag, np.abs(term.v))):
                 acc[at] += part
             count[at] += (term.v != 0) | (term.e != 0)
     adds = np.maximum(count - 1, 0) * mag
-    return T(v, e + adds, r + np.where(count > 1, np.abs(v), 0.0), a + adds)
+    return T(v, e + adds, r + np.where(count > 1, np.abs(v), 0.0), a + adds, f)

@@ -146,10 +146,10 @@ def difference(actual: np.ndarray, ort: np.ndarray, ref: Any, tol: dict) -> Diff
     if o.dtype.kind != "f" or not isinstance(ref, T):                  # integers, masks: exact
         bad = int(np.sum(~same))
         return Difference(float(np.max(err, initial=0.0)), float(bad > 0), bad, o.size, np.inf if bad else 0.0, False)
-    b = tolerance.bound(ref.e, str(o.dtype), tol)
+    b = tolerance.bound(ref.e, str(o.dtype), tol, ref.f)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(same, 0.0, err / np.maximum(np.abs(o.astype(np.float64)), np.finfo(np.float64).tiny))
-        usage = tolerance.compare(a, ref.v, ref.e, str(o.dtype), tol).usage if a.size else 0.0
+        usage = tolerance.compare(a, ref.v, ref.e, str(o.dtype), tol, ref.f).usage if a.size else 0.0
     known = ~np.isnan(ref.v)
     peak = float(np.max(np.abs(ref.v), initial=0.0, where=known))
     vacuous = bool(b.size) and float(np.max(b, initial=0.0, where=known)) >= peak > 0
@@ -233,7 +233,7 @@ def _usage(values: dict, ref: dict, names: list[str], tol: dict) -> float:
     for n in names:
         r, a = ref[n], np.asarray(values[n])
         if isinstance(r, T):
-            worst = max(worst, tolerance.compare(a, r.v, r.e, str(a.dtype), tol).usage)
+            worst = max(worst, tolerance.compare(a, r.v, r.e, str(a.dtype), tol, r.f).usage)
         elif not np.array_equal(a, r):
             worst = np.inf
     return worst
