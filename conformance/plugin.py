@@ -40,6 +40,8 @@ DTYPES = ("float32", "float64")
 PROVIDERS = tuple(f"nutshell.conformance.{m}" for m in ("catalogue", "fuzz", "model_checks", "claims", "onnx_interop",
                                                         "precision"))
 _STATE = pytest.StashKey[dict]()
+# The folders that install as nutshell.spec, nutshell.backends and nutshell.conformance (pytest_collect_directory).
+_OWN_FOLDERS = ("backends", "conformance", "spec")
 _OWN_DIRS = frozenset(Path(m.__file__).resolve().parent for m in (backends, spec_mod, checks))
 
 
@@ -205,11 +207,34 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _writer(item.config).start(item.name, item.section)
 
 
+def _own_dir(path: Path) -> bool:
+    """Whether ``path`` is one of nutshell's folders (``spec/``, ``backends/``, ``conformance/``), either the
+    ones this plugin was imported from or a source checkout's.
+
+    A checkout's folders need not be the imported ones: tox (and any wheel install) puts nutshell in
+    site-packages while ``pytest conformance`` runs from the checkout, and so would a second checkout or a
+    copy of the tree. So a folder also counts when its ``__init__.py`` holds nutshell's one-name guard
+    (``if __name__ != "nutshell.conformance"`` and the like): that guard is exactly what raises when the folder
+    is imported under its short name, so a folder holding it must never be imported as a package. The test
+    reads one small file, and only for a folder of one of the three names; a user's own ``conformance/`` or
+    ``backends/`` (no guard) is collected as usual."""
+    if path.resolve() in _OWN_DIRS:
+        return True
+    if path.name not in _OWN_FOLDERS:
+        return False
+    try:
+        init = (path / "__init__.py").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return f'if __name__ != "nutshell.{path.name}"' in init
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collect_directory(path: Path, parent: pytest.Collector):
     """nutshell's own folders are collected as plain directories: pytest would otherwise import their
-    ``__init__.py`` under a second name (``conformance``) and put the repository on ``sys.path``."""
-    if path.resolve() in _OWN_DIRS:
+    ``__init__.py`` under a second name (``conformance``), which the folder's guard refuses, and put the
+    repository on ``sys.path``. See :func:`_own_dir` for which folders count, whatever the install."""
+    if _own_dir(path):
         return pytest.Dir.from_parent(parent, path=path)
     return None
 

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GENERIC = ("backends", "spec", "conformance")
 SOURCE_IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "reports", "*.egg-info", "__pycache__",
                                        ".pytest_cache", ".ruff_cache", ".hypothesis", ".tox")
+# What ``import nutshell`` must not load: the backends' libraries, and the registry itself until it is used.
+HEAVY = ("torch", "onnx", "onnxruntime", "tensorflow", "cupy")
 CONV = ("import numpy as np, nutshell\n"
         "x = np.arange(25, dtype=np.float32).reshape(1, 1, 5, 5)\n"
         "y = nutshell.load('torch').run('conv2d', {'x': x, 'w': np.ones((1, 1, 3, 3), np.float32)})['y']\n"
@@ -128,3 +130,46 @@ def test_no_module_is_imported_under_a_second_name(tmp_path):
     for name in GENERIC:
         r = _run([sys.executable, "-c", f"import {name}"], cwd=ROOT)
         assert r.returncode != 0 and "nutshell installs one import package" in r.stderr, r.stderr
+
+
+def test_import_nutshell_is_light(fresh_venv, tmp_path):
+    """``import nutshell`` loads no backend library and not the registry; the error classes come with it, and
+    ``nutshell.names()`` and ``nutshell.Backend`` load the registry (nutshell.backends, nutshell.spec) but still
+    no backend library."""
+    _, py = fresh_venv
+    probe = ("import sys\n"
+             "def loaded(names):\n"
+             "    return sorted(n for n in names if n in sys.modules)\n"
+             "import nutshell\n"
+             f"assert not loaded({(*HEAVY, 'nutshell.backends')!r}), loaded({(*HEAVY, 'nutshell.backends')!r})\n"
+             "from nutshell import ShapeError\n"
+             "assert issubclass(ShapeError, nutshell.NutshellError) and ShapeError is nutshell.errors.ShapeError\n"
+             f"assert not loaded({(*HEAVY, 'nutshell.backends')!r}), loaded({(*HEAVY, 'nutshell.backends')!r})\n"
+             "assert {'torch', 'onnx', 'cupy'} <= set(nutshell.names()), nutshell.names()\n"
+             "assert nutshell.Backend.__module__ == 'nutshell.backends.base', nutshell.Backend\n"
+             f"assert not loaded({HEAVY!r}), loaded({HEAVY!r})\n")
+    r = _run([str(py), "-c", probe], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_the_suite_runs_from_a_checkout_with_nutshell_installed_as_a_wheel(fresh_venv, tmp_path):
+    """tox's case: nutshell installed as a wheel (not editable) and ``pytest conformance --backend torch`` run
+    from the checkout. The checkout's conformance/ is not the package the plugin came from, yet it must be
+    collected as a plain folder: imported as ``conformance``, its guard raises at collection."""
+    whl, py = fresh_venv
+    checkout = whl.parents[1] / "src"  # the copy of the working tree the wheel was built from
+    # like the ``pytest`` script tox runs: sys.path starts at the script's folder, not at the checkout, whose
+    # nutshell/ (without spec/, backends/, conformance/ beside it) would shadow the installed package
+    script = tmp_path / "pytest_script.py"
+    script.write_text("import sys\n\nimport pytest\n\nsys.exit(pytest.main())\n")
+    probe = tmp_path / "probe.py"
+    probe.write_text("import sys\n\n\ndef pytest_sessionfinish(session):\n"
+                     "    import nutshell.conformance.plugin as plugin\n"
+                     f"    bad = sorted(m for m in sys.modules if m.split('.')[0] in {GENERIC!r})\n"
+                     f"    open({str(tmp_path / 'seen.txt')!r}, 'w').write(plugin.__file__ + '\\n' + ' '.join(bad))\n")
+    r = _run([str(py), str(script), "conformance", "-p", "probe", "-p", "no:cacheprovider", "-q", "--backend", "torch",
+              "-k", "relu and grid and float32 and not vjp", "--results", str(tmp_path / "r.json")],
+             cwd=checkout, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout + r.stderr
+    plugin_file, bad = (tmp_path / "seen.txt").read_text().split("\n")
+    assert plugin_file.startswith(str(py.parents[1])) and bad == "", (plugin_file, bad)
