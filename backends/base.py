@@ -137,9 +137,9 @@ class Backend:
         return Model(self, models.get(name, **(dims or {})), params=params, seed=seed, dtype=dtype)
 
     def import_onnx(self, source: Any):
-        """An ONNX model (a path, its bytes, or a graph from ``backends.onnx_import.parse``) on this
+        """An ONNX model (a path, its bytes, or a graph from ``nutshell.onnxio.codec.reader.parse``) on this
         backend: ``g.run({"input": x})`` returns {output name: array}. The file is read, validated and
-        lowered to spec concepts once (backends/onnx_import.py); the default runs those concepts with
+        lowered to spec concepts once (nutshell/onnxio/codec/reader.py); the default runs those concepts with
         this backend's ops; a backend may override it with a native whole-graph runtime."""
         try:
             from nutshell.onnxio.codec import reader as onnx_import

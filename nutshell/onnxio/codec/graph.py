@@ -1,6 +1,6 @@
 """The imported graph: spec concepts and structural steps, with the values they connect.
 
-A :class:`Graph` is what :func:`backends.onnx_import.parse` makes of an ONNX model: constants
+A :class:`Graph` is what :func:`nutshell.onnxio.codec.reader.parse` makes of an ONNX model: constants
 (initializers and folded structural steps), the graph inputs it still needs, and the steps in
 order. Value names are the ONNX ones; a value a lowering adds between steps of one node is named
 after the node's first output with ``~k`` appended.
@@ -35,7 +35,7 @@ class Step:
     """One spec concept (run by the backend) or one structural step (NumPy plumbing).
 
     ``rule`` names attrs that depend on the input shapes: "SAME_UPPER" / "SAME_LOWER" (pads of
-    ONNX auto_pad, from :func:`backends.shapes.same_pads`) or "groups" (x channels ÷ w channels).
+    ONNX auto_pad, from :func:`nutshell.spec.shapes.same_pads`) or "groups" (x channels ÷ w channels).
     """
 
     op: str

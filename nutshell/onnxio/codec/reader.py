@@ -6,7 +6,7 @@
 ['conv2d', 'relu', 'max_pool2d']
 >>> b.import_onnx(g).run({"data_0": x})          # {output name: array}, on backend b's own ops
 
-:func:`parse` reads a file safely (:mod:`backends.onnx_files`), then refuses, before anything
+:func:`parse` reads a file safely (:mod:`nutshell.onnxio.codec.files`), then refuses, before anything
 runs: a graph with a cycle, a node reading a value nothing defines, a value defined twice
 (SpecError); an opset outside :data:`lowering.OPSETS`, an operator outside :data:`SUPPORTED`, an
 attribute value or element type the spec cannot express (UnsupportedOnnxOp, naming the operator and

@@ -71,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _compare():
-    """nutshell/onnx_compare.py, which needs onnx and onnxruntime (the rest of the CLI does not)."""
+    """nutshell/onnxio/tools/compare.py, which needs onnx and onnxruntime (the rest of the CLI does not)."""
     try:
         from nutshell.onnxio.tools import compare as onnx_compare
     except ImportError as exc:
