@@ -139,20 +139,29 @@ def rerun_command(suite: Path, check_id: str, backends: Iterable[str], device: s
     file go along when the run had them, so the rerun sees the same backends on the same spec, and
     so does ``$NUTSHELL_BACKENDS`` for a backend registered there (it exists nowhere else): pasted
     into a fresh shell, the command reruns that check.
+
+    It starts pytest as ``python -m pytest``, as the runner starts its workers, so that the current
+    directory is on ``sys.path`` for both (a backend module beside the user's files imports in the
+    rerun as it did in the run; a bare ``pytest`` leaves the directory out). ``$PYTHONPATH`` goes
+    along, when the run had one, with a backend from ``$NUTSHELL_BACKENDS``: its module may be found
+    only there.
     """
     try:
         where = Path(suite).relative_to(Path.cwd())
     except ValueError:
         where = Path(suite)
-    argv = ["pytest", f"{where}::{check_id}"]
+    argv = ["python", "-m", "pytest", f"{where}::{check_id}"]
     for name in backends:
         argv += ["--backend", name]
     if device:
         argv += ["--nutshell-device", device]
     if spec is not None:
         argv += ["--spec", str(spec)]
-    env = _env_backends(argv)
-    return (f"{ENV_VAR}={shlex.quote(env)} " if env else "") + shlex.join(argv)
+    env = {ENV_VAR: _env_backends(argv)}
+    if env[ENV_VAR]:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
+    # a shell takes NAME=value as an assignment only with the name and the '=' unquoted
+    return " ".join([f"{name}={shlex.quote(value)}" for name, value in env.items() if value] + [shlex.join(argv)])
 
 
 def _env_backends(argv: list[str]) -> str:

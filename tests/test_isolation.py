@@ -44,8 +44,10 @@ def test_the_crash_is_recorded_and_the_run_goes_on(outcome):
     recs = by_id(doc)
     crash = recs["relu[faulty-kink-float32]"]
     assert crash["outcome"] == "error" and "SIGSEGV" in crash["message"], crash
-    env, pytest_, _, *rest = shlex.split(crash["rerun"])
-    assert env == "NUTSHELL_BACKENDS=faulty=faulty_backend:FaultyBackend" and pytest_ == "pytest", crash["rerun"]
+    env, path, *argv = shlex.split(crash["rerun"])
+    assert env == "NUTSHELL_BACKENDS=faulty=faulty_backend:FaultyBackend", crash["rerun"]
+    assert path.startswith(f"PYTHONPATH={HERE}") and argv[:3] == ["python", "-m", "pytest"], crash["rerun"]
+    rest = argv[4:]
     assert crash["section"] == "ops" and rest == ["--backend", "faulty"]
     assert recs["relu[faulty-grid-float32]"]["outcome"] == "pass"
     assert r.returncode == 1 and doc["complete"]
@@ -68,10 +70,11 @@ def test_a_cross_failure_reruns_on_the_backends_of_the_run(outcome):
     """The cross group ran faulty and torch: its rerun command names both, and selects only that check."""
     _, doc, tmp = outcome
     rec = next(r for r in doc["results"] if r["id"].startswith("tanh[cross-") and r["outcome"] == "fail")
-    env, *argv = shlex.split(rec["rerun"])                # the environment the run needed, then pytest
-    assert env.startswith("NUTSHELL_BACKENDS=faulty=") and argv[0] == "pytest", rec["rerun"]
+    env, path, *argv = shlex.split(rec["rerun"])          # the environment the run needed, then pytest
+    assert env.startswith("NUTSHELL_BACKENDS=faulty=") and path.startswith("PYTHONPATH="), rec["rerun"]
+    assert argv[:3] == ["python", "-m", "pytest"], rec["rerun"]
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--backend"] == ["faulty", "torch"]
-    out = subprocess.run([sys.executable, "-m", *argv, "--collect-only", "-q", "-p", "no:cacheprovider"], cwd=tmp,
+    out = subprocess.run([sys.executable, *argv[1:], "--collect-only", "-q", "-p", "no:cacheprovider"], cwd=tmp,
                          env=environment(), capture_output=True, text=True, timeout=600)
     assert [line.rsplit("::", 1)[1] for line in out.stdout.splitlines() if "::" in line] == [rec["id"]], out.stdout
 

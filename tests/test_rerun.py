@@ -45,8 +45,8 @@ def test_a_crash_in_the_cross_group_reruns_on_the_groups_backends(tmp_path):
     argv = shlex.split(rec.rerun)
     named = [argv[i + 1] for i, a in enumerate(argv) if a == "--backend"]
     assert named == ["torch"] and set(named) <= set(backends.names())
-    assert argv[0] == "pytest"
-    assert [line.rsplit("::", 1)[1] for line in collected(argv[1:])] == [cid]
+    assert argv[:3] == ["python", "-m", "pytest"]
+    assert [line.rsplit("::", 1)[1] for line in collected(argv[3:])] == [cid]
 
 
 def test_a_crash_in_a_backend_group_reruns_on_that_backend(tmp_path):
@@ -54,5 +54,5 @@ def test_a_crash_in_a_backend_group_reruns_on_that_backend(tmp_path):
     rec = crash_in("torch", cid, Section.OPS, tmp_path).writer.records[-1]
     assert rec.backend == "torch" and rec.section is Section.OPS and rec.check == "crash"
     argv = shlex.split(rec.rerun)
-    assert argv[2:] == ["--backend", "torch"]
-    assert [line.rsplit("::", 1)[1] for line in collected(argv[1:])] == [cid]
+    assert argv[:3] == ["python", "-m", "pytest"] and argv[4:] == ["--backend", "torch"]
+    assert [line.rsplit("::", 1)[1] for line in collected(argv[3:])] == [cid]

@@ -102,28 +102,41 @@ def test_a_measurement_reads_back_and_a_failure_writes_what_it_has():
 
 def test_the_rerun_command_names_the_backends_the_device_and_the_spec():
     one = shlex.split(rerun_command(SUITE, "relu[torch-grid-float32]", ["torch"]))
-    assert one == ["pytest", f"{SUITE}::relu[torch-grid-float32]", "--backend", "torch"]
+    assert one == ["python", "-m", "pytest", f"{SUITE}::relu[torch-grid-float32]", "--backend", "torch"]
     cross = shlex.split(rerun_command(SUITE, "relu[cross-grid-float32]", ["onnx", "torch"], "cuda",
                                       Path("my spec.yaml")))
-    assert cross[2:] == ["--backend", "onnx", "--backend", "torch", "--nutshell-device", "cuda",
+    assert cross[4:] == ["--backend", "onnx", "--backend", "torch", "--nutshell-device", "cuda",
                          "--spec", "my spec.yaml"]
 
 
 def test_the_rerun_command_is_relative_to_where_it_is_run(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     suite = tmp_path / "conformance" / "spec.nutshell"
-    assert shlex.split(rerun_command(suite, "a[b]", ["torch"]))[1] == "conformance/spec.nutshell::a[b]"
+    assert shlex.split(rerun_command(suite, "a[b]", ["torch"]))[3] == "conformance/spec.nutshell::a[b]"
 
 
 def test_the_rerun_command_carries_the_backends_of_the_environment(monkeypatch):
     """A backend registered in $NUTSHELL_BACKENDS exists nowhere else: the command sets the
     variable to its entries (quoted for the shell), and leaves out the entries it does not name."""
     monkeypatch.setenv("NUTSHELL_BACKENDS", "mine=pkg.mod:Mine, other=pkg.other:Other,spaced=my pkg:Spaced")
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     mine = rerun_command(SUITE, "relu[mine-grid-float32]", ["mine"])
-    assert mine == f"NUTSHELL_BACKENDS=mine=pkg.mod:Mine pytest '{SUITE}::relu[mine-grid-float32]' --backend mine"
+    assert mine == (f"NUTSHELL_BACKENDS=mine=pkg.mod:Mine python -m pytest '{SUITE}::relu[mine-grid-float32]' "
+                    "--backend mine")
     cross = shlex.split(rerun_command(SUITE, "relu[cross-grid-float32]", ["spaced", "torch", "mine"]))
-    assert cross[0] == "NUTSHELL_BACKENDS=mine=pkg.mod:Mine,spaced=my pkg:Spaced" and cross[1] == "pytest"
-    assert shlex.split(rerun_command(SUITE, "relu[torch-grid-float32]", ["torch"]))[0] == "pytest"
+    assert cross[0] == "NUTSHELL_BACKENDS=mine=pkg.mod:Mine,spaced=my pkg:Spaced" and cross[1] == "python"
+    assert shlex.split(rerun_command(SUITE, "relu[torch-grid-float32]", ["torch"]))[:3] == ["python", "-m", "pytest"]
+
+
+def test_the_rerun_command_carries_the_python_path_a_backend_of_the_environment_needs(monkeypatch):
+    """$PYTHONPATH goes along with a backend from $NUTSHELL_BACKENDS (its module may be found only
+    there), quoted so that the shell still takes it as an assignment; not with built-in backends."""
+    monkeypatch.setenv("NUTSHELL_BACKENDS", "mine=pkg.mod:Mine")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/my dir/src", "", "lib"]))
+    mine = rerun_command(SUITE, "relu[mine-grid-float32]", ["mine"])
+    assert mine.startswith(f"NUTSHELL_BACKENDS=mine=pkg.mod:Mine PYTHONPATH='/my dir/src{os.pathsep}lib' python ")
+    assert shlex.split(mine)[1] == f"PYTHONPATH=/my dir/src{os.pathsep}lib" and shlex.split(mine)[2] == "python"
+    assert shlex.split(rerun_command(SUITE, "relu[torch-grid-float32]", ["torch"]))[0] == "python"
 
 
 def test_a_printed_rerun_command_pasted_into_a_fresh_shell_reruns_exactly_that_check(tmp_path):

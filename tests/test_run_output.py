@@ -1,15 +1,17 @@
 """What ``nutshell run`` prints and returns: the failures with their mismatch and a rerun command
 that works when pasted, less with -q and more with -v, and exit codes a CI can rely on; a run that
-runs nothing replaces nothing. The backend with the planted bug is ``skewed`` (tests/planted_backends.py)."""
+runs nothing replaces nothing. The backend with the planted bug is ``skewed`` (tests/planted_backends.py),
+whose module lies in the folder of the run, as a user's would, and not on $PYTHONPATH."""
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
+import shutil
 import subprocess
 import sys
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -22,13 +24,17 @@ PLANTED = "skewed=planted_backends:SkewedBackend"
 
 
 def environment() -> dict[str, str]:
-    return dict(os.environ, NUTSHELL_BACKENDS=PLANTED, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get(
-        "PYTHONPATH", "")]))
+    """The planted backend registered; no $PYTHONPATH: its module is found in the folder of the run."""
+    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "NUTSHELL_BACKENDS": PLANTED}
 
 
 def nutshell_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nutshell.cli", "run", *args], cwd=cwd, env=environment(),
-                          capture_output=True, text=True, timeout=600)
+    """``nutshell run`` as a user starts it: the console script of the environment, not ``python -m``
+    (which would put the folder on sys.path for the parent process)."""
+    script = Path(sys.executable).with_name("nutshell")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "nutshell.cli"]
+    return subprocess.run([*command, "run", *args], cwd=cwd, env=environment(), capture_output=True, text=True,
+                          timeout=600)
 
 
 def said(stderr: str) -> list[str]:
@@ -44,6 +50,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def skewed(tmp_path_factory):
     """A run of the planted bug, in a folder where an older nutshell left parts/ files of other names."""
     tmp = tmp_path_factory.mktemp("skewed")
+    shutil.copy(HERE / "planted_backends.py", tmp)
     (tmp / "reports" / "parts").mkdir(parents=True)
     for name in ("torhc.jsonl", "torhc.skip"):
         (tmp / "reports" / "parts" / name).write_text("")
@@ -69,21 +76,37 @@ def test_the_failures_are_listed_with_their_mismatch_and_rerun(skewed):
     assert table > max(listed)
 
 
-def test_a_pasted_rerun_command_reruns_exactly_that_check(skewed, tmp_path):
-    """Pasted into a shell without $NUTSHELL_BACKENDS: the command brings what it needs."""
-    r, _, _ = skewed
-    command = next(line for line in r.stdout.splitlines() if "rerun:" in line and "relu[skewed-grid-float32]" in line)
-    argv = shlex.split(command.split("rerun: ", 1)[1])
-    env = {k: v for k, v in environment().items() if k != "NUTSHELL_BACKENDS"}
-    while "=" in argv[0]:
-        name, _, value = argv.pop(0).partition("=")
-        env[name] = value
-    assert argv[0] == "pytest"
-    out = subprocess.run([sys.executable, "-m", *argv, "-p", "no:cacheprovider"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 1 and "1 failed" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
-    rec, = json.loads((tmp_path / "reports" / "results.json").read_text())["results"]
-    assert rec["id"] == "relu[skewed-grid-float32]" and rec["outcome"] == "fail"
+def fresh_shell() -> dict[str, str]:
+    """What a new terminal has: a PATH (with this environment's bin first, as after activating it)
+    and a HOME; no $NUTSHELL_BACKENDS, no $PYTHONPATH, nothing else of this process."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
+    return {"PATH": path, "HOME": os.environ.get("HOME", "/")}
+
+
+def test_a_pasted_rerun_command_reruns_exactly_that_check(skewed):
+    """Every printed rerun line, pasted into a fresh shell in the folder of the run: the command
+    brings what it needs (the backend's registration; the folder, where its module is, on sys.path)
+    and reruns that one check, which fails again."""
+    r, tmp, records = skewed
+    lines = r.stdout.splitlines()
+    printed = {line.split()[1]: after.split("rerun: ", 1)[1] for line, after in pairwise(lines)
+               if line.startswith("FAILED ") and after.startswith("  rerun: ")}
+    assert set(printed) == {rec["id"] for rec in records if rec["outcome"] == "fail"}, r.stdout[-3000:]
+    reports = tmp / "reports"
+    kept = tmp.parent / f"{tmp.name}-reports"       # the run's reports, for the tests after this one
+    shutil.copytree(reports, kept)
+    try:
+        for cid, command in printed.items():
+            out = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in fresh_shell().items()), "bash", "-c",
+                                  command], cwd=tmp, capture_output=True, text=True, timeout=600)
+            summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+            assert out.returncode == 1 and summary.strip("= ").startswith("1 failed in "), \
+                command + "\n" + out.stdout[-3000:] + out.stderr[-3000:]
+            rec, = json.loads((reports / "results.json").read_text())["results"]
+            assert (rec["id"], rec["outcome"]) == (cid, "fail"), command
+    finally:
+        shutil.rmtree(reports)
+        shutil.copytree(kept, reports)
 
 
 def test_quiet_prints_the_counts_and_the_failing_ids_only(skewed):
