@@ -263,3 +263,23 @@ def test_cupy_max_pool_sends_each_gradient_to_the_first_maximum(tol, pool):
     assert np.isnan(y).any() and (x == 0).mean() > 0.4
     _within(y, want_y.v, want_y.e, "float32", tol, "y")
     _within(gx, want_gx.v, want_gx.e, "float32", tol, "gx")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_cupy_kept_is_where_bit_for_bit(dtype):
+    """The branchless where(mask, a, 0) of the ReLU and max-pool vjps on NumPy: +0 where the mask
+    is false (not −0), and inf, NaN (its payload too) and −0 kept as they are where it is true."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    _load("cupy")
+    from nutshell.backends.cupy_impl.xp import kept
+
+    dt = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((4, 5, 6)).astype(dt)
+    a.flat[::7], a.flat[1::11], a.flat[2::13], a.flat[3::5] = np.inf, np.nan, -np.inf, -0.0
+    bits = a.view(f"u{dt.itemsize}")
+    bits.flat[4::17] = bits.flat[1] | 1                                    # a NaN with a payload
+    mask = rng.random(a.shape) < 0.5
+    got, want = kept(mask, a), np.where(mask, a, 0)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got.view(f"u{dt.itemsize}"), want.view(f"u{dt.itemsize}"))

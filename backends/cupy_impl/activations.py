@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from nutshell.backends.cupy_impl import kernels
-from nutshell.backends.cupy_impl.xp import array_module, on_gpu
+from nutshell.backends.cupy_impl.xp import array_module, kept, on_gpu
 from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
@@ -74,7 +74,7 @@ def relu(x: Any) -> Any:
 
 def relu_vjp(x: Any, gy: Any) -> Any:
     """gy where x > 0, else 0 (so relu'(0) = 0)."""
-    return array_module(x).where(x > 0, gy, 0)
+    return kept(x > 0, gy)
 
 
 def softmax(x: Any, axis: int = -1) -> Any:

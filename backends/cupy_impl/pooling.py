@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from nutshell.backends.cupy_impl.im2col import Window, col2im, im2col, pad
-from nutshell.backends.cupy_impl.xp import array_module, on_gpu
+from nutshell.backends.cupy_impl.xp import array_module, kept, on_gpu
 from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
@@ -130,7 +130,7 @@ def _first_max_scatter(gy: np.ndarray, saved: tuple[np.ndarray, np.ndarray], win
     gy = np.ascontiguousarray(gy.transpose(2, 3, 0, 1))                            # (oH, oW, N, C)
     gxp = np.zeros(xpad.shape, gy.dtype)
     for hit, g in zip(_first_hits(_taps(xpad, win, 0), y), _taps(gxp, win, 0), strict=True):
-        g += np.where(hit, gy, 0)                        # one tap's view meets every pixel at most once
+        g += kept(hit, gy)                        # one tap's view meets every pixel at most once
     return gxp[win.pt:win.pt + win.h, win.pl:win.pl + win.w].transpose(2, 3, 0, 1)
 
 
@@ -153,7 +153,7 @@ def _tiled_scatter(gy: np.ndarray, saved: tuple[np.ndarray, np.ndarray], win: Wi
     taps = [(p, q) for p in range(win.kh) for q in range(win.kw)]
     views = (x6[:, :, :, p, :, q] for p, q in taps)
     for (p, q), hit in zip(taps, _first_hits(views, y), strict=True):
-        gx6[:, :, :, p, :, q] = np.where(hit, gy, 0)
+        gx6[:, :, :, p, :, q] = kept(hit, gy)
     return gx
 
 

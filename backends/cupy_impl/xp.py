@@ -55,6 +55,27 @@ def matmul(a: Any, b: Any) -> Any:
     return c if c.dtype == a.dtype else c.astype(a.dtype)
 
 
+# the signed integer of each float width: a float's +0 is all zero bits
+_BITS = {2: numpy.int16, 4: numpy.int32, 8: numpy.int64}
+
+
+def kept(mask: Any, a: Any) -> Any:
+    """``where(mask, a, 0)``, bit for bit (+0 where ``mask`` is false, NaN payloads kept).
+
+    On NumPy, with a mask of a's shape, as a bitwise and of a's bits with the mask spread to all
+    ones or zeros: NumPy's where branches per element, and on the unpredictable masks of a ReLU
+    or a max pool's first maxima it ran about seven times slower than the three branchless
+    passes (cast, and, view). Elsewhere (CuPy, broadcast masks, other dtypes) it is ``where``.
+    """
+    xp = array_module(a)
+    bits = _BITS.get(a.dtype.itemsize)
+    if xp is not numpy or bits is None or mask.shape != a.shape or not (
+            a.dtype.kind == "f" or a.dtype.name == "bfloat16"):
+        return xp.where(mask, a, 0)
+    spread = numpy.subtract(0, mask, dtype=bits)                 # true → −1: all ones; false → 0
+    return numpy.bitwise_and(a.view(bits), spread, out=spread).view(a.dtype)
+
+
 def on_gpu(a: Any) -> bool:
     """Whether ``a`` lives on a CUDA device."""
     return array_module(a) is not numpy
