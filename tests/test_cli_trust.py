@@ -221,6 +221,54 @@ def test_every_documented_command_parses_and_names_real_backends(command):
     backends.check_names([b for b in requested if b and b not in ("mybackend", "name")])
 
 
+def _readme_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+# a file a README block reads, made as the README's commands before the block make it
+_MADE_BY = {"digits.onnx": ["export", "digits_cnn", "-o", "digits.onnx"]}   # the spec's initialisation, not
+#                                                                              --params digits.npz: no training
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", _readme_blocks("python"), ids=lambda b: b.splitlines()[-1][:40].strip())
+def test_every_readme_python_block_runs_on_its_own(block, tmp_path):
+    """Each ```python block of the README, alone in a fresh interpreter (its imports its own), in an
+    empty folder that holds only the files the README's commands before it write."""
+    wanted = sorted(set(re.findall(r'nutshell\.load\("(\w+)"', block)))
+    missing = backends.available(wanted)[1]
+    if missing:
+        pytest.skip(f"a backend the block loads cannot load here: {missing}")
+    for name, argv in _MADE_BY.items():
+        if f'"{name}"' in block:
+            made = subprocess.run([sys.executable, "-m", "nutshell.cli", *argv], cwd=tmp_path, capture_output=True,
+                                  text=True, timeout=300)
+            assert made.returncode == 0, made.stdout + made.stderr
+    r = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, block + r.stderr[-3000:]
+
+
+def _readme_pytest_commands() -> list[str]:
+    lines = (line.split("#")[0].strip() for b in _readme_blocks("sh") for line in b.splitlines())
+    return [line for line in lines if line.startswith("pytest conformance")]
+
+
+def test_the_readme_documents_pytest_commands_of_the_conformance_suite():
+    assert len(_readme_pytest_commands()) >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", _readme_pytest_commands())
+def test_every_readme_pytest_conformance_command_selects_checks(command):
+    """Run from the repository's root, as the README means: every option exists and the -k
+    expression selects at least one check (collected only, nothing run or written)."""
+    r = subprocess.run([sys.executable, "-m", *shlex.split(command), "--collect-only", "-q", "-p", "no:cacheprovider"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    collected = re.search(r"^(\d+)(?:/\d+)? tests? collected", r.stdout, re.M)
+    assert collected and int(collected[1]) > 0, r.stdout[-3000:]
+
+
 # --- TensorFlow's start-up log ------------------------------------------------------------------------
 
 @pytest.mark.slow
