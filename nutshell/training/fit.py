@@ -3,8 +3,9 @@
     nutshell train digits_cnn -b torch -o digits.npz --json
 
 Each epoch prints the mean training loss and the test accuracy, under a bar over the training
-steps when the output is a terminal; the parameters go to an .npz
-(one array per parameter name, loadable with ``b.model(name, params=dict(np.load(f)))``).
+steps when the output is a terminal; the parameters go to the .npz that ``-o`` names, by default
+``MODEL-BACKEND.npz`` in the current folder (replaced if it exists), one array per parameter name,
+loadable with ``b.model(name, params=dict(np.load(f)))``.
 With ``--json`` the progress goes to stderr and stdout is one JSON line {"model", "backend",
 "test_accuracy", "final_loss", "steps"}. The exit status is 1 when the model's spec sets a
 ``min_accuracy`` it did not reach, 2 for a model or backend that does not exist.
@@ -232,7 +233,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-b", "--backend", default="torch",
                    help=f"the backend that trains it (default torch): {', '.join(backends.names())}")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where it trains (default: the best this machine has)")
-    p.add_argument("-o", "--output", type=Path, help="where the parameters go (default MODEL-BACKEND.npz)")
+    p.add_argument("-o", "--output", type=Path,
+                   help="the .npz the parameters go to (default: MODEL-BACKEND.npz in the current folder)")
     p.add_argument("--json", action="store_true",
                    help="stdout is one JSON line of the results; the progress goes to stderr")
     p.add_argument("--epochs", type=_at_least_one, help="at least 1 (default: the spec's)")
