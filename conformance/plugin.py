@@ -471,6 +471,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         st["writer"].flush(final=True)
     if st.get("explicit") and st["unavailable"] and session.exitstatus in (0, 5):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a requested backend that cannot load is a failure
+    if st.get("explicit") and st["unavailable"] and session.exitstatus == pytest.ExitCode.USAGE_ERROR:
+        for why in st["unavailable"].values():     # why pytest is about to say "not found: ...::<check>"
+            print(f"nutshell: {why}; none of its checks exist", file=sys.stderr)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:

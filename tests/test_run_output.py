@@ -109,6 +109,17 @@ def test_a_pasted_rerun_command_reruns_exactly_that_check(skewed):
         shutil.copytree(kept, reports)
 
 
+def test_a_check_of_a_backend_that_cannot_load_says_why_it_is_not_found(tmp_path):
+    """Pasted where the backend's module is not: pytest's "not found" comes with the reason."""
+    argv = ["-m", "pytest", "conformance/spec.nutshell::relu[skewed-grid-float32]", "--backend", "skewed"]
+    out = subprocess.run([sys.executable, *argv, "-p", "no:cacheprovider", "--results", str(tmp_path / "r.json")],
+                         cwd=HERE.parent, env=environment(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 4, out.stdout[-3000:] + out.stderr[-3000:]
+    line, = said(out.stderr)
+    assert line.startswith("nutshell: backend 'skewed' failed to load: ModuleNotFoundError") and \
+        line.endswith("none of its checks exist"), line
+
+
 def test_quiet_prints_the_counts_and_the_failing_ids_only(skewed):
     _, tmp, records = skewed
     r = nutshell_run(tmp, *SELECTION, "--resume", "-q")
