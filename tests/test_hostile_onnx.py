@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+import nutshell  # noqa: E402
 from nutshell import backends, cli  # noqa: E402
 from nutshell import spec as spec_mod  # noqa: E402
 from nutshell.errors import AttrError, ShapeError, SpecError, UnsupportedOnnxOp  # noqa: E402
@@ -170,6 +171,97 @@ def test_the_reference_sizes_what_it_holds(every_backend, monkeypatch, tmp_path,
         compare.reference(graph, feeds)
     code, _, err = _check_cli(tmp_path, data, capsys)
     assert code == 2 and "reference's windows" in err
+
+
+def _windows_model(kind: str, n: int) -> bytes:
+    """A window model of size ``n``: Conv of one pixel with pads of n (the reproduction), a 3×3 Conv
+    with bias over 4 channels, a strided MaxPool in ceil mode, an AveragePool, a Conv then MaxPool."""
+    def rand(name, *shape):
+        return numpy_helper.from_array(np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32), name)
+
+    if kind == "conv pads":
+        return _conv_pads(n)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c" if kind == "conv then pool" else "y"], pads=[1] * 4)
+    pool = helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2])
+    nodes = {"conv 3x3": [conv], "conv then pool": [conv, pool],
+             "max pool": [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4,
+                                           ceil_mode=1)],
+             "avg pool": [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 3], pads=[1, 1, 0, 1])]}[kind]
+    inits = [rand("w", 8, 4, 3, 3), rand("b", 8)] if "conv" in kind else []
+    return _model(nodes, [_vi("x", [1, 4, n, n])], [_vi("y", None)], inits)
+
+
+def _reference_accepts(kind: str, n: int) -> bool:
+    """Whether the import and the reference's check accept the window model of size ``n``."""
+    try:
+        graph = onnx_import.parse(_windows_model(kind, n))
+        compare.check_reference(graph, compare.inputs_for(graph, {}))
+    except SpecError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kind", ["conv pads", "conv 3x3", "conv then pool", "max pool", "avg pool"])
+def test_the_reference_peak_stays_within_the_budget_its_check_accepted(monkeypatch, kind):
+    """The float64 reference holds five arrays per value (T's value and four bounds) and a window
+    step allocates its padded input, its windows and T's temporaries on top: the largest model the
+    check accepts under a 48 MiB budget peaks within 48 MiB, and not far below (the check is not
+    vacuous). It counted two arrays and no working set: pads of 3000 under 1000 MB peaked at 4.8 GiB."""
+    budget = 48
+    monkeypatch.setenv(validate.MEMORY_ENV, str(budget))
+
+    lo, hi = 4, 2048                   # accepted at lo, refused at hi
+    assert _reference_accepts(kind, lo) and not _reference_accepts(kind, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if _reference_accepts(kind, mid) else (lo, mid)
+    graph = onnx_import.parse(_windows_model(kind, lo))
+    feeds = compare.inputs_for(graph, {})
+    compare.reference(graph, compare.inputs_for(onnx_import.parse(_windows_model(kind, 2)), {}))  # warm: spec loaded
+    used = peak(lambda: compare.reference(graph, feeds))
+    assert budget * 2**20 / 2 < used <= budget * 2**20, (lo, used / 2**20)
+
+
+def test_conv_pads_3000_under_1000_mb_is_refused_for_the_reference(tmp_path, capsys, monkeypatch):
+    """The audit's case: accepted by the check, then 5.9 GB RSS in ``nutshell check``. The backends
+    hold its 137 MiB result; the reference would need 5.4 GiB (measured: 4.8 GiB), refused by name
+    before anything is allocated."""
+    monkeypatch.setenv(validate.MEMORY_ENV, "1000")
+    data = _conv_pads(3000)
+    graph = onnx_import.parse(data)
+    feeds = compare.inputs_for(graph, {})
+    want = r"ONNX node Conv 'conv': the float64 reference of this step needs 5\.4 GiB.*memory budget of 1000\.0 MiB"
+
+    def attempt():
+        with pytest.raises(SpecError, match=want):
+            compare.reference(graph, feeds)
+    assert peak(attempt) < 16 * 2**20
+    with pytest.raises(SpecError, match=want):
+        compare.check_reference(graph, feeds)
+    code, _, err = _check_cli(tmp_path, data, capsys)
+    assert code == 2 and "SpecError" in err and "5.4 GiB" in err and validate.MEMORY_ENV in err
+
+
+def _conv_attr(attr: str, value: int) -> bytes:
+    w = numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", **{attr: [value] * (4 if attr == "pads" else 2)})
+    return _model([node], [_vi("x", [1, 1, 4, 4])], [_vi("y", [1, 1, "H", "W"])], [w])
+
+
+@pytest.mark.parametrize("value", [2**31, 2**63 - 1])
+@pytest.mark.parametrize("attr, arg", [("pads", "pads"), ("strides", "stride")])
+def test_attribute_beyond_32_bits_is_an_attr_error(every_backend, tmp_path, capsys, attr, arg, value):
+    """An ONNX attribute outside the 32-bit range the backends' window arithmetic holds (a stride of
+    2**63 was blamed on the backend): an AttrError naming the node, at import on every backend and
+    in ``nutshell check``."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(_conv_attr(attr, value))
+    want = rf"ONNX node Conv 'conv': conv2d: argument '{arg}': must lie in the 32-bit range.*got \[{value}, {value}"
+    for name in every_backend:
+        with pytest.raises(AttrError, match=want):
+            nutshell.load(name).import_onnx(path)
+    code, _, err = _check_cli(tmp_path, path.read_bytes(), capsys)
+    assert code == 2 and "AttrError" in err and "'conv'" in err
 
 
 def test_every_structural_step_has_a_shape_rule():
