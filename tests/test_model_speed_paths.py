@@ -283,3 +283,64 @@ def test_cupy_kept_is_where_bit_for_bit(dtype):
     got, want = kept(mask, a), np.where(mask, a, 0)
     assert got.dtype == want.dtype and got.shape == want.shape
     assert np.array_equal(got.view(f"u{dt.itemsize}"), want.view(f"u{dt.itemsize}"))
+
+
+# --- CuPy on NumPy: a model step's (C, H, W, N) planes -------------------------------------------------
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_cupy_planes_max_pool_sends_each_gradient_to_the_first_maximum(tol, pool):
+    """The planes max pool on the ties and NaN of the test above, against the float64 reference."""
+    _load("cupy")
+    from nutshell.backends.cupy_impl import planes, pooling
+
+    rng = np.random.default_rng(7)
+    x = np.maximum(np.round(rng.standard_normal((3, 4, 9, 11)) * 2) / 2, 0).astype(np.float32)
+    x[1, 2, 3, 4] = np.nan
+    attrs = POOLS[pool]
+    win = pooling.window(x.shape, attrs)
+    y, saved = planes.pool_forward(planes.Planar.of(x).a, win)
+    gy = rng.standard_normal(planes.Planar(y).shape).astype(np.float32)
+    gx = planes.Planar(planes.pool_backward(planes.Planar.of(gy).a, saved, win)).nchw()
+    want_y = ref.forward("max_pool2d", {"x": x.astype(np.float64)}, attrs)["y"]
+    want_gx = ref.vjp("max_pool2d", {"x": x.astype(np.float64)}, {"y": gy.astype(np.float64)}, attrs)["x"]
+    _within(planes.Planar(y).nchw(), want_y.v, want_y.e, "float32", tol, "y")
+    _within(gx, want_gx.v, want_gx.e, "float32", tol, "gx")
+
+
+CONVS = {
+    "3x3 pad 1": ({"stride": [1, 1], "pads": [1, 1, 1, 1], "dilation": [1, 1], "groups": 1}, (3, 3)),
+    "1x1": ({"stride": [1, 1], "pads": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1}, (1, 1)),
+    "1x1 groups": ({"stride": [1, 1], "pads": [0, 0, 0, 0], "dilation": [1, 1], "groups": 2}, (1, 1)),
+    "strided, dilated, grouped, uneven pads": (
+        {"stride": [2, 3], "pads": [1, 0, 2, 1], "dilation": [2, 1], "groups": 2}, (3, 2)),
+}
+
+
+@pytest.mark.parametrize("budget", [1 << 28, 1 << 12], ids=["whole", "a row per chunk"])
+@pytest.mark.parametrize("case", CONVS)
+def test_cupy_planes_conv_matches_the_reference(tol, case, budget):
+    """The planes convolution's y, gx, gw and gb against the float64 reference, with its columns
+    kept or extracted again, in one chunk of rows or many."""
+    _load("cupy")
+    from nutshell.backends.cupy_impl import planes
+
+    attrs, (kh, kw) = CONVS[case]
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((6, 4 // attrs["groups"], kh, kw)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    ins = {"x": x, "w": w, "b": b}
+    xp_ = planes.Planar.of(x).a
+    y, cols = planes.conv_forward(xp_, w, b, attrs, budget)
+    gy = rng.standard_normal(planes.Planar(y).shape).astype(np.float32)
+    want = ref.forward("conv2d", {k: v.astype(np.float64) for k, v in ins.items()}, attrs)["y"]
+    _within(planes.Planar(y).nchw(), want.v, want.e, "float32", tol, "y")
+    wants = ref.vjp("conv2d", {k: v.astype(np.float64) for k, v in ins.items()}, {"y": gy.astype(np.float64)},
+                    attrs)
+    assert (cols is None) == (budget < 1 << 20 and (kh, kw) != (1, 1))        # a 1×1 kernel's columns are x
+    for reused in (cols, None):
+        gx, gw = planes.conv_backward(xp_, w, planes.Planar.of(gy).a, attrs, budget, reused)
+        got = {"x": planes.Planar(gx).nchw(), "w": gw, "b": planes.conv2d_vjp_saved(
+            {"w": w, "b": b}, (xp_, reused), {"y": planes.Planar.of(gy).a}, attrs, {"w"})["b"]}
+        for k in ("x", "w", "b"):
+            _within(got[k], wants[k].v, wants[k].e, "float32", tol, f"g{k}")

@@ -11,12 +11,15 @@ Backward splits gy by branch, walks each chain of (conv, ReLU) stages in reverse
 ops' vjps, sends the pool branch's gradient through the max pool, and adds the four gradients of x.
 The forward pass keeps each convolution's columns (:func:`.conv.conv2d_forward_saving`) for its
 backward. The vjp runs the module forward again for what it needs; a model (model.py) keeps it
-from its own forward pass instead (:func:`forward_saving`, :func:`vjp_saved`).
+from its own forward pass instead (:func:`forward_saving`, :func:`vjp_saved`). The same code runs
+on the (C, H, W, N) planes of a CPU model step (:mod:`.planes`), given their ops (:class:`Ops`).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nutshell.backends.cupy_impl.activations import relu, relu_vjp
@@ -27,6 +30,19 @@ from nutshell.backends.cupy_impl.xp import array_module
 from nutshell.spec.signatures import Impl
 
 Arrays = dict[str, Any]
+
+@dataclass(frozen=True)
+class Ops:
+    """The module's building blocks for one layout of its activations."""
+
+    conv_forward: Callable      # (x, w, b, attrs, budget) -> (y, what conv_backward reuses)
+    conv_backward: Callable     # (x, w, gy, attrs, budget, reused, need_x) -> (gx or None, gw)
+    pool_forward: Callable      # (x, window) -> (y, saved)
+    pool_backward: Callable     # (gy, saved, window) -> gx
+    channels: int               # the channel axis; the (H, W) axes follow it
+
+
+NCHW = Ops(conv2d_forward_saving, conv2d_backward, max_pool_forward, max_pool_backward, 1)
 
 # (weight, bias, padding) of each stage, branch by branch; the last branch starts with the pool.
 CHAINS = (
@@ -41,61 +57,62 @@ def _conv_attrs(pad: int) -> dict:
     return {"stride": [1, 1], "pads": [pad] * 4, "dilation": [1, 1], "groups": 1}
 
 
-def _pool_window(x: Any) -> Window:
-    return Window.make(x.shape[2:], (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+def _pool_window(x: Any, ops: Ops) -> Window:
+    return Window.make(x.shape[ops.channels + 1:ops.channels + 3], (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
 
 
-def _chain(h: Any, stages: tuple, inputs: Arrays, budget: int) -> tuple[Any, list]:
+def _chain(h: Any, stages: tuple, inputs: Arrays, budget: int, ops: Ops) -> tuple[Any, list]:
     """Run (conv, ReLU) stages from h; the tape keeps each stage's input, pre-activation and
     columns (None where they were over the budget)."""
     tape = []
     for w, b, pad in stages:
-        a, cols = conv2d_forward_saving(h, inputs[w], inputs[b], _conv_attrs(pad), budget)
+        a, cols = ops.conv_forward(h, inputs[w], inputs[b], _conv_attrs(pad), budget)
         tape.append((h, a, cols))
         h = relu(a)
     return h, tape
 
 
 def _chain_vjp(g: Any, stages: tuple, tape: list, inputs: Arrays, budget: int, grads: Arrays,
-               need_input: bool) -> Any | None:
+               need_input: bool, ops: Ops) -> Any | None:
     """Walk the stages back from the branch output's gradient g; returns the gradient of its
     input, or None when not ``need_input``."""
     for i, ((w, b, pad), (h, a, cols)) in reversed(list(enumerate(zip(stages, tape, strict=True)))):
         ga = relu_vjp(a, g)
-        g, grads[w] = conv2d_backward(h, inputs[w], ga, _conv_attrs(pad), budget, cols, need_input or i > 0)
-        grads[b] = ga.sum(axis=(0, 2, 3))
+        g, grads[w] = ops.conv_backward(h, inputs[w], ga, _conv_attrs(pad), budget, cols, need_input or i > 0)
+        grads[b] = ga.sum(axis=tuple(k for k in range(4) if k != ops.channels))
     return g
 
 
-def _branches(inputs: Arrays, budget: int) -> tuple[list, list, Any]:
+def _branches(inputs: Arrays, budget: int, ops: Ops) -> tuple[list, list, Any]:
     """The four branch outputs, their tapes, and what the pool's backward needs."""
     x = inputs["x"]
-    pooled, saved = max_pool_forward(x, _pool_window(x))
+    pooled, saved = ops.pool_forward(x, _pool_window(x, ops))
     outs, tapes = [], []
     for stages, start in zip(CHAINS, (x, x, x, pooled), strict=True):
-        out, tape = _chain(start, stages, inputs, budget)
+        out, tape = _chain(start, stages, inputs, budget, ops)
         outs.append(out)
         tapes.append(tape)
     return outs, tapes, saved
 
 
-def forward_saving(inputs: Arrays, attrs: dict) -> tuple[Arrays, Any]:
+def forward_saving(inputs: Arrays, attrs: dict, ops: Ops = NCHW) -> tuple[Arrays, Any]:
     """The outputs, and what :func:`vjp_saved` needs: the branch tapes, the pool's and the branch widths."""
-    outs, tapes, pool = _branches(inputs, current_budget())
-    return {"y": array_module(inputs["x"]).concatenate(outs, axis=1)}, (tapes, pool, [o.shape[1] for o in outs])
+    outs, tapes, pool = _branches(inputs, current_budget(), ops)
+    widths = [o.shape[ops.channels] for o in outs]
+    return {"y": array_module(inputs["x"]).concatenate(outs, axis=ops.channels)}, (tapes, pool, widths)
 
 
-def vjp_saved(inputs: Arrays, saved: Any, cots: Arrays, attrs: dict, wanted: set[str]) -> Arrays:
+def vjp_saved(inputs: Arrays, saved: Any, cots: Arrays, attrs: dict, wanted: set[str], ops: Ops = NCHW) -> Arrays:
     """The vjp from what :func:`forward_saving` kept, without running the module again; the
     gradient of x only when "x" is ``wanted``."""
     xp = array_module(inputs["x"])
     tapes, pool, widths = saved
     edges = list(itertools.accumulate(widths[:-1]))                          # channel offsets of branches 2-4
     grads: Arrays = {}
-    gxs = [_chain_vjp(g, stages, tape, inputs, current_budget(), grads, "x" in wanted)
-           for g, stages, tape in zip(xp.split(cots["y"], edges, axis=1), CHAINS, tapes, strict=True)]
+    gxs = [_chain_vjp(g, stages, tape, inputs, current_budget(), grads, "x" in wanted, ops)
+           for g, stages, tape in zip(xp.split(cots["y"], edges, axis=ops.channels), CHAINS, tapes, strict=True)]
     if "x" in wanted:
-        gxs[-1] = max_pool_backward(gxs[-1], pool, _pool_window(inputs["x"]))
+        gxs[-1] = ops.pool_backward(gxs[-1], pool, _pool_window(inputs["x"], ops))
         gx = gxs[0] + gxs[1]                          # then in place, in the same order: no more temporaries
         gx += gxs[2]
         gx += gxs[3]
