@@ -68,6 +68,7 @@ from nutshell import backends
 from nutshell import spec as spec_mod
 from nutshell.conformance.progress import steps
 from nutshell.conformance.results import BenchOutcome, BenchResult, atomic_write, library_versions, machine_info
+from nutshell.conformance.tables import Column, Table
 from nutshell.conformance.timing import (
     MAX_SPREAD,
     MIN_ROUNDS,
@@ -551,8 +552,11 @@ def run_case(b: Any, case: Case, peak: dict | None, s: Settings, tick: Callable[
 # ------------------------------------------------------------------------------------ output
 
 _DIRECTIONS = {"forward": "fwd", "vjp": "vjp*", "step": "step*"}
-_HEADER = (f"  {'dir':<5} {'backend':<7}{'ms':>9} {'GFLOP/s':>8} {'%peak':>6} {'own×':>6} {'can×':>6} "
-           f"{'±IQR':>6} {'rounds':>7} {'out':>3}")
+# 73 columns; a figure's mark (~ unsteady, † effective %peak, or a blank) hangs after its number
+_COLUMNS = [Column("dir", 5), Column("backend", 7), Column("ms", 9, ">", sep=0), Column("GFLOP/s", 8, ">"),
+            Column("%peak", 6, ">", hang=1), Column("own×", 6, ">", sep=0, hang=1),
+            Column("can×", 6, ">", sep=0, hang=1), Column("±IQR", 6, ">", sep=0, hang=1),
+            Column("rounds", 7, ">", sep=0), Column("out", 3, ">")]
 
 
 def _num(v: float | None, width: int) -> str:
@@ -576,19 +580,20 @@ def _bare_time(r: BenchResult, field: str) -> dict | None:
     return entry.get("time")
 
 
-def row(r: BenchResult) -> str:
-    """One measurement in 73 columns (the case is on the line above)."""
-    head = f"  {_DIRECTIONS[r.direction]:<5} {r.backend[:7]:<7}"
+def row(r: BenchResult) -> tuple[tuple[str, ...], str | None]:
+    """One measurement's cells (the case is the group above), and for one that failed the outcome and
+    message after the direction and backend."""
+    head = (_DIRECTIONS[r.direction], r.backend[:7])
     if r.outcome is not BenchOutcome.OK:
-        return f"{head} {r.outcome}: {r.message or ''}"[:80]
+        return head, f"{r.outcome}: {r.message or ''}"
     t = r.time
     share = None if r.peak_share is None else 100 * r.peak_share
     rounds, out = t.get("samples"), t.get("outliers")
-    return (f"{head}{_num(1e3 * t['median_s'], 9)} {_num(r.gflops, 8)} {_num(share, 6)}{'†' if r.flops_basis else ' '}"
-            f"{_num(r.overhead, 6)}{_mark(_bare_time(r, 'baseline'))}"
-            f"{_num(r.canonical_ratio, 6)}{_mark(_bare_time(r, 'canonical'))}"
-            f"{100 * t.get('spread', 0.0):5.0f}%{_mark(t)}{'—' if rounds is None else rounds:>7} "
-            f"{'—' if out is None else out:>3}")
+    return (*head, _num(1e3 * t["median_s"], 9), _num(r.gflops, 8), _num(share, 6) + ("†" if r.flops_basis else " "),
+            _num(r.overhead, 6) + _mark(_bare_time(r, "baseline")),
+            _num(r.canonical_ratio, 6) + _mark(_bare_time(r, "canonical")),
+            f"{100 * t.get('spread', 0.0):5.0f}%{_mark(t)}", "—" if rounds is None else str(rounds),
+            "—" if out is None else str(out)), None
 
 
 def ratios(results: list[BenchResult], reference: str = "torch") -> list[str]:
@@ -637,26 +642,44 @@ def steadiness(doc: dict) -> list[str]:
     return lines
 
 
-def table(doc: dict) -> str:
-    """The results in 80 columns: the peaks, then each case (concept or model, size) and its
-    measurements, the legend, how steady the figures were, and the throughput relative to torch."""
-    lines = []
+def parts(doc: dict) -> tuple[list[str], Table, list[str]]:
+    """The results in 80 columns: the peaks (lines), the table of each case (concept or model, size)
+    and its measurements, then (lines) the legend, how steady the figures were, the throughput
+    relative to torch and the unavailable backends."""
+    before = []
     for dev, p in doc["peak"].items():
         rate = f"{p['gflops']:.1f} GFLOP/s ({p['library']}, {p['n']}² {p['dtype']})" if p["gflops"] else "unknown"
         if p.get("bandwidth_gbs"):
             rate += f"; memory {p['bandwidth_gbs']:.1f} GB/s ({p['bandwidth_library']} copy)"
-        lines.append(f"peak {dev}: {rate}"[:80])
-    lines.append(_HEADER)
+        before.append(f"peak {dev}: {rate}"[:80])
+    t = Table(_COLUMNS, indent=2, overflow="truncate")
     case = None
     for r in doc["results"]:
         if (r.concept, r.size) != case:
             case = (r.concept, r.size)
-            lines.append(f"{r.concept} {r.size}{': ' + r.note if r.note else ''}"[:80])
-        lines.append(row(r))
-    lines += legend(doc["results"]) + steadiness(doc) + ratios(doc["results"])
-    for name, why in doc["unavailable"].items():
-        lines.append(f"{name}: unavailable: {why}"[:80])
-    return "\n".join(lines)
+            t.group(f"{r.concept} {r.size}{': ' + r.note if r.note else ''}")
+        cells, span = row(r)
+        t.row(*cells, span=span)
+    after = legend(doc["results"]) + steadiness(doc) + ratios(doc["results"])
+    after += [f"{name}: unavailable: {why}"[:80] for name, why in doc["unavailable"].items()]
+    return before, t, after
+
+
+def table(doc: dict) -> str:
+    """:func:`parts` as plain text."""
+    before, t, after = parts(doc)
+    return "\n".join([*before, *t.lines(), *after])
+
+
+def show(doc: dict, stream=None) -> None:
+    """:func:`parts` on ``stream`` (default stdout): the table drawn by rich on a terminal."""
+    stream = stream or sys.stdout
+    before, t, after = parts(doc)
+    for line in before:
+        print(line, file=stream)
+    t.show(stream)
+    for line in after:
+        print(line, file=stream)
 
 
 def partial_path(out: Path) -> Path:
@@ -735,7 +758,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = args.size or (["medium"] if args.quick else None)
     out = args.output or args.reports / "bench.json"
     doc = run_bench(args.backend, args.concept, sizes, settings, out, args.device)
-    print(table(doc))
+    show(doc)
     if not measured(doc):
         print(f"nutshell bench: nothing was measured; {out} left as it was", file=sys.stderr)
         return 1

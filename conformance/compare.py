@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nutshell.conformance.results import BenchOutcome, BenchResult, FileKind, Outcome, load
+from nutshell.conformance.tables import Column, Table
 from nutshell.conformance.timing import unsteady
 from nutshell.errors import SpecError
 
@@ -40,21 +41,22 @@ class Comparison:
     """What changed between two files: the regressions of what both hold, what the new one lost."""
 
     compared: int                                     # checks (or measurements) in both files
-    regressions: list[str] = field(default_factory=list)   # one line per check that got worse
+    regressions: list[tuple[str, str]] = field(default_factory=list)   # (how, what) per check that got worse
     lost: list[str] = field(default_factory=list)     # the ids of what ran before and does not now
     notes: list[str] = field(default_factory=list)
-    noise: list[str] = field(default_factory=list)    # slowdowns the runs' spread cannot tell from noise
+    noise: list[tuple[str, str]] = field(default_factory=list)   # slowdowns the spread cannot tell from noise
 
     @property
     def count(self) -> int:
         return len(self.regressions) + len(self.lost)
 
-    def lines(self) -> list[str]:
-        """The regressions, the lost ones by id up to :data:`SHOWN`, then their count."""
-        out = [*self.regressions, *(f"no longer run    {name}" for name in self.lost[:SHOWN])]
-        if len(self.lost) > SHOWN:
-            out.append(f"... and {len(self.lost) - SHOWN} more no longer run")
-        return out
+    def rows(self) -> list[tuple[str, str]]:
+        """(how, what): the regressions, then the lost ones by id up to :data:`SHOWN`."""
+        return [*self.regressions, *(("no longer run", name) for name in self.lost[:SHOWN])]
+
+    def more(self) -> str | None:
+        """How many lost ones :meth:`rows` leaves out, if any."""
+        return f"... and {len(self.lost) - SHOWN} more no longer run" if len(self.lost) > SHOWN else None
 
 
 def compare_results(old: dict, new: dict, usage_growth: float) -> Comparison:
@@ -68,10 +70,10 @@ def compare_results(old: dict, new: dict, usage_growth: float) -> Comparison:
         a, b = before[rid], after[rid]
         if a.outcome is Outcome.PASS and b.outcome is not Outcome.PASS:
             why = f": {b.message}" if b.message else ""
-            out.regressions.append(f"stopped passing  {rid}: pass -> {b.outcome}{why}")
+            out.regressions.append(("stopped passing", f"{rid}: pass -> {b.outcome}{why}"))
         elif a.outcome is Outcome.PASS and _grew(a.usage, b.usage, usage_growth):
             factor = f" (x{b.usage / a.usage:.2f})" if a.usage else ""
-            out.regressions.append(f"usage grew       {rid}: {a.usage:.3g} -> {b.usage:.3g}{factor}")
+            out.regressions.append(("usage grew", f"{rid}: {a.usage:.3g} -> {b.usage:.3g}{factor}"))
         fixed += a.outcome is not Outcome.PASS and b.outcome is Outcome.PASS
     out.notes = [f"{len(both)} checks compared", f"{fixed} now pass that did not",
                  f"{len(after.keys() - before.keys())} new", f"{len(out.lost)} no longer run"]
@@ -138,13 +140,13 @@ def compare_bench(old: dict, new: dict, slowdown: float) -> Comparison:
     for key in both:
         a, b = before[key], after[key]
         if a.outcome is BenchOutcome.OK and b.outcome is not BenchOutcome.OK:
-            out.regressions.append(f"stopped running  {_bench_name(key)}: {b.outcome}: {b.message or ''}")
+            out.regressions.append(("stopped running", f"{_bench_name(key)}: {b.outcome}: {b.message or ''}"))
         elif a.outcome is BenchOutcome.OK:
             verdict = judge(a.time, b.time, slowdown)
             if verdict == "slower":
-                out.regressions.append(f"slower           {_change(key, a.time, b.time)}")
+                out.regressions.append(("slower", _change(key, a.time, b.time)))
             elif verdict in ("within noise", "unsteady") and b.time["median_s"] > a.time["median_s"]:
-                out.noise.append(f"{verdict:<16} {_change(key, a.time, b.time)}")
+                out.noise.append((verdict, _change(key, a.time, b.time)))
             faster += verdict == "faster"
     out.notes = [f"{len(both)} measurements compared", f"{faster} got faster",
                  f"{len(after.keys() - before.keys())} new", f"{len(gone)} no longer run",
@@ -166,6 +168,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a bound usage this much larger is a regression (default 0.10: 10%%)")
 
 
+def _table(title: str, rows: list[tuple[str, str]]) -> Table:
+    """How each changed (stopped passing, slower, ...) and what, the what whole on one line in a log."""
+    t = Table([Column("change", 16), Column("check or measurement")], title=title, indent=2, header=False,
+              overflow="keep")
+    for how, what in rows:
+        t.row(how, span=what)
+    return t
+
+
 def run(args: argparse.Namespace) -> int:
     old, new = load(args.old), load(args.new)
     if old["kind"] != new["kind"]:
@@ -179,13 +190,11 @@ def run(args: argparse.Namespace) -> int:
         found.notes.append(f"spec {old['spec_version']} -> {new['spec_version']}")
     print(f"{args.old} -> {args.new}: " + ", ".join(found.notes))
     if found.noise:
-        print(f"{len(found.noise)} slower, but inside the runs' spread (not counted):")
-        for line in found.noise:
-            print(f"  {line}")
+        _table(f"{len(found.noise)} slower, but inside the runs' spread (not counted):", found.noise).show()
     if found.count:
-        print(f"{found.count} regression(s):")
-        for line in found.lines():
-            print(f"  {line}")
+        _table(f"{found.count} regression(s):", found.rows()).show()
+        if found.more():
+            print(f"  {found.more()}")
         return 1
     if not found.compared:
         raise SpecError(f"nothing to compare: no check or measurement is in both {args.old} and {args.new}")

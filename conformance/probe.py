@@ -28,6 +28,7 @@ import numpy as np
 
 from nutshell import backends
 from nutshell.backends.base import Backend
+from nutshell.conformance.tables import Column, Table
 from nutshell.spec.signatures import DTYPES, LOW_PRECISION
 
 PROBED = ("dense", "layer", "conv2d", "convolve2d")
@@ -110,17 +111,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="probe under the library's own precision defaults (TF32 where the library enables it)")
 
 
-def report(b: Backend, library_defaults: bool = False) -> tuple[list[str], int]:
-    """The table of one backend as lines, and how many of its float32 verdicts are not full float32."""
+def report_table(b: Backend, library_defaults: bool = False) -> tuple[Table, int]:
+    """The table of one backend, and how many of its float32 verdicts are not full float32."""
     with b.library_defaults() if library_defaults else contextlib.nullcontext():
         rows = table(b)
-    lines = [f"{b.name} on {b.device}" + (" (library defaults)" if library_defaults else "")]
+    t = Table([Column("concept", 12), Column("dtype", 9), Column("computes in")], indent=2, header=False,
+              title=f"{b.name} on {b.device}" + (" (library defaults)" if library_defaults else ""))
     for concept, dtype, verdict in rows:
         wide = b.widened(concept, dtype)
         why = b.unsupported(concept, dtype) if verdict == UNSUPPORTED else None
-        note = f": {why}" if why else f"  [computes in {wide}]" if wide else ""
-        lines.append(f"  {concept:<12} {dtype:<9} {verdict}{note}")
-    return lines, sum(dt == "float32" and v not in (FLOAT32, UNSUPPORTED) for _, dt, v in rows)
+        if why:   # a reason can be long: it wraps at word boundaries
+            t.row(concept, dtype, span=f"{verdict}: {why}")
+        else:
+            t.row(concept, dtype, f"{verdict}  [computes in {wide}]" if wide else verdict)
+    return t, sum(dt == "float32" and v not in (FLOAT32, UNSUPPORTED) for _, dt, v in rows)
+
+
+def report(b: Backend, library_defaults: bool = False) -> tuple[list[str], int]:
+    """:func:`report_table` as plain lines."""
+    t, wrong = report_table(b, library_defaults)
+    return t.lines(), wrong
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     backends.check_names(args.backend)
     bad = 0
     for name in args.backend:
-        lines, wrong = report(backends.load(name, args.device), args.library_defaults)
-        print("\n".join(lines))
+        t, wrong = report_table(backends.load(name, args.device), args.library_defaults)
+        t.show()
         bad += wrong
     return 1 if bad and not args.library_defaults else 0

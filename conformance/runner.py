@@ -53,6 +53,7 @@ from nutshell.conformance.results import (
     rerun_command,
     write_junit,
 )
+from nutshell.conformance.tables import Column, Table
 from nutshell.errors import BackendUnavailable, NothingSelected, NutshellError, RunRefused, SpecError
 
 POLL_S = 0.2
@@ -335,14 +336,16 @@ class Runner:
 
     def _resume(self) -> None:
         """The records of the folder's last run (a killed run's in parts/, else the folder's own),
-        when it had this selection and spec. Records of a worker that died outside any check are
-        not check results: they are dropped and their group runs again. (Every backend's worker
-        starts again, so the header's backends are this run's.)"""
+        when it had this selection and spec. Records of a worker that died or hung are not check
+        results: a crash record (``check == "crash"``: a check the worker died in or was killed on,
+        or ``<group>[worker]``) is dropped and that check or group runs again, so a run killed and
+        resumed ends with the records of a clean one (a real segfault is simply recorded again).
+        (Every backend's worker starts again, so the header's backends are this run's.)"""
         source = self.parts if (self.parts / "results.jsonl").is_file() else self.reports
         if not (source / "results.jsonl").is_file():
             return
         self._same_selection(self._header_of(source / "results.json").get("selection"), source)
-        self.previous = [r for r in load_lines(source / "results.jsonl") if r.id != worker_id(r.backend)]
+        self.previous = [r for r in load_lines(source / "results.jsonl") if r.check != "crash"]
         self.done = {r.id for r in self.previous}
 
     @staticmethod
@@ -673,7 +676,6 @@ def run(args: argparse.Namespace) -> int:
     """The conformance suite, each backend in its own worker process, then the failures with their
     rerun commands, the summary table and the glossary's claims."""
     from nutshell.conformance.report import write_from_reports_dir
-    from nutshell.conformance.results import summarize, summary_table
 
     if args.shard is not None:
         shards.parse(args.shard)
@@ -694,12 +696,22 @@ def run(args: argparse.Namespace) -> int:
     for line in outcome_lines(r.records, -1 if opts.quiet else 1 if opts.verbose else 0):
         print(line)
     report = write_from_reports_dir(opts.reports, args.spec)
+    sys.stdout.flush()   # what came before, before the reasons, in a log that holds both streams
+    for name in opts.backends or []:   # a requested backend that did not run (exit status 1): why
+        if name in r.header["unavailable"]:
+            print(f"nutshell: backend {name!r} unavailable: {r.header['unavailable'][name]}", file=sys.stderr,
+                  flush=True)
     if opts.quiet:
         return code
     print()
-    print(summary_table(summarize(r.records), r.header["unavailable"]))
-    for line in _claim_lines(r.records):
-        print(line)
+    summary_table(r.records, r.header["unavailable"]).show()
+    broken = sum(rec.outcome is Outcome.SPEC for rec in r.records)
+    if broken:   # counted in the total, under no column: the spec is broken, not a backend
+        print(f"spec problems: {broken} check(s) not run, the spec's own files are broken (outcome 'spec')")
+    claims = claims_table(r.records)
+    if claims is not None:
+        print()
+        claims.show()
     print(f"results: {opts.reports / 'results.json'}  junit: {opts.reports / 'junit.xml'}  report: {report}")
     return code
 
@@ -743,15 +755,33 @@ def counts_line(records: list[CheckResult]) -> str:
     return ", ".join(out) or "no checks"
 
 
-def _claim_lines(records: list[CheckResult]) -> list[str]:
-    """The glossary's claims with their measured numbers, one line per claim and backend."""
+def summary_table(records: list[CheckResult], unavailable: dict[str, str]) -> Table:
+    """Per backend: the counts by outcome and the worst bound usage among passes; then each
+    unavailable backend with its whole reason (wrapped at word boundaries)."""
+    from nutshell.conformance.results import summarize
+
+    summary = summarize(records)
+    t = Table([Column("backend", 10), Column("passed", 7, ">"), Column("failed", 7, ">"),
+               Column("unsupp.", 8, ">"), Column("errors", 7, ">"), Column("total", 7, ">"),
+               Column("worst usage", sep=2)])
+    for name in sorted(summary):
+        s = summary[name]
+        t.row(name, s["pass"], s["fail"], s["unsupported"], s["error"], s["total"], f"{s['worst_usage']:.3g}")
+    for name, why in sorted(unavailable.items()):
+        t.row(name, span=f"unavailable: {why}")
+    return t
+
+
+def claims_table(records: list[CheckResult]) -> Table | None:
+    """The glossary's claims with their measured numbers, one row per claim and backend."""
     claims = [r for r in records if r.check == "claim"]
     if not claims:
-        return []
+        return None
     from nutshell.conformance.claims import headline
 
-    lines = ["", "glossary claims:"]
+    t = Table([Column("claim", 34), Column("backend", 7), Column("outcome", 5)], title="glossary claims:",
+              indent=2, width=200, overflow="truncate", header=False)
     for r in sorted(claims, key=lambda r: (r.concept, r.backend)):
         numbers = headline(r.concept, r.details or {}) if r.outcome == "pass" else (r.message or "")
-        lines.append(f"  {r.concept:<34} {r.backend:<7} {r.outcome:<5} {numbers}"[:200])
-    return lines
+        t.row(r.concept, r.backend, r.outcome, span=numbers)
+    return t
