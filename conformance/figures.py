@@ -262,10 +262,12 @@ def roofline(title: str, points: list[Point], peak: float | None, bandwidth: flo
              name: str) -> str:
     """Achieved GFLOP/s against arithmetic intensity (log-log): the measured peak as the flat
     roof, the measured memory bandwidth (GB/s) as the slanted one, one point per measurement; a
-    concept's name sits by its fastest point."""
+    concept's name sits by its fastest point. The x axis spans the points and the ridge point
+    (peak / bandwidth, where the roofs meet, marked), each with a margin, however few the points."""
     fig, (ax,) = _figure(WIDTH, 5.4)
-    xs = [p.intensity for p in points]
-    lo, hi = min(xs) / 3, max(xs) * 3
+    ridge = peak / bandwidth if peak and bandwidth else None   # FLOP/byte where the two roofs meet
+    xs = [p.intensity for p in points] + ([ridge] if ridge else [])
+    lo, hi = min(xs) / 3, max(xs) * 3   # the ridge inside too: both roofs and their meeting are seen
     grid = np.geomspace(lo, hi, 200)
     if peak:
         roof = np.full_like(grid, peak) if not bandwidth else np.minimum(peak, bandwidth * grid)
@@ -275,6 +277,10 @@ def roofline(title: str, points: list[Point], peak: float | None, bandwidth: flo
     if bandwidth:
         ax.plot(grid, bandwidth * grid, color="black", linewidth=0.8, linestyle=":",
                 label=f"memory bandwidth {bandwidth:.3g} GB/s")
+    if ridge:
+        ax.plot([ridge], [peak], marker="o", markersize=5, color="black", linestyle="none")
+        ax.annotate(f"ridge {ridge:.3g} FLOP/byte", (ridge, peak), xytext=(5, -12), textcoords="offset points",
+                    ha="left", fontsize=7, color="0.25")
     for backend in dict.fromkeys(p.backend for p in points):
         mine = [p for p in points if p.backend == backend]
         colour = looks.colour(backend)
