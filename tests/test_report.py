@@ -387,6 +387,7 @@ def test_performance_draws_a_roofline_and_throughput_against_torch(tmp_path, pag
     bench["peak"]["cpu"]["bandwidth_gbs"] = 50.0
     (roofline,) = report.performance(bench, SPEC, figures.Looks())["rooflines"]
     assert "memory bandwidth 50 GB/s" in roofline["svg"] and "50 GB/s." in roofline["caption"]
+    assert "ridge 4 FLOP/byte" in roofline["svg"], "the roofs' meeting point (200 GFLOP/s / 50 GB/s) is on the chart"
 
 
 def test_unsteady_figures_are_marked_and_explained(tmp_path, page_a):
