@@ -1,10 +1,12 @@
-"""Chaos: ``nutshell run`` SIGKILLed at random (seeded) moments, its workers left to end by
-themselves, then resumed until complete, ends with exactly the (id, outcome) pairs of a clean run
-of the same selection (the plain pytest harness, in one process)."""
+"""Chaos: ``nutshell run`` and its workers SIGKILLed at random (seeded) moments, then resumed until
+complete, ends with exactly the (id, outcome) pairs of a clean run of the same selection (the plain
+pytest harness, in one process). A killed runner's workers must end by themselves; a worker killed
+inside a check is recorded as a crash by its runner, and ``--resume`` runs that check again."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -18,9 +20,10 @@ from processes import children, gone, staged
 from nutshell.conformance import runner
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="follows processes through /proc")
-SEED = 1717
-KILLS = 3
+SEED = 1718
+KILLS = 3       # SIGKILLs in all, each of the runner or of one of its workers (seeded)
 BACKEND, SELECTION = "cupy", "relu or sigmoid"
+ARGV = [sys.executable, "-m", "nutshell.cli", "run", "-b", BACKEND, "-k", SELECTION, "-q"]
 
 
 def clean_run(tmp: Path) -> subprocess.Popen:
@@ -37,34 +40,65 @@ def outcomes(proc: subprocess.Popen, tmp: Path) -> set[tuple[str, str]]:
     return {(rec["id"], rec["outcome"]) for rec in json.loads((tmp / "clean.json").read_text())["results"]}
 
 
-def kill_at_random(tmp: Path, rng: random.Random, resume: bool) -> None:
-    """A run killed with SIGKILL after a random delay once it has recorded a random number of new
-    checks (or when it ends first); its workers must end by themselves."""
-    argv = [sys.executable, "-m", "nutshell.cli", "run", "-b", BACKEND, "-k", SELECTION, "-q"]
-    at = staged(tmp / "reports") + rng.randint(0, 40)
-    proc = subprocess.Popen(argv + ["--resume"] * resume, cwd=tmp, stdout=subprocess.DEVNULL,
+def start(tmp: Path, resume: bool) -> subprocess.Popen:
+    return subprocess.Popen(ARGV + ["--resume"] * resume, cwd=tmp, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    delay = rng.uniform(0.0, 0.05) if rng.random() < 0.7 else rng.uniform(0.5, 3.0)   # in a check, or later
-    while proc.poll() is None and staged(tmp / "reports") < at:
-        time.sleep(0.01)
+
+
+def crashes(tmp: Path) -> int:
+    """Crash records in what ``--resume`` will continue from (a killed run's parts/, else the folder)."""
+    reports = tmp / "reports"
+    lines = reports / "parts" / "results.jsonl"
+    lines = lines if lines.is_file() else reports / "results.jsonl"
+    if not lines.is_file():
+        return 0
+    return sum(json.loads(line).get("check") == "crash" for line in lines.read_text().splitlines() if line.strip())
+
+
+def kill_at_random(run: subprocess.Popen, tmp: Path, rng: random.Random) -> str:
+    """SIGKILL the runner or one of its workers (its children), after a random delay once the run
+    has recorded a random number of new checks (the checks take milliseconds, the start-up of a
+    worker seconds); returns which, or "none" when the run ended first. A killed runner's workers
+    must end by themselves; a killed worker's runner records the check it died in and goes on."""
+    target = rng.choice(["runner", "worker"])
+    at = staged(tmp / "reports") + rng.randint(1, 30)
+    delay = rng.uniform(0.0, 0.02) if rng.random() < 0.7 else rng.uniform(0.02, 0.3)   # in a check, or later
+    while run.poll() is None and staged(tmp / "reports") < at:
+        time.sleep(0.005)
     time.sleep(delay)
-    workers = children(proc.pid)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    workers = children(run.pid)
+    while target == "worker" and not workers and run.poll() is None:     # between two workers
+        time.sleep(0.005)
+        workers = children(run.pid)
+    if run.poll() is not None:
+        return "none"
+    if target == "worker":
+        os.kill(rng.choice(sorted(workers)), signal.SIGKILL)
+        return target
+    run.send_signal(signal.SIGKILL)
+    run.wait()
     assert all(gone(w) for w in workers), workers
+    return target
 
 
 def test_killed_and_resumed_runs_end_with_the_records_of_a_clean_run(tmp_path):
     rng = random.Random(SEED)
-    (tmp_path / "chaos").mkdir()
+    chaos = tmp_path / "chaos"
+    chaos.mkdir()
     clean = clean_run(tmp_path)     # meanwhile
-    for kill in range(KILLS):
-        kill_at_random(tmp_path / "chaos", rng, resume=kill > 0)
-    r = subprocess.run([sys.executable, "-m", "nutshell.cli", "run", "-b", BACKEND, "-k", SELECTION, "--resume", "-q"],
-                       cwd=tmp_path / "chaos", capture_output=True, text=True, timeout=600)
+    run, killed, resumed_crashes = start(chaos, resume=False), [], 0
+    for _ in range(KILLS):
+        if run.poll() is not None:                  # killed, or ended by itself (its crashes recorded)
+            resumed_crashes += crashes(chaos)
+            run = start(chaos, resume=True)
+        killed.append(kill_at_random(run, chaos, rng))
+    run.wait(timeout=600)
+    resumed_crashes += crashes(chaos)
+    r = subprocess.run([*ARGV, "--resume"], cwd=chaos, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    doc = json.loads((tmp_path / "chaos" / "reports" / "results.json").read_text())
+    doc = json.loads((chaos / "reports" / "results.json").read_text())
     pairs = [(rec["id"], rec["outcome"]) for rec in doc["results"]]
     assert doc["complete"] and len(pairs) == len(set(pairs))
     assert set(pairs) == outcomes(clean, tmp_path)
-    assert not (tmp_path / "chaos" / "reports" / "parts").exists()
+    assert not (chaos / "reports" / "parts").exists()
+    assert {"runner", "worker"} <= set(killed) and resumed_crashes, (killed, resumed_crashes)

@@ -1,6 +1,7 @@
 """``nutshell run`` and its workers under signals and deaths: Ctrl-C and SIGTERM stop cleanly with
-valid files, one line and 130/143; a worker ends with its runner; a worker that dies outside any
-check is started again, and the record of one that keeps dying does not survive ``--resume``."""
+valid files, one line and 130/143 (Ctrl-C while ``nutshell`` starts too); a worker ends with its
+runner; a worker that dies outside any check is started again, and no crash record survives
+``--resume``: the check (or the worker's group) runs again."""
 
 from __future__ import annotations
 
@@ -157,3 +158,17 @@ def test_a_worker_that_keeps_dying_is_given_up_and_resume_runs_it_again(tmp_path
     doc = json.loads((tmp_path / "reports" / "results.json").read_text())
     assert doc["complete"] and [(x["id"], x["outcome"]) for x in doc["results"]] == [("relu[dying-grid-float32]",
                                                                                       "pass")]
+
+
+def test_resume_runs_again_the_check_a_worker_died_in(tmp_path):
+    """A crash record is the runner's, not the check's: ``--resume`` drops it and runs the check
+    again (this one segfaults every time, so it is recorded again), so a worker SIGKILLed in a check
+    and resumed ends as a clean run does (tests/test_chaos.py)."""
+    selection = "relu and kink and float32 and not vjp and not cross"
+    said = "dying: relu[dying-kink-float32]: worker died (signal SIGSEGV) while running this check"
+    for resume in ([], ["--resume"]):
+        r = run_dying(tmp_path, "", "-k", selection, *resume)
+        assert r.returncode == 1 and said in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+        doc = json.loads((tmp_path / "reports" / "results.json").read_text())
+        crashed = [x for x in doc["results"] if x["check"] == "crash"]
+        assert doc["complete"] and [x["id"] for x in crashed] == ["relu[dying-kink-float32]"]
