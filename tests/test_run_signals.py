@@ -172,3 +172,28 @@ def test_resume_runs_again_the_check_a_worker_died_in(tmp_path):
         doc = json.loads((tmp_path / "reports" / "results.json").read_text())
         crashed = [x for x in doc["results"] if x["check"] == "crash"]
         assert doc["complete"] and [x["id"] for x in crashed] == ["relu[dying-kink-float32]"]
+
+
+def _nutshell_script() -> str:
+    """The ``nutshell`` console script of this environment (nutshell.entry:main)."""
+    script = Path(sys.executable).with_name("nutshell")
+    if not script.is_file():
+        pytest.skip("no nutshell console script next to this Python (not installed)")
+    return str(script)
+
+
+@pytest.mark.parametrize("how", ["console script", "python -m nutshell.entry"])
+def test_ctrl_c_while_starting_is_one_line_and_130(tmp_path, how):
+    """Ctrl-C while ``nutshell`` still imports its command line (the first second or two) was a raw
+    KeyboardInterrupt traceback. SIGINT 0.3 s after the start, and once NumPy's C module is loaded
+    (the interpreter's own start-up is past, the command line's import under way): one line, 130."""
+    argv = [_nutshell_script()] if how == "console script" else [sys.executable, "-m", "nutshell.entry"]
+    proc = subprocess.Popen([*argv, "list"], cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    started = time.monotonic()
+    maps = Path(f"/proc/{proc.pid}/maps")
+    while proc.poll() is None and (time.monotonic() - started < 0.3 or "_multiarray_umath" not in maps.read_text()):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert len(err.splitlines()) == 1 and err.startswith("nutshell: interrupted"), err
