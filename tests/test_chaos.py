@@ -55,26 +55,51 @@ def crashes(tmp: Path) -> int:
     return sum(json.loads(line).get("check") == "crash" for line in lines.read_text().splitlines() if line.strip())
 
 
+def in_a_check(tmp: Path) -> bool:
+    """Whether the newest worker's last event (parts/<run>/<group>-<n>.jsonl) starts a check."""
+    events = sorted((tmp / "reports" / "parts").glob("*/*.jsonl"), key=lambda p: p.stat().st_mtime)
+    try:
+        text = events[-1].read_text() if events else ""
+    except OSError:
+        return False
+    lines = text[:text.rfind("\n") + 1].splitlines()
+    return bool(lines) and json.loads(lines[-1]).get("event") == "start"
+
+
+def kill_a_worker_in_a_check(run: subprocess.Popen, tmp: Path, rng: random.Random) -> bool:
+    """SIGKILL one of the runner's workers once it has started a check, until the runner records
+    the crash (a worker killed just after its check, outside any, is started again: the next one is
+    killed); False when the run ended first."""
+    while run.poll() is None:
+        workers, before = children(run.pid), crashes(tmp)
+        if not (workers and in_a_check(tmp)):
+            time.sleep(0.001)
+            continue
+        os.kill(rng.choice(sorted(workers)), signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while crashes(tmp) == before and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if crashes(tmp) > before:
+            return True
+    return False
+
+
 def kill_at_random(run: subprocess.Popen, tmp: Path, rng: random.Random) -> str:
-    """SIGKILL the runner or one of its workers (its children), after a random delay once the run
-    has recorded a random number of new checks (the checks take milliseconds, the start-up of a
-    worker seconds); returns which, or "none" when the run ended first. A killed runner's workers
-    must end by themselves; a killed worker's runner records the check it died in and goes on."""
+    """SIGKILL the runner, or one of its workers (its children) in a check, after a random delay once
+    the run has recorded a random number of new checks (they take milliseconds, a worker's start-up
+    seconds); returns which, or "none" when the run ended first. A killed runner's workers must end
+    by themselves; a killed worker's runner records the check it died in and goes on."""
     target = rng.choice(["runner", "worker"])
     at = staged(tmp / "reports") + rng.randint(1, 30)
     delay = rng.uniform(0.0, 0.02) if rng.random() < 0.7 else rng.uniform(0.02, 0.3)   # in a check, or later
     while run.poll() is None and staged(tmp / "reports") < at:
         time.sleep(0.005)
     time.sleep(delay)
-    workers = children(run.pid)
-    while target == "worker" and not workers and run.poll() is None:     # between two workers
-        time.sleep(0.005)
-        workers = children(run.pid)
     if run.poll() is not None:
         return "none"
     if target == "worker":
-        os.kill(rng.choice(sorted(workers)), signal.SIGKILL)
-        return target
+        return target if kill_a_worker_in_a_check(run, tmp, rng) else "none"
+    workers = children(run.pid)
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert all(gone(w) for w in workers), workers
