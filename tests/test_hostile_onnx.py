@@ -181,6 +181,8 @@ def _windows_model(kind: str, n: int) -> bytes:
 
     if kind == "conv pads":
         return _conv_pads(n)
+    if kind in _CONCEPT_MODELS:
+        return _concept_model(kind, n)
     conv = helper.make_node("Conv", ["x", "w", "b"], ["c" if kind == "conv then pool" else "y"], pads=[1] * 4)
     pool = helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2])
     nodes = {"conv 3x3": [conv], "conv then pool": [conv, pool],
@@ -201,12 +203,43 @@ def _reference_accepts(kind: str, n: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("kind", ["conv pads", "conv 3x3", "conv then pool", "max pool", "avg pool"])
+_CONCEPT_MODELS = ("softmax", "log softmax opset 11", "lrn", "lstm", "gemm", "sigmoid", "global avg pool")
+
+
+def _concept_model(kind: str, n: int) -> bytes:
+    """A model of size ``n`` of a non-window concept whose reference allocates several times its
+    values (compare.CONCEPT_WORK): Softmax over 4 channels, LogSoftmax of opset 11 (the flatten
+    path), LRN of size 5 over 8 channels, an LSTM of n steps (batch 8, 16 inputs, H = 16), Gemm
+    (n, 256)·(256, 256) with a bias, Sigmoid, GlobalAveragePool over n×n."""
+    def rand(name, *shape):
+        return numpy_helper.from_array(np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32), name)
+
+    x, inits, opset = [1, 4, n, n], [], 18
+    if kind == "softmax":
+        node = helper.make_node("Softmax", ["x"], ["y"], axis=1, name="sm")
+    elif kind == "log softmax opset 11":
+        node, opset = helper.make_node("LogSoftmax", ["x"], ["y"], axis=2, name="lsm"), 11
+    elif kind == "lrn":
+        node, x = helper.make_node("LRN", ["x"], ["y"], size=5, name="lrn"), [1, 8, n, n]
+    elif kind == "lstm":
+        node, x = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], hidden_size=16, name="lstm"), [n, 8, 16]
+        inits = [rand("W", 1, 64, 16), rand("R", 1, 64, 16), rand("B", 1, 128)]
+    elif kind == "gemm":
+        node, x = helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="gemm"), [n, 256]
+        inits = [rand("w", 256, 256), rand("b", 256)]
+    else:
+        node = helper.make_node({"sigmoid": "Sigmoid", "global avg pool": "GlobalAveragePool"}[kind], ["x"], ["y"])
+    return _model([node], [_vi("x", x)], [_vi("y", None)], inits, opset=opset)
+
+
+@pytest.mark.parametrize("kind", ["conv pads", "conv 3x3", "conv then pool", "max pool", "avg pool", *_CONCEPT_MODELS])
 def test_the_reference_peak_stays_within_the_budget_its_check_accepted(monkeypatch, kind):
     """The float64 reference holds five arrays per value (T's value and four bounds) and a window
     step allocates its padded input, its windows and T's temporaries on top: the largest model the
     check accepts under a 48 MiB budget peaks within 48 MiB, and not far below (the check is not
-    vacuous). It counted two arrays and no working set: pads of 3000 under 1000 MB peaked at 4.8 GiB."""
+    vacuous). It counted two arrays and no working set: pads of 3000 under 1000 MB peaked at 4.8 GiB.
+    The other concepts' temporaries (compare.CONCEPT_WORK) went uncounted: a Softmax allocates 10
+    times its input, an LRN 15 times, an LSTM about 45 times its output, on top of what is held."""
     budget = 48
     monkeypatch.setenv(validate.MEMORY_ENV, str(budget))
 
@@ -240,6 +273,32 @@ def test_conv_pads_3000_under_1000_mb_is_refused_for_the_reference(tmp_path, cap
         compare.check_reference(graph, feeds)
     code, _, err = _check_cli(tmp_path, data, capsys)
     assert code == 2 and "SpecError" in err and "5.4 GiB" in err and validate.MEMORY_ENV in err
+
+
+@pytest.mark.parametrize("kind, n, budget, needs, work", [
+    ("softmax", 1024, 500, "680.1 MiB", "360.1 MiB"),
+    ("lrn", 512, 300, "400.1 MiB", "240.1 MiB"),
+    ("lstm", 20000, 500, "1.2 GiB", "1.1 GiB"),
+])
+def test_a_step_whose_temporaries_exceed_the_budget_is_refused_before_it_runs(monkeypatch, tmp_path, capsys, kind,
+                                                                             n, budget, needs, work):
+    """What the step holds fits the budget; with its reference's temporaries it does not: a SpecError
+    naming the node and both sizes, before anything is allocated."""
+    monkeypatch.setenv(validate.MEMORY_ENV, str(budget))
+    data = _concept_model(kind, n)
+    graph = onnx_import.parse(data)
+    feeds = compare.inputs_for(graph, {})
+    want = (rf"ONNX node \w+ '\w+': the float64 reference of this step needs {needs} \(its inputs and results, "
+            rf"and {work} while it runs\), over the memory budget of {budget}\.0 MiB")
+
+    def attempt():
+        with pytest.raises(SpecError, match=want):
+            compare.reference(graph, feeds)
+    assert peak(attempt) < 16 * 2**20
+    with pytest.raises(SpecError, match=want):
+        compare.check_reference(graph, feeds)
+    code, _, err = _check_cli(tmp_path, data, capsys)
+    assert code == 2 and "SpecError" in err and work in err and validate.MEMORY_ENV in err
 
 
 def _conv_attr(attr: str, value: int) -> bytes:

@@ -87,16 +87,20 @@ class ReferenceLimits(inference.Limits):
         names = dict(step.outputs)
         for res, m in outs.items():
             limit(m.shape, m.dtype, f"the float64 reference of its result {names[res]!r}")
-        if step.op not in WINDOWS:
+        if step.op in WINDOWS:
+            x, y = ins["x"].shape, outs["y"].shape
+            attrs = resolve(step, ins)
+            kernel = attrs["kernel"] if "kernel" in attrs else ins["w"].shape[2:]
+            padded = _padded(x, y, kernel, attrs)
+            limit(padded, np.float64, "the float64 reference's padded input")
+            limit((*x[:2], *kernel, *y[2:]), np.float64, "the float64 reference's windows")
+            weights = sum(m.nbytes for arg, m in ins.items() if arg != "x" and m.dtype.kind == "f")
+            work = window_work(step.op, x, y, kernel, padded, weights)
+        elif step.op in CONCEPT_WORK:
+            work = concept_work(step.op, {k: m.shape for k, m in ins.items() if m.dtype.kind == "f"},
+                                {k: m.shape for k, m in outs.items() if m.dtype.kind == "f"}, resolve(step, ins))
+        else:
             return
-        x, y = ins["x"].shape, outs["y"].shape
-        attrs = resolve(step, ins)
-        kernel = attrs["kernel"] if "kernel" in attrs else ins["w"].shape[2:]
-        padded = _padded(x, y, kernel, attrs)
-        limit(padded, np.float64, "the float64 reference's padded input")
-        limit((*x[:2], *kernel, *y[2:]), np.float64, "the float64 reference's windows")
-        weights = sum(m.nbytes for arg, m in ins.items() if arg != "x" and m.dtype.kind == "f")
-        work = window_work(step.op, x, y, kernel, padded, weights)
         self.work = max(self.work, (work, step.node))
         total = sum(self.held(m) for m in (*ins.values(), *outs.values())) + work
         budget = validate.memory_budget()
@@ -180,6 +184,62 @@ def window_work(op: str, x: tuple, y: tuple, kernel, padded: tuple, weights: int
     return max(max(phases) - ReferenceLimits.ARRAYS * out, 0) + 10 * weights + objects
 
 
+
+CONCEPT_WORK: dict[str, str] = {
+    # concept: its working set, in float64 arrays of X (the largest float input or output, one
+    # float64 array of its elements: a held value is 5 of them), R (the softmax's reductions,
+    # X / the axis' size) or of the shapes named; then the measured peak / this count, over random
+    # shapes (tracemalloc, the result's five arrays taken off; tests/test_hostile_onnx.py)
+    "relu": "4 X: tracked.maximum's five np.maximum results, T's constructor copying four (0.99-1.0)",
+    "sigmoid": "7 X: _libm's object array (a pointer and a 24-byte float per element: 4 X), its float64 "
+               "copy, z, the where's operands (0.99-1.0)",
+    "tanh": "6 X: as sigmoid with one temporary less (0.99-1.0)",
+    "softmax": "10 X + 5 R: x - max (5 X + 4 copies), exp (object array 4 X), the sum's |x| and 5 R, "
+               "the division (0.97-1.0)",
+    "log_softmax": "11.5 X + 5.5 R: softmax's, then log(sum) and d - lse (0.93-0.97)",
+    "global_avg_pool2d": "1 X + 15 R, R its (N, C) result: the sum's |x|, then the sum (5 R and 4 "
+                         "copies) and the division by H*W (0.9-1.0)",
+    "dense": "10 X: tracked.einsum's |x|, |w| and 9 arrays of the result's size (value, magnitudes, "
+             "the four bounds, the constructor's copies, the second-order terms) (0.5-0.95)",
+    "lrn": "15 X + 1.25 KiB a channel: x*x, the window sums (a T and a sliced copy per channel, "
+           "stacked and copied), the power's object array, the division (0.95-1.0)",
+    "lstm": "5 x + 44 y + 9 W + 16 N*H + 2 N*(I+H) + 6.5 KiB a time step, W = 4H*(I+H): every step's "
+            "[x, h] (5 N*(I+H)) and seven (N, H) T values stay in the steps list (5 x + 40 y), the "
+            "stacked y copies 4 y more; [w_ih, w_hh] is concatenated (9 W, then 5 W held); one cell's "
+            "einsum and gate temporaries; Python's objects, about 6.4 KiB a step (0.85-1.0)",
+}
+"""The non-window concepts an imported graph can hold (nutshell/onnxio/codec/lowering.py's CONCEPTS),
+each with the working set its float64 reference allocates beyond its inputs and its result, as
+:func:`concept_work` counts it, derived from spec/reference's code: each tracked operation makes
+five arrays for its result and T's constructor copies four of them again, and _libm (exp, log,
+tanh, pow) goes through an object array of Python floats, 4 float64 arrays' worth."""
+
+
+def concept_work(op: str, ins: Mapping[str, tuple], outs: Mapping[str, tuple], attrs: Mapping[str, Any]) -> int:
+    """Bytes the reference of a non-window concept allocates beyond its inputs and its result
+    (:data:`CONCEPT_WORK`: what each counts and the measured peak / count), 64 KiB of Python
+    objects besides; ``ins`` and ``outs`` are the shapes of the float values."""
+    f8 = np.dtype(np.float64).itemsize
+    x = max(math.prod(s) for s in (*ins.values(), *outs.values())) * f8
+    objects = 2**16
+    if op in ("softmax", "log_softmax"):
+        shape = ins["x"]
+        r = x // max(shape[attrs["axis"]], 1) if shape else x
+        return int(10 * x + 5 * r if op == "softmax" else 11.5 * x + 5.5 * r) + objects
+    if op == "global_avg_pool2d":
+        return x + 15 * math.prod(outs["y"]) * f8 + objects
+    if op == "lrn":
+        return 15 * x + 1280 * ins["x"][1] + objects
+    if op == "lstm":
+        steps, n, i = ins["x"]
+        h = ins["w_hh"][1]
+        return f8 * (5 * steps * n * i + 44 * steps * n * h + 9 * 4 * h * (i + h) + 16 * n * h
+                     + 2 * n * (i + h)) + 6656 * steps + objects
+    return _TIMES_X[op] * x + objects
+
+
+_TIMES_X = {"relu": 4, "sigmoid": 7, "tanh": 6, "dense": 10}   # CONCEPT_WORK's n X
+
 def check_reference(graph: Graph, feeds: dict[str, np.ndarray]) -> None:
     """SpecError, naming the node, when the float64 reference of ``graph`` on ``feeds`` would hold a
     tensor over the limit or, with its largest working set, more than the memory budget: before
@@ -191,7 +251,8 @@ def check_reference(graph: Graph, feeds: dict[str, np.ndarray]) -> None:
 def reference(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
     """Every value of the graph in float64, floats as T (value and bound), from exact feeds; what
     it will hold and allocate is checked for the whole graph before the first step runs
-    (ReferenceLimits)."""
+    (ReferenceLimits), before the feeds themselves become T values (five float64 arrays each)."""
+    check_reference(graph, feeds)
     return onnx_import.execute(graph, {k: _tracked(v) for k, v in feeds.items()}, _ref_concept, _ref_structural,
                                ReferenceLimits())
 
