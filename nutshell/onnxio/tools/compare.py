@@ -58,7 +58,7 @@ def _ref_structural(step: Step, ins: dict) -> dict:
 
 
 class ReferenceLimits(inference.Limits):
-    """What the float64 reference holds, and what its window steps allocate on top.
+    """What the float64 reference holds, and what its steps allocate on top.
 
     Held: every float value as a T, ``len(T.__slots__)`` float64 arrays (the value and its four
     bounds, spec/reference/tracked.py); the run keeps every value (for per-node comparisons).
@@ -66,10 +66,11 @@ class ReferenceLimits(inference.Limits):
     On top of that a window concept (conv2d, the poolings) allocates a working set several times
     its result for the length of the step (:func:`window_work`): the padded input, every window's
     elements (N, C, kh, kw, oH, oW), a kh·kw-fold copy that the backends' own kernels never make,
-    and the temporaries of T's arithmetic. The whole-graph check (:meth:`check_total`) adds the
-    largest working set of any step to the values held together; each window step is also checked
-    on its own (its inputs, results and working set) when it runs, for the steps whose sizes only
-    data tells. One instance per run: it remembers the largest working set it has checked."""
+    and the temporaries of T's arithmetic; every other concept a multiple of its largest value
+    (:data:`CONCEPT_WORK`, :func:`concept_work`: 4 to 15 times, an LSTM about 45). The whole-graph
+    check (:meth:`check_total`) adds the largest working set of any step to the values held together;
+    each step is also checked on its own (its inputs, results and working set) when it runs, for
+    the steps whose sizes only data tells. One instance per run: it remembers the largest working set it has checked."""
 
     ARRAYS = len(T.__slots__)       # float64 arrays per held float value
 
