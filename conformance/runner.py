@@ -373,7 +373,7 @@ class Runner:
         about the same time. One job: the groups one after the other in this thread, as before."""
         if not groups:
             return
-        tasks = plan(groups, self.opts.jobs, self.costs, whole=self.opts.k is None and self.opts.shard is None)
+        tasks = plan(groups, self.opts.jobs, self.costs)
         if self.opts.jobs <= 1:
             for group, batch in tasks:
                 self._run_group(group, batch)
@@ -606,24 +606,21 @@ def _worker_env(jobs: int) -> dict[str, str]:
 MIN_BATCH_S = 15.0   # the shortest batch worth a worker: about four worker start-ups (imports, collection)
 
 
-def plan(groups: list[str], jobs: int, costs: dict[str, float], whole: bool = False) -> list[tuple[str, str | None]]:
+def plan(groups: list[str], jobs: int, costs: dict[str, float]) -> list[tuple[str, str | None]]:
     """The workers of ``groups`` for ``jobs`` jobs, in the order they start: (group, batch "i/k" or
     None), the longest group's first. One job: each group whole. Several, with every group's
     seconds in an earlier run (``costs``): batches of about total / (2·jobs) seconds, two a job, so
     that a long batch at the end does not leave the other jobs idle, and never under
     :data:`MIN_BATCH_S`, so that a short selection is not spread over workers that would mostly
-    start up. Without them nothing says how long a group is. For the ``whole`` suite (no -k, no
-    shard), which runs for minutes, at least two batches each and two a job: the slowest backend's
-    checks (TensorFlow's took 42% of a full run's check time here) are then not one job's tail while
-    the others idle. For a selection, ⌈jobs / groups⌉ each: a worker for every job and no start-up
-    more."""
+    start up. Without them nothing says how long a group is: ⌈jobs / groups⌉ batches each, a
+    worker for every job and no start-up more."""
     if jobs <= 1:
         return [(g, None) for g in groups]
     if all(g in costs for g in groups):
         target = max(sum(costs[g] for g in groups) / (2 * jobs), MIN_BATCH_S)
         ks = {g: max(1, min(2 * jobs, round(costs[g] / target))) for g in groups}
     else:
-        ks = dict.fromkeys(groups, max(2, -(-2 * jobs // len(groups))) if whole else max(1, -(-jobs // len(groups))))
+        ks = dict.fromkeys(groups, max(1, -(-jobs // len(groups))))
     order = sorted(groups, key=lambda g: -costs.get(g, 0.0))
     return [(g, f"{i}/{ks[g]}" if ks[g] > 1 else None) for g in order for i in range(1, ks[g] + 1)]
 

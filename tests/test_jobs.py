@@ -51,10 +51,6 @@ def test_the_plan_gives_every_job_two_timed_batches_the_longest_group_first():
     groups = ["torch", "cupy", "onnx"]
     assert runner.plan(groups, 1, {}) == [("torch", None), ("cupy", None), ("onnx", None)]
     assert runner.plan(groups, 2, {}) == [(g, None) for g in groups]              # untimed: a worker a job
-    assert runner.plan(groups, 2, {}, whole=True) == [(g, f"{i}/2") for g in groups for i in (1, 2)]  # two a job
-    four = [*groups, "tf"]                                         # the whole suite: at least two batches each
-    assert runner.plan(four, 2, {}, whole=True) == [(g, f"{i}/2") for g in four for i in (1, 2)]
-    assert runner.plan(["torch"], 4, {}, whole=True) == [("torch", f"{i}/8") for i in range(1, 9)]
     assert runner.plan(["torch"], 2, {}) == [("torch", "1/2"), ("torch", "2/2")]
     timed = runner.plan(groups, 2, {"torch": 100.0, "cupy": 40.0, "onnx": 160.0})   # batches of 75 s
     assert timed == [("onnx", "1/2"), ("onnx", "2/2"), ("torch", None), ("cupy", None)]
