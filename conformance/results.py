@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import shlex
-import textwrap
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -466,20 +465,35 @@ def summarize(records: Iterable[CheckResult]) -> dict:
     return dict(out)
 
 
-def summary_table(summary: dict, unavailable: dict | None = None) -> str:
-    """A table readable in 80 columns."""
-    rows = [f"{'backend':<10} {'passed':>7} {'failed':>7} {'unsupp.':>8} {'errors':>7} {'total':>7}  worst usage"]
+def summary_rows(summary: dict, unavailable: dict | None = None):
+    """Per backend: the counts by outcome and the worst bound usage among passes; then each
+    unavailable backend with its whole reason (wrapped at word boundaries): a
+    :class:`~nutshell.conformance.tables.Table` (imported here: rich loads only where a table is drawn)."""
+    from nutshell.conformance.tables import Column, Table
+
+    t = Table([Column("backend", 10), Column("passed", 7, ">"), Column("failed", 7, ">"),
+               Column("unsupp.", 8, ">"), Column("errors", 7, ">"), Column("total", 7, ">"),
+               Column("worst usage", sep=2)])
     for name in sorted(summary):
         s = summary[name]
-        rows.append(f"{name:<10} {s['pass']:>7} {s['fail']:>7} {s['unsupported']:>8} {s['error']:>7} "
-                    f"{s['total']:>7}  {s['worst_usage']:.3g}")
-    for name, why in sorted((unavailable or {}).items()):   # the whole reason, wrapped at word boundaries
-        lines = textwrap.wrap(f"unavailable: {why}", 68, subsequent_indent="  ", break_long_words=False)
-        rows += [f"{name if i == 0 else '':<10} {line}" for i, line in enumerate(lines)]
+        t.row(name, s["pass"], s["fail"], s["unsupported"], s["error"], s["total"], f"{s['worst_usage']:.3g}")
+    for name, why in sorted((unavailable or {}).items()):
+        t.row(name, span=f"unavailable: {why}")
+    return t
+
+
+def spec_problems(summary: dict) -> str | None:
+    """The line for checks the spec's own broken files kept from running (counted in the total, under
+    no column: the spec is broken, not a backend)."""
     broken = sum(s[Outcome.SPEC.value] for s in summary.values())
-    if broken:   # counted in the total, under no column: the spec is broken, not a backend
-        rows.append(f"spec problems: {broken} check(s) not run, the spec's own files are broken (outcome 'spec')")
-    return "\n".join(rows)
+    return f"spec problems: {broken} check(s) not run, the spec's own files are broken (outcome 'spec')" \
+        if broken else None
+
+
+def summary_table(summary: dict, unavailable: dict | None = None) -> str:
+    """:func:`summary_rows` as plain text readable in 80 columns, and :func:`spec_problems`."""
+    problems = spec_problems(summary)
+    return "\n".join([*summary_rows(summary, unavailable).lines(), *([problems] if problems else [])])
 
 
 _JUNIT_TAGS = {Outcome.FAIL: "failure", Outcome.ERROR: "error", Outcome.SPEC: "error", Outcome.UNSUPPORTED: "skipped"}

@@ -51,6 +51,9 @@ from nutshell.conformance.results import (
     load_lines,
     load_results,
     rerun_command,
+    spec_problems,
+    summarize,
+    summary_rows,
     write_junit,
 )
 from nutshell.conformance.tables import Column, Table
@@ -705,9 +708,9 @@ def run(args: argparse.Namespace) -> int:
         return code
     print()
     summary_table(r.records, r.header["unavailable"]).show()
-    broken = sum(rec.outcome is Outcome.SPEC for rec in r.records)
-    if broken:   # counted in the total, under no column: the spec is broken, not a backend
-        print(f"spec problems: {broken} check(s) not run, the spec's own files are broken (outcome 'spec')")
+    problems = spec_problems(summarize(r.records))
+    if problems:
+        print(problems)
     claims = claims_table(r.records)
     if claims is not None:
         print()
@@ -756,20 +759,8 @@ def counts_line(records: list[CheckResult]) -> str:
 
 
 def summary_table(records: list[CheckResult], unavailable: dict[str, str]) -> Table:
-    """Per backend: the counts by outcome and the worst bound usage among passes; then each
-    unavailable backend with its whole reason (wrapped at word boundaries)."""
-    from nutshell.conformance.results import summarize
-
-    summary = summarize(records)
-    t = Table([Column("backend", 10), Column("passed", 7, ">"), Column("failed", 7, ">"),
-               Column("unsupp.", 8, ">"), Column("errors", 7, ">"), Column("total", 7, ">"),
-               Column("worst usage", sep=2)])
-    for name in sorted(summary):
-        s = summary[name]
-        t.row(name, s["pass"], s["fail"], s["unsupported"], s["error"], s["total"], f"{s['worst_usage']:.3g}")
-    for name, why in sorted(unavailable.items()):
-        t.row(name, span=f"unavailable: {why}")
-    return t
+    """The records' summary table (:func:`~nutshell.conformance.results.summary_rows`)."""
+    return summary_rows(summarize(records), unavailable)
 
 
 def claims_table(records: list[CheckResult]) -> Table | None:
