@@ -50,7 +50,9 @@ def test_jobs_must_be_a_positive_whole_number(tmp_path):
 def test_the_plan_gives_every_job_two_timed_batches_the_longest_group_first():
     groups = ["torch", "cupy", "onnx"]
     assert runner.plan(groups, 1, {}) == [("torch", None), ("cupy", None), ("onnx", None)]
-    assert runner.plan(groups, 2, {}) == [(g, None) for g in groups]              # untimed: a worker a job
+    assert runner.plan(groups, 2, {}) == [("onnx", None), ("torch", None), ("cupy", None)]  # untimed: a worker a job
+    untimed = runner.plan(["cupy", "onnx", "torch", "tf"], 2, {"cupy": 90.0})   # TYPICAL_S for the rest
+    assert untimed == [("tf", None), ("cupy", None), ("onnx", None), ("torch", None)]   # the unknown one first
     assert runner.plan(["torch"], 2, {}) == [("torch", "1/2"), ("torch", "2/2")]
     timed = runner.plan(groups, 2, {"torch": 100.0, "cupy": 40.0, "onnx": 160.0})   # batches of 75 s
     assert timed == [("onnx", "1/2"), ("onnx", "2/2"), ("torch", None), ("cupy", None)]
