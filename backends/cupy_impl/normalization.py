@@ -38,24 +38,31 @@ def _offsets(size: int) -> tuple[int, int]:
     return (size - 1) // 2, size - 1 - (size - 1) // 2
 
 
+def _constant(value: float, like: Any) -> Any:
+    """``value`` rounded into ``like``'s dtype as a 0-d array, so that the arithmetic stays in that
+    dtype: ml_dtypes before 0.7 promotes a bfloat16 array with a Python float to float32."""
+    return array_module(like).asarray(value, dtype=like.dtype)
+
+
 def _denominator(x: Any, attrs: dict) -> Any:
     before, after = _offsets(attrs["size"])
-    return attrs["bias"] + (attrs["alpha"] / attrs["size"]) * channel_window_sum(x * x, before, after)
+    bias, scale = _constant(attrs["bias"], x), _constant(attrs["alpha"] / attrs["size"], x)
+    return bias + scale * channel_window_sum(x * x, before, after)
 
 
 def lrn(inputs: Arrays, attrs: dict) -> Arrays:
     x = inputs["x"]
-    return {"y": x / _denominator(x, attrs) ** attrs["beta"]}
+    return {"y": x / _denominator(x, attrs) ** _constant(attrs["beta"], x)}
 
 
 def lrn_vjp(inputs: Arrays, cots: Arrays, attrs: dict) -> Arrays:
     x, gy = inputs["x"], cots["y"]
     before, after = _offsets(attrs["size"])
     d = _denominator(x, attrs)
-    scale = d ** attrs["beta"]
+    scale = d ** _constant(attrs["beta"], x)
     y = x / scale
     back = channel_window_sum(gy * y / d, after, before)           # the mirrored window
-    return {"x": gy / scale - (2 * attrs["alpha"] * attrs["beta"] / attrs["size"]) * x * back}
+    return {"x": gy / scale - _constant(2 * attrs["alpha"] * attrs["beta"] / attrs["size"], x) * x * back}
 
 
 CONCEPTS: dict[str, Impl] = {"lrn": Impl(lrn, lrn_vjp)}

@@ -59,16 +59,12 @@ class TfBackend(Backend):
 
     @staticmethod
     def _found_elsewhere() -> dict[str, str]:
-        """The vectors ``nutshell hunt`` found on other backends that TensorFlow fails as well: its
-        Exp, Sigmoid and Softmax kernels flush subnormal results to zero in float64 too (σ(−709.7)
-        = 3.3e−309 comes back 0), and its float64 Tanh is up to 7·u·|y| off near ±1, as ONNX
-        Runtime's was."""
+        """The float64 vectors ``nutshell hunt`` found on other backends that TensorFlow fails as
+        well (the float32 ones are among :meth:`flushes_subnormals`): its Exp, Sigmoid and Softmax
+        kernels flush subnormal results to zero in float64 too (σ(−709.7) = 3.3e−309 comes back
+        0), and its float64 Tanh is up to 7·u·|y| off near ±1, as ONNX Runtime's was."""
         flush = "TensorFlow's Exp, Sigmoid and Softmax kernels flush subnormal results to zero (float64 too)"
-        ids = ["layer[tf-found_torch_2026_12_04_1-float32]",
-               "logistic_regression[tf-found_torch_2026_12_04_1-float64]",
-               "softmax_regression[tf-found_onnx_2026_12_04_1-float32]",
-               "lstm_cell[tf-found_torch_2026_12_04_1-float32]",
-               "lstm[tf-found_torch_2026_12_04_1-float32]",
+        ids = ["logistic_regression[tf-found_torch_2026_12_04_1-float64]",
                "lstm[tf-found_cupy_2026_12_04_1-float64*]"]
         return dict.fromkeys(ids, flush) | {
             "tanh[tf-found_onnx_2026_12_04_1-float64]": "TensorFlow's float64 Tanh is up to 7·u·|y| off near ±1"}
