@@ -621,15 +621,18 @@ def plan(groups: list[str], jobs: int, costs: dict[str, float]) -> list[tuple[st
     seconds in an earlier run (``costs``): batches of about total / (2·jobs) seconds, two a job, so
     that a long batch at the end does not leave the other jobs idle, and never under
     :data:`MIN_BATCH_S`, so that a short selection is not spread over workers that would mostly
-    start up. Without them nothing says how long a group is: ⌈jobs / groups⌉ batches each, a
-    worker for every job and no start-up more, an untimed group in the order of :data:`TYPICAL_S`."""
+    start up. Without them only :data:`TYPICAL_S` says how long a group may be: ⌈jobs / groups⌉
+    batches each, a worker for every job and no start-up more, but none much shorter than
+    :data:`MIN_BATCH_S` by its typical seconds (the cross checks stay one worker), in the order of
+    those seconds."""
     if jobs <= 1:
         return [(g, None) for g in groups]
     if all(g in costs for g in groups):
         target = max(sum(costs[g] for g in groups) / (2 * jobs), MIN_BATCH_S)
         ks = {g: max(1, min(2 * jobs, round(costs[g] / target))) for g in groups}
-    else:
-        ks = dict.fromkeys(groups, max(1, -(-jobs // len(groups))))
+    else:                                   # a group of typical seconds known: no batch much under MIN_BATCH_S
+        even = max(1, -(-jobs // len(groups)))
+        ks = {g: max(1, min(even, round(TYPICAL_S[g] / MIN_BATCH_S))) if g in TYPICAL_S else even for g in groups}
     order = sorted(groups, key=lambda g: -costs.get(g, TYPICAL_S.get(g, math.inf)))
     return [(g, f"{i}/{ks[g]}" if ks[g] > 1 else None) for g in order for i in range(1, ks[g] + 1)]
 

@@ -235,6 +235,32 @@ def test_an_onnx_step_is_two_cached_sessions_of_standard_operators():
     assert not set(m.params()) & {w for _, w in backward_convs}, "a backward Conv convolves with a weight as is"
 
 
+def test_an_onnx_relu_read_by_a_max_pool_alone_takes_its_mask_on_the_pooled_values(monkeypatch):
+    """digits_cnn's relu → 2×2 max-pool pairs: backward, the relu's Where runs on the pooled values (a
+    quarter of the elements) and the gradients are bit for bit those of the relu's own vjp after the
+    unpooling, ties of zeros (a window of non-positive values) and negative inputs included."""
+    from nutshell.backends.onnx_impl.model import Composer
+
+    b = _load("onnx")
+    spec = models.get("digits_cnn")
+    assert set(Composer(b, spec, spec.shapes(8), "float32", {"x"})._relu_pools()) == {"pool1", "pool2"}
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((8, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 8)
+    x[:, :, :4] = -np.abs(x[:, :, :4])                         # windows where the relu gives 0 everywhere
+    fused = b.model("digits_cnn", seed=2)
+    wheres = [n for n in Composer(b, spec, spec.shapes(8), "float32", fused._differentiable).train()[1].graph.node
+              if n.op_type == "Where"]
+    assert {n.name.partition("/")[0] for n in wheres} == {"d:relu1@pool1", "d:relu2@pool2"}
+    loss, grads = fused._loss_and_grads(x, y)
+    monkeypatch.setattr(Composer, "_relu_pools", lambda self: {})
+    plain = backends.load("onnx", "cpu").model("digits_cnn", seed=2)
+    loss_plain, grads_plain = plain._loss_and_grads(x, y)
+    assert loss == loss_plain and grads.keys() == grads_plain.keys()
+    for name, g in grads.items():
+        assert np.array_equal(g, grads_plain[name]), name
+    assert np.count_nonzero(grads["conv1_w"]) and np.count_nonzero(grads["conv2_w"])
+
+
 # --- CuPy on NumPy: max pooling by running maximum ---------------------------------------------------
 
 POOLS = {

@@ -10,7 +10,9 @@ model's values, and the structural nodes as ONNX Reshape, Transpose and Constant
 * backward: those values, x, the parameters and the labels -> one gradient per parameter. The
   loss's vjp is seeded with a constant 1, then the nodes' vjp graphs follow in reverse; a value
   read by several nodes gets the sum of their cotangents, added in the order of the node-by-node
-  executor (``nutshell.spec.graph``), so the arithmetic is the same.
+  executor (``nutshell.spec.graph``), so the arithmetic is the same. A relu read by a max-pool
+  alone takes its mask on the pooled values, before the unpooling (:meth:`Composer._relu_pool_vjp`):
+  the same numbers from a quarter of the elements (2×2 pools).
 
 A vjp graph runs its concept forward again for what it needs (the inception module's vjp runs the
 whole module): every backward node whose operator, attributes and inputs are those of a forward
@@ -25,6 +27,7 @@ them (on the GPU on a CUDA device); only the loss and the gradients come back to
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -275,15 +278,41 @@ class Composer:
         seed = g.const(np.ones((), self.dtype), "one")
         outs = self._loss(g, value(logits), names[self.key], "vjp", {"cot.loss": seed})
         cot = {logits: outs["grad.logits"]}
+        fused = self._relu_pools()
         for node in reversed(self.spec.nodes):
             if node.op == "zeros" or not any(o in cot for o in node.outputs):
                 continue
-            for ref, grad in self._node_vjp(g, node, value, cot):
+            vjp = self._relu_pool_vjp(g, node, fused[node.id], value, cot) if node.id in fused else \
+                self._node_vjp(g, node, value, cot)
+            for ref, grad in vjp:
                 if ref in self.differentiable:
                     cot[ref] = g.op("Add", cot[ref], grad) if ref in cot else grad
         for p in self.spec.params:
             g.output(f"grad:{p.name}", cot[p.name] if p.name in cot else zeros(g, p.shape), p.shape)
         return g
+
+    def _relu_pools(self) -> dict[str, Node]:
+        """{id of a max_pool2d node: the relu node whose result it alone reads}."""
+        readers = Counter(ref for n in self.spec.nodes for ref in n.inputs.values())
+        relus = {n.outputs[0]: n for n in self.spec.nodes if n.op == "relu"}
+        return {n.id: relus[n.inputs["x"]] for n in self.spec.nodes
+                if n.op == "max_pool2d" and n.inputs["x"] in relus and readers[n.inputs["x"]] == 1
+                and n.inputs["x"] != self.spec.output}
+
+    def _relu_pool_vjp(self, g: Graph, pool: Node, relu: Node, value, cot: dict[str, str]) -> list[tuple[str, str]]:
+        """The vjp of relu then max_pool2d with the relu's mask taken on the pooled values (a pool's
+        share of the relu's elements, a quarter for 2×2): p = maxpool(relu(a)), gp its cotangent,
+
+            ga = [a > 0] ⊙ unpool(gp) = unpool([p > 0] ⊙ gp),
+
+        since unpool puts gp[k] at the window's argmax i alone, where relu(a)[i] = p[k], so that
+        a[i] > 0 exactly when p[k] > 0; every other element is 0 either way. The relu's own vjp
+        graph computes the mask (on p), the pool's places the result."""
+        out = pool.outputs[0]
+        on_pooled = Node(f"{relu.id}@{pool.id}", "relu", {"x": out}, relu.attrs, (out,))
+        (_, masked), = self._node_vjp(g, on_pooled, value, cot)
+        return [(relu.inputs["x"] if ref == relu.outputs[0] else ref, grad)
+                for ref, grad in self._node_vjp(g, pool, value, {**cot, out: masked})]
 
     def _node_vjp(self, g: Graph, node: Node, value, cot: dict[str, str]) -> list[tuple[str, str]]:
         """(input value name, the name of its cotangent contribution) for each input of one node."""
