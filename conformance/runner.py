@@ -608,11 +608,12 @@ def _worker_env(jobs: int) -> dict[str, str]:
 
 
 MIN_BATCH_S = 15.0   # the shortest batch worth a worker: about four worker start-ups (imports, collection)
-# Seconds each in-tree group took in a default run (2 cores, 2026-12; tf, the out-of-tree example,
-# took about 130). Only the order in which groups start without an earlier run depends on them: a
-# group not named here (an out-of-tree backend) counts as the longest and starts first, since a long
-# group started last is what leaves the other jobs idle, and a short one started first costs little.
-TYPICAL_S = {"onnx": 75.0, "torch": 40.0, "cupy": 24.0, "cross": 6.0}
+# Seconds of checks each in-tree group took in a default run (2 cores, 2026-12-04; tf, the
+# out-of-tree example, took about 115). Only the plan of a run without an earlier one depends on
+# them (the order, the batches): a group not named here (an out-of-tree backend) counts as the
+# longest and starts first, since a long group started last is what leaves the other jobs idle, and
+# a short one started first costs little.
+TYPICAL_S = {"onnx": 56.0, "torch": 22.0, "cupy": 19.0, "cross": 4.0}
 
 
 def plan(groups: list[str], jobs: int, costs: dict[str, float]) -> list[tuple[str, str | None]]:
@@ -624,7 +625,9 @@ def plan(groups: list[str], jobs: int, costs: dict[str, float]) -> list[tuple[st
     start up. Without them only :data:`TYPICAL_S` says how long a group may be: ⌈jobs / groups⌉
     batches each, a worker for every job and no start-up more, but none much shorter than
     :data:`MIN_BATCH_S` by its typical seconds (the cross checks stay one worker), in the order of
-    those seconds."""
+    those seconds, a group it does not name (an out-of-tree backend) first. (Tried: such a group on
+    every job; two TensorFlow workers side by side on two cores took 131 s of checks against 115
+    for one, and the run 167 s against 148–151.)"""
     if jobs <= 1:
         return [(g, None) for g in groups]
     if all(g in costs for g in groups):

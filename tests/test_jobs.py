@@ -53,9 +53,10 @@ def test_the_plan_gives_every_job_two_timed_batches_the_longest_group_first():
     assert runner.plan(groups, 2, {}) == [("onnx", None), ("torch", None), ("cupy", None)]  # untimed: a worker a job
     untimed = runner.plan(["cupy", "onnx", "torch", "tf"], 2, {"cupy": 90.0})   # TYPICAL_S for the rest
     assert untimed == [("tf", None), ("cupy", None), ("onnx", None), ("torch", None)]   # the unknown one first
-    assert runner.plan(["torch"], 2, {}) == [("torch", "1/2"), ("torch", "2/2")]
-    sixteen = runner.plan(["cupy", "onnx", "torch", "tf", "cross"], 16, {})     # 4 batches a group at most
-    assert [g for g, _ in sixteen] == ["tf"] * 4 + ["onnx"] * 4 + ["torch"] * 3 + ["cupy"] * 2 + ["cross"]
+    assert runner.plan(["torch"], 2, {}) == [("torch", None)]    # typically 22 s: two batches would be under 15 s
+    assert runner.plan(["mine"], 2, {}) == [("mine", "1/2"), ("mine", "2/2")]            # unknown: a worker a job
+    sixteen = runner.plan(["cupy", "onnx", "torch", "tf", "cross"], 16, {})     # known: ≥ ~15 s a batch
+    assert [g for g, _ in sixteen] == ["tf"] * 4 + ["onnx"] * 4 + ["torch"] + ["cupy"] + ["cross"]
     timed = runner.plan(groups, 2, {"torch": 100.0, "cupy": 40.0, "onnx": 160.0})   # batches of 75 s
     assert timed == [("onnx", "1/2"), ("onnx", "2/2"), ("torch", None), ("cupy", None)]
     assert runner.plan(["torch"], 8, {"torch": 40.0}) == [("torch", f"{i}/3") for i in (1, 2, 3)]
